@@ -1,0 +1,63 @@
+# Every target sets itself up: a fresh clone needs only python3, go and make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON      ?= python3
+UV_VERSION  := 0.13.8
+CACHE       ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/driftguard
+UV          := $(CACHE)/uv-$(UV_VERSION)/bin/uv
+VENV        := .venv
+BIN         := $(VENV)/bin
+STAMP       := $(VENV)/.synced
+
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export DRIFTGUARD_CACHE := $(CACHE)
+
+.PHONY: help install controlplane cluster demo test unit e2e lint crds bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(UV):
+	@echo "bootstrapping uv $(UV_VERSION) into $(CACHE)"
+	$(PYTHON) -m venv $(CACHE)/uv-$(UV_VERSION)
+	$(CACHE)/uv-$(UV_VERSION)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+install: $(STAMP) ## create .venv from uv.lock
+
+controlplane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager
+	@hack/build-controlplane.sh
+
+cluster: install controlplane ## start a local control plane and print its KUBECONFIG
+	$(BIN)/python -m driftguard.controlplane
+
+demo: install controlplane ## the whole story on a local control plane: apply, drift, revert, flag
+	$(BIN)/python -m driftguard.demo
+
+lint: install ## ruff, mypy --strict, import contracts, stale-CRD check
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: install ## the fast tests: no server
+	$(BIN)/pytest -q tests/unit
+
+e2e: install controlplane ## the end-to-end tests on the real control plane
+	$(BIN)/pytest -q tests/e2e
+
+test: install controlplane lint ## every test, unit and end-to-end
+	$(BIN)/pytest -q tests
+
+crds: install ## regenerate crds/ from the pydantic models
+	$(BIN)/python -m driftguard.crd > crds/environments.driftguard.io.yaml
+
+bench: install controlplane ## the performance benchmark; figures in bench/results.json
+	$(BIN)/python -m driftguard.bench
+
+clean: ## remove the virtual environment (the control-plane cache stays)
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

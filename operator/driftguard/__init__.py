@@ -1,0 +1,1 @@
+"""driftguard: an Environment is the single source of truth for a set of Kubernetes objects."""
