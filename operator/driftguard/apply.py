@@ -1,0 +1,122 @@
+"""Runs decisions through the cluster and says what happened, as closed outcomes.
+
+Every write driftguard makes to a managed object goes through here: a
+server-side apply (field manager `driftguard`, forced), a JSON patch that takes
+out list items others added, a delete guarded by the object's uid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from driftguard import plan
+from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.diff import ChangeKind, FieldChange
+from driftguard.model import ObjectKey
+
+T = TypeVar("T")
+
+RETRIES = 4
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    CONFIGURED = "configured"
+    REVERTED = "reverted"
+    FLAGGED = "flagged"
+    TOLERATED = "tolerated"
+    UNCHANGED = "unchanged"
+    PRUNED = "pruned"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    key: ObjectKey
+    outcome: Outcome
+    message: str = ""
+
+
+async def retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """Retries transient failures (timeouts, 429, 5xx) with exponential backoff."""
+    delay = 0.2
+    for _ in range(RETRIES):
+        try:
+            return await call()
+        except ApiError as exc:
+            if not exc.is_transient:
+                raise
+            await asyncio.sleep(delay)
+            delay *= 2
+    return await call()
+
+
+async def put(
+    cluster: Cluster, resource: Resource, manifest: dict[str, Any], *, dry_run: bool = False
+) -> dict[str, Any]:
+    """Server-side apply of one object; the answer is the object as the server stored it."""
+    return await retrying(lambda: cluster.apply(resource, manifest, dry_run=dry_run))
+
+
+async def revert(
+    cluster: Cluster,
+    resource: Resource,
+    manifest: dict[str, Any],
+    drifted: Iterable[FieldChange],
+) -> dict[str, Any]:
+    """Puts the blueprint back: removes list items others added, then force-applies."""
+    added = sorted(
+        (change for change in drifted if change.kind is ChangeKind.ADDED),
+        key=lambda change: _index(change.pointer),
+        reverse=True,
+    )
+    if added:
+        meta = manifest["metadata"]
+        ops: list[dict[str, Any]] = []
+        for change in added:
+            # The test op makes the removal a no-op if the list moved meanwhile.
+            ops.append({"op": "test", "path": change.pointer, "value": change.actual})
+            ops.append({"op": "remove", "path": change.pointer})
+        try:
+            await retrying(
+                lambda: cluster.json_patch(resource, meta.get("namespace", ""), meta["name"], ops)
+            )
+        except ApiError as exc:
+            if exc.status not in (409, 422):
+                raise
+    return await put(cluster, resource, manifest)
+
+
+def _index(pointer: str) -> int:
+    last = pointer.rsplit("/", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+async def prune(
+    cluster: Cluster, victims: Iterable[tuple[Resource, dict[str, Any]]]
+) -> list[Change]:
+    """Deletes objects no longer in the blueprint; the uid guards against a newer namesake."""
+    changes = []
+    for resource, live in victims:
+        meta = live["metadata"]
+        key = ObjectKey.of(live)
+        try:
+            await retrying(
+                lambda r=resource, m=meta: cluster.delete(  # type: ignore[misc]
+                    r, m.get("namespace", ""), m["name"], m["uid"]
+                )
+            )
+            changes.append(Change(key, Outcome.PRUNED, f"{key} removed from the blueprint"))
+        except ApiError as exc:
+            changes.append(Change(key, Outcome.FAILED, f"prune {key}: {exc.message}"))
+    return changes
+
+
+def strip(manifest: dict[str, Any], tolerated: frozenset[str]) -> dict[str, Any]:
+    """What to apply: the blueprint without the fields that are tolerated overrides."""
+    return plan.without(manifest, tolerated)

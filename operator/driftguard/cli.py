@@ -1,0 +1,59 @@
+"""The `driftguard` command (also `kubectl-driftguard`): run, diff, status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftguard", description="Keep environments matching their blueprint."
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, in-cluster)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch Environments here (repeat)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
+    run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--log-level", default="INFO")
+
+    diff = commands.add_parser("diff", help="show drift, live vs blueprint; exit 1 if any")
+    diff.add_argument("environment")
+    diff.add_argument("-n", "--namespace", default=None)
+
+    status = commands.add_parser("status", help="a table of Environments")
+    status.add_argument("-n", "--namespace", default=None)
+    status.add_argument("-A", "--all-namespaces", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.command == "run":
+        from driftguard import daemon
+
+        return daemon.run(
+            namespaces=args.namespace,
+            metrics_port=args.metrics_port,
+            liveness=args.liveness,
+            log_level=args.log_level,
+        )
+    from driftguard import inspect
+
+    if args.command == "diff":
+        return inspect.diff(args.environment, namespace=args.namespace)
+    return inspect.status(namespace=args.namespace, all_namespaces=args.all_namespaces)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""The only module that talks to the API server.
+
+A thin async client over kubernetes_asyncio's configuration and aiohttp session:
+raw JSON in and out (no model classes: blueprints hold any kind), discovery of
+kinds, server-side apply, watches. Client errors become this module's own
+exceptions; nothing from the client library escapes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes_asyncio import client as kclient
+from kubernetes_asyncio import config as kconfig
+
+from driftguard import model
+
+USER_AGENT = "driftguard/0.1.0"
+_APPLY = "application/apply-patch+yaml"
+
+
+class ApiError(Exception):
+    """The API server refused a request."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def is_transient(self) -> bool:
+        return self.status in (0, 429) or self.status >= 500
+
+    @property
+    def is_forbidden(self) -> bool:
+        return self.status in (401, 403)
+
+    @property
+    def is_not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def is_gone(self) -> bool:
+        return self.status == 410
+
+
+class UnknownKindError(LookupError):
+    """The server serves no such apiVersion and kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A kind as the API serves it."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        return f"{base}/{quote(name)}" if name else base
+
+
+ENVIRONMENTS = Resource(model.GROUP, model.VERSION, model.KIND, model.PLURAL, namespaced=True)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
+class Cluster(Protocol):
+    """What reconcile and apply need from the API server."""
+
+    async def resource(self, api_version: str, kind: str) -> Resource: ...
+
+    async def apply(
+        self, resource: Resource, manifest: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]: ...
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def list_objects(
+        self, resource: Resource, *, namespace: str | None = None, selector: str = ""
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None: ...
+
+    async def json_patch(
+        self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]: ...
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+
+    async def post_event(
+        self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None: ...
+
+    def watch(
+        self, resource: Resource, *, namespace: str | None, selector: str, resource_version: str
+    ) -> AsyncIterator[WatchEvent]: ...
+
+
+class KubeCluster:
+    """The real client: one aiohttp session, raw JSON."""
+
+    def __init__(self, api: kclient.ApiClient) -> None:
+        self._api = api
+        self._host: str = api.configuration.host or ""
+        self._kinds: dict[tuple[str, str], Resource] = {}
+        self._discovery_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, *, kubeconfig: str | None = None, pool: int = 64) -> KubeCluster:
+        """Uses the given kubeconfig, else the in-cluster config, else the default kubeconfig."""
+        configuration = kclient.Configuration()
+        if kubeconfig is None:
+            try:
+                kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except kconfig.ConfigException:
+                await kconfig.load_kube_config(client_configuration=configuration)
+        else:
+            await kconfig.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        configuration.connection_pool_maxsize = pool
+        api = kclient.ApiClient(configuration)
+        api.user_agent = USER_AGENT
+        return cls(api)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: aiohttp.ClientTimeout | None = None,
+    ) -> aiohttp.ClientResponse:
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers.update(self._api.default_headers)
+        await self._api.update_params_for_auth(headers, [], ["BearerToken"])
+        try:
+            response: aiohttp.ClientResponse = await self._api.rest_client.request(
+                method,
+                self._host + path,
+                query_params=query,
+                headers=headers,
+                body=body,
+                _preload_content=False,
+                _request_timeout=timeout or aiohttp.ClientTimeout(total=60),
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(0, "Unreachable", str(exc) or type(exc).__name__) from exc
+        if response.status >= 400:
+            raise await _error(response)
+        return response
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self._request(method, path, **kwargs)
+        async with response:
+            data: dict[str, Any] = await response.json(loads=json.loads)
+            return data
+
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        known = self._kinds.get((api_version, kind))
+        if known is not None:
+            return known
+        async with self._discovery_lock:
+            if (api_version, kind) not in self._kinds:
+                await self._discover(api_version)
+        try:
+            return self._kinds[(api_version, kind)]
+        except KeyError:
+            raise UnknownKindError(f"the server has no kind {kind} in {api_version}") from None
+
+    async def _discover(self, api_version: str) -> None:
+        group, _, version = api_version.rpartition("/")
+        path = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        try:
+            listing = await self._json("GET", path)
+        except ApiError as exc:
+            if exc.is_not_found:
+                raise UnknownKindError(f"the server does not serve {api_version}") from exc
+            raise
+        for entry in listing.get("resources", []):
+            if "/" in entry["name"]:
+                continue  # a subresource such as deployments/scale
+            found = Resource(group, version, entry["kind"], entry["name"], entry["namespaced"])
+            self._kinds[(api_version, entry["kind"])] = found
+
+    def forget(self, api_version: str) -> None:
+        """Drops cached discovery for a group version, e.g. after a CRD changed."""
+        for key in [key for key in self._kinds if key[0] == api_version]:
+            del self._kinds[key]
+
+    async def apply(
+        self, resource: Resource, manifest: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        query = {"fieldManager": model.FIELD_MANAGER, "force": "true"}
+        if dry_run:
+            query["dryRun"] = "All"
+        path = resource.path(meta.get("namespace"), meta["name"])
+        return await self._json("PATCH", path, query=query, body=manifest, content_type=_APPLY)
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._json("GET", resource.path(namespace, name))
+        except ApiError as exc:
+            if exc.is_not_found:
+                return None
+            raise
+
+    async def list_objects(
+        self, resource: Resource, *, namespace: str | None = None, selector: str = ""
+    ) -> tuple[list[dict[str, Any]], str]:
+        query = {"labelSelector": selector} if selector else {}
+        listing = await self._json("GET", resource.path(namespace), query=query)
+        items: list[dict[str, Any]] = listing.get("items") or []
+        for item in items:
+            item.setdefault("apiVersion", resource.api_version)
+            item.setdefault("kind", resource.kind)
+        return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
+
+    async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None:
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            await self._json("DELETE", resource.path(namespace, name), body=body)
+        except ApiError as exc:
+            if not exc.is_not_found:
+                raise
+
+    async def json_patch(
+        self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        query = {"fieldManager": model.FIELD_MANAGER}
+        path = resource.path(namespace, name)
+        return await self._json(
+            "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
+        )
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        # A merge patch of the status subresource replaces lists whole, which is
+        # what we want: status is rewritten from one pass, not merged with an old one.
+        path = ENVIRONMENTS.path(namespace, name) + "/status"
+        await self._json(
+            "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
+        )
+
+    async def post_event(
+        self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False
+    ) -> None:
+        meta = env["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": f"{model.GROUP}/{model.VERSION}",
+                "kind": model.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": model.FIELD_MANAGER},
+            "reportingComponent": model.FIELD_MANAGER,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._json("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body=body)
+
+    async def watch(
+        self, resource: Resource, *, namespace: str | None, selector: str, resource_version: str
+    ) -> AsyncIterator[WatchEvent]:
+        query = {
+            "watch": "1",
+            "allowWatchBookmarks": "true",
+            "resourceVersion": resource_version,
+            "timeoutSeconds": "600",
+        }
+        if selector:
+            query["labelSelector"] = selector
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
+        response = await self._request(
+            "GET", resource.path(namespace), query=query, timeout=timeout
+        )
+        async with response:
+            buffer = b""
+            # Lines are split by hand: aiohttp's readline() refuses lines over
+            # its buffer size, and an object in a watch can be up to 1.5 MiB.
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _watch_event(line, resource)
+
+
+def _watch_event(line: bytes, resource: Resource) -> WatchEvent:
+    raw = json.loads(line)
+    obj: dict[str, Any] = raw.get("object") or {}
+    if raw.get("type") == "ERROR":
+        raise ApiError(int(obj.get("code", 0)), str(obj.get("reason")), str(obj.get("message")))
+    obj.setdefault("apiVersion", resource.api_version)
+    obj.setdefault("kind", resource.kind)
+    return WatchEvent(str(raw.get("type")), obj)
+
+
+async def _error(response: aiohttp.ClientResponse) -> ApiError:
+    async with response:
+        text = await response.text()
+    try:
+        status = json.loads(text)
+        return ApiError(response.status, str(status.get("reason")), str(status.get("message")))
+    except ValueError:
+        return ApiError(response.status, response.reason or "", text[:500])

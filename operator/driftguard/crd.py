@@ -1,0 +1,149 @@
+"""Generates the Environment CustomResourceDefinition from the pydantic models.
+
+pydantic emits JSON Schema ($ref, anyOf-with-null, titles); Kubernetes wants a
+structural OpenAPI v3 schema. This module translates one into the other and adds
+what only a CRD has: printer columns, the status subresource and CEL rules.
+`python -m driftguard.crd` prints the YAML that lives in crds/.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from driftguard import model
+
+_DROP = {"title", "default_factory"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _resolve({**target, **extra}, defs)
+    options = node.get("anyOf")
+    if options is not None:
+        # Optional[X] arrives as anyOf [X, null]: a structural schema says X and
+        # lets the field be absent instead.
+        concrete = [option for option in options if option.get("type") != "null"]
+        if len(concrete) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            merged = {**concrete[0], **rest}
+            if merged.get("default", 0) is None:
+                del merged["default"]
+            return _resolve(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(prop, defs) for name, prop in value.items()}
+        else:
+            out[key] = _resolve(value, defs)
+    if out.get("type") == "integer" and "format" not in out:
+        out["format"] = "int64"
+    if "additionalProperties" in out and out["additionalProperties"] is False:
+        del out["additionalProperties"]
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def openapi_schema(model_class: type[Any]) -> dict[str, Any]:
+    """The structural schema of a pydantic model, with $refs inlined."""
+    schema = model_class.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+    resolved: dict[str, Any] = _resolve(schema, defs)
+    return resolved
+
+
+def _status_schema() -> dict[str, Any]:
+    schema = openapi_schema(model.EnvironmentStatus)
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    # kopf keeps the progress of its deletion handler here rather than in
+    # annotations, so GitOps tools see no change made by the operator.
+    schema["properties"]["kopf"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return schema
+
+
+def _columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {
+            "name": "InSync",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="InSync")].status',
+        },
+        {"name": "Drifted", "type": "integer", "jsonPath": ".status.summary.drifted"},
+        {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+
+def definition() -> dict[str, Any]:
+    """The whole CustomResourceDefinition object."""
+    spec_schema = openapi_schema(model.EnvironmentSpec)
+    spec_schema["description"] = "The blueprint of an environment and how to keep it."
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{model.PLURAL}.{model.GROUP}"},
+        "spec": {
+            "group": model.GROUP,
+            "names": {
+                "kind": model.KIND,
+                "listKind": f"{model.KIND}List",
+                "plural": model.PLURAL,
+                "singular": model.KIND.lower(),
+                "shortNames": ["env"],
+                "categories": ["driftguard"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": model.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": _columns(),
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": "Environment is the single source of truth for a "
+                            "set of Kubernetes objects: driftguard applies them and reverts "
+                            "or flags every manual change.",
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": _status_schema(),
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `make crds` from operator/driftguard/model.py. Do not edit.\n"
+    return header + yaml.safe_dump(definition(), sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,30 @@
+"""`driftguard run`: logging, metrics endpoint, then kopf with driftguard's handlers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import kopf
+import prometheus_client
+
+from driftguard import handlers, logs
+
+
+def run(*, namespaces: list[str], metrics_port: int, liveness: str | None, log_level: str) -> int:
+    logs.configure(level=log_level)
+    if metrics_port:
+        prometheus_client.start_http_server(metrics_port)
+    settings = kopf.OperatorSettings()
+    handlers.configure(settings)
+    memo = kopf.Memo(namespaced=bool(namespaces))
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness,
+            standalone=True,
+            settings=settings,
+            memo=memo,
+        )
+    )
+    return 0

@@ -1,0 +1,51 @@
+"""Prometheus collectors, exactly as the contract names them. Created once, here.
+
+No per-object labels: cardinality stays bounded by the number of Environments.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_ENV = ["namespace", "environment"]
+
+managed_resources = Gauge(
+    "driftguard_managed_resources", "Objects managed by an Environment.", _ENV
+)
+drifted_resources = Gauge(
+    "driftguard_drifted_resources",
+    "Managed objects that differ from the blueprint.",
+    _ENV,
+)
+environment_in_sync = Gauge(
+    "driftguard_environment_in_sync",
+    "1 when every managed object matches, else 0.",
+    _ENV,
+)
+drift_detected = Counter(
+    "driftguard_drift_detected_total", "Drift detected on a managed object.", [*_ENV, "kind"]
+)
+drift_reverted = Counter(
+    "driftguard_drift_reverted_total", "Drift reverted to the blueprint.", [*_ENV, "kind"]
+)
+revert_latency = Histogram(
+    "driftguard_revert_latency_seconds",
+    "From the watch event showing drift to the server accepting the revert.",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+reconcile_duration = Histogram(
+    "driftguard_reconcile_duration_seconds", "Duration of a full pass over one Environment."
+)
+reconcile_errors = Counter(
+    "driftguard_reconcile_errors_total", "Full passes that failed, by reason.", [*_ENV, "reason"]
+)
+
+
+def forget(namespace: str, environment: str) -> None:
+    """Drops the gauges of an Environment that is gone, so it stops being reported."""
+    for gauge in (managed_resources, drifted_resources, environment_in_sync):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace, environment)

@@ -1,0 +1,296 @@
+"""The Environment resource as pydantic models, the object identity and the label keys.
+
+The spec models are the single source of truth for the CRD schema (see `crd.py`).
+Pure: no I/O, no clock, no client.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+GROUP = "driftguard.io"
+VERSION = "v1alpha1"
+KIND = "Environment"
+PLURAL = "environments"
+FIELD_MANAGER = "driftguard"
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_ENVIRONMENT = "driftguard.io/environment"
+LABEL_ENVIRONMENT_NAMESPACE = "driftguard.io/environment-namespace"
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"
+
+_POINTER = r"^(/([^/~]|~[01])*)+$"
+_DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Mode(StrEnum):
+    ENFORCE = "Enforce"
+    OBSERVE = "Observe"
+
+
+class DeletionPolicy(StrEnum):
+    ORPHAN = "Orphan"
+    DELETE = "Delete"
+
+
+class State(StrEnum):
+    """The state of one managed object, as status reports it."""
+
+    IN_SYNC = "InSync"
+    DRIFTED = "Drifted"
+    MISSING = "Missing"
+    OVERRIDDEN = "Overridden"
+    CONFLICT = "Conflict"
+    FIGHTING = "Fighting"
+    ERROR = "Error"
+
+
+class InvalidSpecError(ValueError):
+    """The Environment cannot be applied as written; retrying will not help."""
+
+
+class ObjectKey(NamedTuple):
+    """The one identity of a managed object, used for every match."""
+
+    group: str
+    version: str
+    kind: str
+    namespace: str
+    name: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def __str__(self) -> str:
+        if self.namespace:
+            return f"{self.kind}/{self.namespace}/{self.name}"
+        return f"{self.kind}/{self.name}"
+
+    @classmethod
+    def of(cls, manifest: dict[str, Any]) -> ObjectKey:
+        group, _, version = str(manifest.get("apiVersion", "")).rpartition("/")
+        meta = manifest.get("metadata") or {}
+        return cls(
+            group, version, str(manifest.get("kind", "")), meta.get("namespace") or "", meta["name"]
+        )
+
+
+_FROZEN = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+
+Pointer = Annotated[str, Field(pattern=_POINTER, max_length=512)]
+
+
+class AllowedChange(BaseModel):
+    """A change that is tolerated: never reverted, reported as Overridden."""
+
+    model_config = ConfigDict(
+        **_FROZEN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.minimum) || !has(self.maximum) "
+                    "|| self.minimum <= self.maximum",
+                    "message": "minimum must be less than or equal to maximum",
+                }
+            ]
+        },
+    )
+
+    api_version: str | None = Field(
+        None, alias="apiVersion", description="Only objects of this apiVersion."
+    )
+    kind: str | None = Field(None, description="Only objects of this kind.")
+    name: str | None = Field(None, description="Only the object with this name.")
+    paths: list[Pointer] = Field(
+        min_length=1,
+        max_length=64,
+        description="RFC 6901 JSON pointers of the fields that may change, e.g. /spec/replicas.",
+    )
+    minimum: float | None = Field(
+        None, description="Lowest tolerated value, for numeric fields; below it is drift."
+    )
+    maximum: float | None = Field(
+        None, description="Highest tolerated value, for numeric fields; above it is drift."
+    )
+
+    def matches(self, key: ObjectKey) -> bool:
+        return (
+            (self.api_version is None or self.api_version == key.api_version)
+            and (self.kind is None or self.kind == key.kind)
+            and (self.name is None or self.name == key.name)
+        )
+
+    def is_within_bounds(self, value: Any) -> bool:
+        if self.minimum is None and self.maximum is None:
+            return True
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return (self.minimum is None or value >= self.minimum) and (
+            self.maximum is None or value <= self.maximum
+        )
+
+
+_RESOURCE_RULES: Any = [
+    {"rule": "has(self.apiVersion) && self.apiVersion != ''", "message": "apiVersion is required"},
+    {"rule": "has(self.kind) && self.kind != ''", "message": "kind is required"},
+    {
+        "rule": "has(self.metadata) && has(self.metadata.name) && self.metadata.name != ''",
+        "message": "metadata.name is required",
+    },
+]
+
+
+class EnvironmentSpec(BaseModel):
+    """The blueprint of an environment and how to keep it."""
+
+    model_config = _FROZEN
+
+    target_namespace: str | None = Field(
+        None,
+        alias="targetNamespace",
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace of the managed objects; default: the Environment's own namespace.",
+    )
+    mode: Mode = Field(
+        Mode.ENFORCE, description="Enforce reverts manual changes; Observe only reports them."
+    )
+    prune: bool = Field(
+        True, description="Delete objects removed from the blueprint (only ones driftguard made)."
+    )
+    deletion_policy: DeletionPolicy = Field(
+        DeletionPolicy.ORPHAN,
+        alias="deletionPolicy",
+        description="Orphan leaves the objects when the Environment goes; Delete removes them.",
+    )
+    suspend: bool = Field(False, description="Stop enforcing: changes are reported, not reverted.")
+    resync_interval: str = Field(
+        "10m",
+        alias="resyncInterval",
+        pattern=_DURATION,
+        description="Period of the full check made on top of watches, e.g. 30s, 10m, 1h.",
+    )
+    resources: list[dict[str, Any]] = Field(
+        default_factory=list,
+        max_length=10000,
+        description="The blueprint: complete manifests of the objects this Environment manages.",
+        json_schema_extra={
+            "items": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "x-kubernetes-embedded-resource": True,
+                "x-kubernetes-validations": _RESOURCE_RULES,
+            }
+        },
+    )
+    allowed_changes: list[AllowedChange] = Field(
+        default_factory=list,
+        alias="allowedChanges",
+        description="Changes tolerated within guardrails: never reverted, reported as Overridden.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _each_resource_is_identified(cls, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for index, manifest in enumerate(resources):
+            for field in ("apiVersion", "kind"):
+                if not manifest.get(field):
+                    raise ValueError(f"resources[{index}]: {field} is required")
+            if not (manifest.get("metadata") or {}).get("name"):
+                raise ValueError(f"resources[{index}]: metadata.name is required")
+        return resources
+
+    @property
+    def resync_seconds(self) -> float:
+        return parse_duration(self.resync_interval)
+
+
+def parse_duration(text: str) -> float:
+    """Reads a Go-style duration such as `1h30m` or `500ms` into seconds."""
+    if not re.fullmatch(_DURATION, text):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 10m or 1h")
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+
+
+def parse_spec(raw: dict[str, Any]) -> EnvironmentSpec:
+    """Validates a raw spec; errors name the path, the bad value and what is allowed."""
+    try:
+        return EnvironmentSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            where = "spec." + ".".join(str(part) for part in error["loc"])
+            problems.append(f"{where}: {error['msg']}")
+        raise InvalidSpecError("; ".join(problems)) from exc
+
+
+class Condition(BaseModel):
+    """The standard metav1.Condition shape."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    type: str
+    status: str = Field(description="True, False or Unknown.")
+    reason: str
+    message: str = ""
+    last_transition_time: str = Field(alias="lastTransitionTime")
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+
+
+class Summary(BaseModel):
+    managed: int = 0
+    in_sync: int = Field(0, alias="inSync")
+    drifted: int = 0
+    missing: int = 0
+    overridden: int = 0
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ResourceStatus(BaseModel):
+    """What driftguard knows of one managed object."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    api_version: str = Field(alias="apiVersion")
+    kind: str
+    namespace: str = ""
+    name: str
+    state: State
+    drifted_paths: list[str] = Field(default_factory=list, alias="driftedPaths")
+    changed_by: str | None = Field(None, alias="changedBy")
+    last_drift_time: str | None = Field(None, alias="lastDriftTime")
+    reverts: int = 0
+    message: str | None = None
+
+
+class LastDrift(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    time: str
+    object: str
+    paths: list[str] = Field(default_factory=list)
+    changed_by: str | None = Field(None, alias="changedBy")
+
+
+class EnvironmentStatus(BaseModel):
+    """What the operator reports; the only part of an Environment it writes."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    observed_generation: int | None = Field(None, alias="observedGeneration")
+    revision: int = Field(0, description="Increments each time a new blueprint is applied.")
+    conditions: list[Condition] = Field(default_factory=list)
+    summary: Summary = Field(default_factory=Summary)
+    resources: list[ResourceStatus] = Field(default_factory=list)
+    last_drift: LastDrift | None = Field(None, alias="lastDrift")
+
+    def to_body(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -1,0 +1,147 @@
+"""Policy: what to do about one object's drift — revert, flag, tolerate, or nothing.
+
+Pure: no I/O, no clock. The caller passes the facts (desired manifest, drift,
+live object, allowed changes, recent reverts); the plan says what the object's
+state is and which action follows.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from driftguard import diff
+from driftguard.diff import MISSING, ChangeKind, Drift, FieldChange
+from driftguard.model import AllowedChange, Mode, ObjectKey, State
+
+FIGHT_LIMIT = 5
+"""Reverts of one object within the fight window after which driftguard stops reverting."""
+
+FIGHT_WINDOW_S = 60.0
+
+
+class Action(StrEnum):
+    NONE = "none"
+    REVERT = "revert"  # force-apply the blueprint, removing items others added
+    RECREATE = "recreate"  # the object is gone: apply it again
+    FLAG = "flag"  # report only
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    state: State
+    action: Action
+    drifted: tuple[FieldChange, ...] = ()
+    tolerated: frozenset[str] = frozenset()
+
+    @property
+    def pointers(self) -> list[str]:
+        return sorted({change.pointer for change in self.drifted})
+
+    @property
+    def changed_by(self) -> str | None:
+        return Drift(self.drifted).changed_by
+
+
+def pointer_get(obj: Any, pointer: str) -> Any:
+    """The value at an RFC 6901 pointer, or MISSING."""
+    node = obj
+    for raw in pointer.split("/")[1:]:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, dict) and token in node:
+            node = node[token]
+        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
+            node = node[int(token)]
+        else:
+            return MISSING
+    return node
+
+
+def _covers(allowed: str, pointer: str) -> bool:
+    return pointer == allowed or pointer.startswith(allowed + "/")
+
+
+def allowed_for(key: ObjectKey, rules: Sequence[AllowedChange]) -> list[AllowedChange]:
+    return [rule for rule in rules if rule.matches(key)]
+
+
+def tolerate(
+    rules: Sequence[AllowedChange], desired: dict[str, Any], live: dict[str, Any]
+) -> tuple[frozenset[str], list[FieldChange]]:
+    """Allowed paths whose live value departs from the blueprint: tolerated or out of bounds."""
+    tolerated: set[str] = set()
+    breaches: list[FieldChange] = []
+    for rule in rules:
+        for path in rule.paths:
+            wanted, actual = pointer_get(desired, path), pointer_get(live, path)
+            if wanted is MISSING or actual is MISSING or actual == wanted:
+                continue
+            if rule.is_within_bounds(actual):
+                tolerated.add(path)
+            else:
+                breaches.append(FieldChange(path, ChangeKind.CHANGED, wanted, actual))
+    return frozenset(tolerated), breaches
+
+
+def decide(
+    *,
+    key: ObjectKey,
+    mode: Mode,
+    desired: dict[str, Any],
+    live: dict[str, Any] | None,
+    drift: Drift,
+    rules: Sequence[AllowedChange],
+    recent_reverts: int = 0,
+) -> Verdict:
+    """The state of one object and the action its mode calls for."""
+    if live is None:
+        return Verdict(State.MISSING, _act(mode, Action.RECREATE))
+    tolerated, breaches = tolerate(allowed_for(key, rules), desired, live)
+    drifted = [
+        change
+        for change in drift.changes
+        if not any(_covers(path, change.pointer) for path in tolerated)
+    ]
+    for breach in breaches:
+        if not any(_covers(breach.pointer, change.pointer) for change in drifted):
+            drifted.append(_attribute(breach, drift, live))
+    if drifted:
+        if mode is Mode.ENFORCE and recent_reverts >= FIGHT_LIMIT:
+            return Verdict(State.FIGHTING, Action.NONE, tuple(drifted), tolerated)
+        return Verdict(State.DRIFTED, _act(mode, Action.REVERT), tuple(drifted), tolerated)
+    if tolerated:
+        return Verdict(State.OVERRIDDEN, Action.NONE, (), tolerated)
+    return Verdict(State.IN_SYNC, Action.NONE, (), tolerated)
+
+
+def _act(mode: Mode, action: Action) -> Action:
+    return action if mode is Mode.ENFORCE else Action.FLAG
+
+
+def _attribute(breach: FieldChange, drift: Drift, live: dict[str, Any]) -> FieldChange:
+    """A bounds breach names the manager the diff found for that field, else the last writer."""
+    manager = next(
+        (c.manager for c in drift.changes if _covers(breach.pointer, c.pointer) and c.manager),
+        diff.last_writer(live),
+    )
+    return FieldChange(breach.pointer, breach.kind, breach.expected, breach.actual, manager)
+
+
+def without(manifest: dict[str, Any], pointers: frozenset[str]) -> dict[str, Any]:
+    """The manifest minus tolerated fields, so an apply stops claiming them."""
+    if not pointers:
+        return manifest
+    trimmed = copy.deepcopy(manifest)
+    for pointer in pointers:
+        *parents, last = [
+            raw.replace("~1", "/").replace("~0", "~") for raw in pointer.split("/")[1:]
+        ]
+        node: Any = trimmed
+        for token in parents:
+            node = node.get(token) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return trimmed

@@ -1,0 +1,108 @@
+"""Turns an Environment's spec into the manifests driftguard applies.
+
+Pure: no I/O. Rendering adds the contract's labels and the target namespace,
+and refuses a blueprint that names one object twice or points elsewhere.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from driftguard import model
+from driftguard.model import EnvironmentSpec, InvalidSpecError, ObjectKey
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The Environment the manifests belong to."""
+
+    name: str
+    namespace: str
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {
+            model.LABEL_MANAGED_BY: model.FIELD_MANAGER,
+            model.LABEL_ENVIRONMENT: self.name,
+            model.LABEL_ENVIRONMENT_NAMESPACE: self.namespace,
+        }
+
+    @property
+    def selector(self) -> str:
+        return ",".join(f"{key}={value}" for key, value in self.labels.items())
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def owner_of(manifest: dict[str, Any]) -> Owner | None:
+    """The Environment that a live object's labels point at, if any."""
+    labels = (manifest.get("metadata") or {}).get("labels") or {}
+    name = labels.get(model.LABEL_ENVIRONMENT)
+    namespace = labels.get(model.LABEL_ENVIRONMENT_NAMESPACE)
+    if labels.get(model.LABEL_MANAGED_BY) != model.FIELD_MANAGER or not name or not namespace:
+        return None
+    return Owner(name=name, namespace=namespace)
+
+
+def manifests(
+    spec: EnvironmentSpec,
+    owner: Owner,
+    *,
+    is_namespaced: Callable[[str, str], bool],
+) -> dict[ObjectKey, dict[str, Any]]:
+    """The desired objects keyed by identity, sorted so that applies are repeatable.
+
+    `is_namespaced(apiVersion, kind)` comes from API discovery; it raises
+    InvalidSpecError for a kind the server does not serve.
+    """
+    target = spec.target_namespace or owner.namespace
+    desired: dict[ObjectKey, dict[str, Any]] = {}
+    for index, source in enumerate(spec.resources):
+        manifest = _render_one(source, owner, target, is_namespaced, index)
+        key = ObjectKey.of(manifest)
+        if key in desired:
+            raise InvalidSpecError(f"spec.resources[{index}]: {key} appears more than once")
+        desired[key] = manifest
+    return dict(sorted(desired.items(), key=lambda item: _apply_order(item[0])))
+
+
+def _render_one(
+    source: dict[str, Any],
+    owner: Owner,
+    target: str,
+    is_namespaced: Callable[[str, str], bool],
+    index: int,
+) -> dict[str, Any]:
+    manifest = copy.deepcopy(source)
+    meta = manifest.setdefault("metadata", {})
+    for forbidden in ("resourceVersion", "uid", "generateName", "managedFields"):
+        if forbidden in meta:
+            raise InvalidSpecError(
+                f"spec.resources[{index}].metadata.{forbidden}: not allowed in a blueprint"
+            )
+    if is_namespaced(manifest["apiVersion"], manifest["kind"]):
+        named = meta.get("namespace")
+        if named not in (None, "", target):
+            raise InvalidSpecError(
+                f"spec.resources[{index}].metadata.namespace: {named!r} differs from the "
+                f"target namespace {target!r}; leave it empty or set spec.targetNamespace"
+            )
+        meta["namespace"] = target
+    else:
+        meta.pop("namespace", None)
+    meta["labels"] = {**(meta.get("labels") or {}), **owner.labels}
+    manifest.pop("status", None)
+    return manifest
+
+
+# Kinds others depend on go first, as kubectl and Helm order them.
+_FIRST = ("Namespace", "CustomResourceDefinition", "ServiceAccount", "Secret", "ConfigMap")
+
+
+def _apply_order(key: ObjectKey) -> tuple[int, str, str, str]:
+    rank = _FIRST.index(key.kind) if key.kind in _FIRST else len(_FIRST)
+    return (rank, key.kind, key.namespace, key.name)
