@@ -1,0 +1,23 @@
+"""A local Kubernetes control plane (etcd + kube-apiserver + kube-controller-manager).
+
+For the e2e tests, ``make cluster``, the demo and the benchmark. It runs binaries that
+``make controlplane`` built into a versioned cache; it never builds or downloads anything.
+
+    with ControlPlane() as cp:
+        subprocess.run(["kubectl", "--kubeconfig", str(cp.kubeconfig), "get", "ns"])
+"""
+
+from driftguard.controlplane.binaries import ETCD_VERSION, K8S_VERSION, Binaries, locate
+from driftguard.controlplane.errors import BinariesMissingError, ControlPlaneError, StartupError
+from driftguard.controlplane.instance import ControlPlane
+
+__all__ = [
+    "ETCD_VERSION",
+    "K8S_VERSION",
+    "Binaries",
+    "BinariesMissingError",
+    "ControlPlane",
+    "ControlPlaneError",
+    "StartupError",
+    "locate",
+]

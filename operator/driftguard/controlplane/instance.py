@@ -1,0 +1,282 @@
+"""``ControlPlane``: etcd + kube-apiserver (+ kube-controller-manager) in a temporary directory.
+
+Owns the life cycle: certificates, ports, processes, kubeconfigs, and their removal. Works as
+a context manager; the reaper stops it at exit or on SIGTERM / SIGHUP if its owner did not.
+It does not build binaries (``make controlplane``) and knows nothing about driftguard.
+"""
+
+import http.client
+import os
+import re
+import shutil
+import ssl
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from driftguard.controlplane import binaries as binaries_module
+from driftguard.controlplane import flags, kubeconfig, pki, reaper, tokens
+from driftguard.controlplane.errors import ControlPlaneError
+from driftguard.controlplane.process import ManagedProcess, free_port
+
+_PREFIX = "driftguard-cp-"
+_ORPHAN = re.compile(rf"^{_PREFIX}(\d+)-")
+
+
+def _write_private(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    return path
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_orphans() -> None:
+    """Remove temp dirs left by a parent that was SIGKILLed (its children died with it)."""
+    for entry in Path(tempfile.gettempdir()).glob(f"{_PREFIX}*"):
+        match = _ORPHAN.match(entry.name)
+        if match and not _is_alive(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _probe(url: str, context: ssl.SSLContext | None, accept: Callable[[bytes], bool]) -> bool:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=2) as response:
+            return response.status == 200 and accept(response.read())
+    except (OSError, http.client.HTTPException):
+        # Connection refused, TLS not up yet, 403 before RBAC bootstraps, 500 while not ready.
+        return False
+
+
+class ControlPlane:
+    """A local Kubernetes control plane; ``start()``/``stop()`` or ``with ControlPlane():``."""
+
+    def __init__(
+        self,
+        *,
+        controller_manager: bool = True,
+        feature_gates: Mapping[str, bool] | None = None,
+        startup_timeout: float = 60.0,
+        binaries: binaries_module.Binaries | None = None,
+    ) -> None:
+        self._with_controller_manager = controller_manager
+        self._feature_gates = dict(feature_gates or {})
+        self._timeout = startup_timeout
+        self._binaries = binaries
+        self._layout: flags.Layout | None = None
+        self._ca: pki.CertificateAuthority | None = None
+        self._admin: pki.KeyPair | None = None
+        self._server = ""
+        self._processes: list[ManagedProcess] = []
+        self._minted = 0
+        self.startup_seconds = 0.0
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def directory(self) -> Path:
+        """The temporary directory holding certificates, data, logs and kubeconfigs."""
+        return self._started().root
+
+    @property
+    def kubeconfig(self) -> Path:
+        """An admin kubeconfig (client certificate in group ``system:masters``)."""
+        return self._started().admin_kubeconfig
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log: one JSON line per request at level Metadata."""
+        return self._started().audit_log
+
+    @property
+    def server(self) -> str:
+        """The API server's URL, ``https://127.0.0.1:<port>``."""
+        self._started()
+        return self._server
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """The pid of each component started so far, by name."""
+        return {p.name: p.pid for p in self._processes if p.pid is not None}
+
+    def start(self) -> None:
+        """Start every component and wait until each is ready; on failure stop and raise."""
+        if self._layout is not None:
+            raise ControlPlaneError("a ControlPlane starts only once: create a new one")
+        binaries = self._binaries or binaries_module.locate()
+        began = time.monotonic()
+        _sweep_orphans()
+        self._layout = flags.Layout(Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")))
+        reaper.register(self)
+        try:
+            self._write_files()
+            etcd_url = self._start_etcd(binaries)
+            self._start_apiserver(binaries, etcd_url)
+            if self._with_controller_manager:
+                self._start_controller_manager(binaries)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - began
+
+    def stop(self) -> None:
+        """Stop the components in reverse order and remove the temporary directory."""
+        reaper.unregister(self)
+        self._server = ""
+        while self._processes:
+            self._processes.pop().stop()
+        if self._layout is not None:
+            shutil.rmtree(self._layout.root, ignore_errors=True)
+
+    def check(self) -> None:
+        """Raise ``StartupError`` with its log's tail if a component has exited."""
+        for process in self._processes:
+            code = process.exit_code()
+            if code is not None:
+                raise process.failure(f"exited with code {code}")
+
+    def user_kubeconfig(self, user: str, groups: Iterable[str] = ()) -> Path:
+        """Write a kubeconfig for a client-certificate identity whose rights come from RBAC."""
+        ca = self._authority()
+        client = ca.issue_client(user=user, groups=tuple(groups))
+        text = kubeconfig.render(
+            server=self.server, ca_pem=ca.pair.cert_pem, user=user, client=client
+        )
+        return self._write_kubeconfig(user, text)
+
+    def serviceaccount_kubeconfig(
+        self, namespace: str, name: str, *, expiration_seconds: int = 86400
+    ) -> Path:
+        """Write a kubeconfig holding a TokenRequest token of an existing ServiceAccount."""
+        token = tokens.request(
+            self.kubeconfig, namespace, name, expiration_seconds=expiration_seconds
+        )
+        user = f"system:serviceaccount:{namespace}:{name}"
+        ca_pem = self._authority().pair.cert_pem
+        text = kubeconfig.render(server=self.server, ca_pem=ca_pem, user=user, token=token)
+        return self._write_kubeconfig(user, text)
+
+    def _started(self) -> flags.Layout:
+        if self._layout is None or not self._server:
+            raise ControlPlaneError("the control plane is not running")
+        return self._layout
+
+    def _authority(self) -> pki.CertificateAuthority:
+        self._started()
+        assert self._ca is not None  # set before the API server starts
+        return self._ca
+
+    def _write_kubeconfig(self, user: str, text: str) -> Path:
+        self._minted += 1
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", user)
+        path = self._started().kubeconfigs / f"{self._minted:03d}-{slug}.kubeconfig"
+        return _write_private(path, text.encode())
+
+    def _write_files(self) -> None:
+        layout = self._layout
+        assert layout is not None
+        ca = self._ca = pki.CertificateAuthority.create()
+        serving = ca.issue_server(
+            common_name="kube-apiserver",
+            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+            ips=["127.0.0.1", "10.0.0.1"],
+        )
+        admin = self._admin = ca.issue_client(user="driftguard-admin", groups=["system:masters"])
+        sa_private, sa_public = pki.service_account_keys()
+        for path, data in [
+            (layout.ca_cert, ca.pair.cert_pem),
+            (layout.ca_key, ca.pair.key_pem),
+            (layout.serving_cert, serving.cert_pem),
+            (layout.serving_key, serving.key_pem),
+            (layout.admin_cert, admin.cert_pem),
+            (layout.admin_key, admin.key_pem),
+            (layout.sa_key, sa_private),
+            (layout.sa_pub, sa_public),
+            (layout.audit_policy, flags.AUDIT_POLICY.encode()),
+        ]:
+            _write_private(path, data)
+
+    def _launch(self, name: str, argv: list[str]) -> ManagedProcess:
+        assert self._layout is not None
+        process = ManagedProcess(name, argv, self._layout.log(name))
+        self._processes.append(process)
+        process.start()
+        return process
+
+    def _start_etcd(self, binaries: binaries_module.Binaries) -> str:
+        assert self._layout is not None
+        client_port, peer_port = free_port(), free_port()
+        argv = flags.etcd(binaries, self._layout, client_port=client_port, peer_port=peer_port)
+        etcd = self._launch("etcd", argv)
+        url = f"http://127.0.0.1:{client_port}"
+        etcd.wait_ready(
+            lambda: _probe(f"{url}/health", None, lambda body: b'"health":"true"' in body),
+            timeout=self._timeout,
+        )
+        return url
+
+    def _admin_tls(self) -> ssl.SSLContext:
+        layout = self._layout
+        assert layout is not None
+        context = ssl.create_default_context(cafile=str(layout.ca_cert))
+        context.load_cert_chain(str(layout.admin_cert), str(layout.admin_key))
+        return context
+
+    def _start_apiserver(self, binaries: binaries_module.Binaries, etcd_url: str) -> None:
+        assert self._layout is not None
+        port = free_port()
+        argv = flags.apiserver(
+            binaries, self._layout, etcd_url=etcd_url, port=port, feature_gates=self._feature_gates
+        )
+        apiserver = self._launch("kube-apiserver", argv)
+        server, context = f"https://127.0.0.1:{port}", self._admin_tls()
+        apiserver.wait_ready(
+            lambda: _probe(f"{server}/readyz", context, lambda body: body == b"ok"),
+            timeout=self._timeout,
+        )
+        self._server = server
+        ca_pem = self._authority().pair.cert_pem
+        text = kubeconfig.render(server=server, ca_pem=ca_pem, user="admin", client=self._admin)
+        _write_private(self._layout.admin_kubeconfig, text.encode())
+
+    def _start_controller_manager(self, binaries: binaries_module.Binaries) -> None:
+        layout = self._layout
+        assert layout is not None
+        ca = self._authority()
+        # system:masters because all controllers share this identity (see flags.controller_manager).
+        identity = ca.issue_client(user="system:kube-controller-manager", groups=["system:masters"])
+        text = kubeconfig.render(
+            server=self._server, ca_pem=ca.pair.cert_pem, user="kcm", client=identity
+        )
+        _write_private(layout.controller_manager_kubeconfig, text.encode())
+        manager = self._launch(
+            "kube-controller-manager", flags.controller_manager(binaries, layout)
+        )
+        # Ready when its controllers run: the ServiceAccount controller made default/default.
+        url = f"{self._server}/api/v1/namespaces/default/serviceaccounts/default"
+        context = self._admin_tls()
+        manager.wait_ready(lambda: _probe(url, context, lambda _: True), timeout=self._timeout)
