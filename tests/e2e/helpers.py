@@ -1,0 +1,125 @@
+"""Helpers for the e2e tests: polling with a deadline, a kubectl runner, audit-log reading.
+
+No fixtures here (they live in conftest.py) and never a bare sleep: wait with ``wait_for``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from driftguard.controlplane import ControlPlane, ControlPlaneError
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str = "condition",
+    retry_on: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll ``predicate`` until it returns something truthy and return that; fail at the deadline.
+
+    Exceptions listed in ``retry_on`` count as "not yet"; the last one is shown on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = predicate()
+        except retry_on as exc:
+            last_error = exc
+        else:
+            if result:
+                return result
+        if time.monotonic() > deadline:
+            detail = f"; last error: {last_error!r}" if last_error else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {message}{detail}")
+        time.sleep(interval)
+
+
+class KubectlError(AssertionError):
+    """kubectl exited non-zero where the test expected success."""
+
+
+class Kubectl:
+    """Runs the virtualenv's kubectl against one kubeconfig."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.binary = Path(sys.executable).parent / "kubectl"
+        if not os.access(self.binary, os.X_OK):
+            raise ControlPlaneError(
+                f"kubectl not found next to {sys.executable}: run `make install`"
+            )
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        timeout: float = 60.0,
+    ) -> "subprocess.CompletedProcess[str]":
+        """Run ``kubectl args...``; raise ``KubectlError`` with stderr unless ``check=False``."""
+        config = kubeconfig or self.kubeconfig
+        argv = [str(self.binary), f"--kubeconfig={config}", *args]
+        done = subprocess.run(
+            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and done.returncode != 0:
+            raise KubectlError(
+                f"kubectl {' '.join(args)} exited {done.returncode}:\n{done.stderr.strip()}"
+            )
+        return done
+
+    def json(self, *args: str, kubeconfig: Path | None = None) -> Any:
+        """Run ``kubectl args... -o json`` and return the parsed output."""
+        return json.loads(self(*args, "-o", "json", kubeconfig=kubeconfig).stdout)
+
+
+def start_control_plane(**options: Any) -> ControlPlane:
+    """Start a ControlPlane; fail the test under CI=true, otherwise skip, when it cannot start."""
+    plane = ControlPlane(**options)
+    try:
+        plane.start()
+    except ControlPlaneError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"local control plane did not start: {exc}", pytrace=False)
+        pytest.skip(f"local control plane unavailable: {exc}")
+    return plane
+
+
+def audit_events(audit_log: Path, *, username: str | None = None) -> list[dict[str, Any]]:
+    """Parse the audit log's completed requests, optionally only those of one user."""
+    events = []
+    for line in audit_log.read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        if event.get("stage") != "ResponseComplete":
+            continue
+        if username is None or event.get("user", {}).get("username") == username:
+            events.append(event)
+    return events
+
+
+def is_process_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def names(items: Iterable[dict[str, Any]]) -> list[str]:
+    """The ``metadata.name`` of each object."""
+    return [item["metadata"]["name"] for item in items]
