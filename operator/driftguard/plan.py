@@ -104,6 +104,9 @@ def decide(
         change
         for change in drift.changes
         if not any(_covers(path, change.pointer) for path in tolerated)
+        # Observe only reports values: a field changed back by hand is in sync
+        # again even though its new owner is the hand that changed it.
+        and not (mode is Mode.OBSERVE and change.kind is ChangeKind.TAKEN)
     ]
     for breach in breaches:
         if not any(_covers(breach.pointer, change.pointer) for change in drifted):

@@ -1,0 +1,212 @@
+"""The operator under test and helpers to drive Environments through real kubectl.
+
+One operator process per session (`driftguard run`, a subprocess, watching every
+namespace) acting as its own identity, so the audit log can count its writes.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import Kubectl, audit_events, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+
+from driftguard.controlplane import ControlPlane
+
+ROOT = Path(__file__).resolve().parents[2]
+OPERATOR_USER = "driftguard-e2e"
+WRITES = {"create", "update", "patch", "delete"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Operator:
+    process: subprocess.Popen[bytes]
+    metrics_port: int
+    log: Path
+    audit_log: Path
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample on /metrics (0 when absent)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+    def writes(self, namespace: str) -> list[dict[str, Any]]:
+        """The operator's writes to objects in a namespace, Events and Environment status aside."""
+        found = []
+        for event in audit_events(self.audit_log, username=OPERATOR_USER):
+            ref = event.get("objectRef") or {}
+            if event.get("verb") not in WRITES or ref.get("namespace") != namespace:
+                continue
+            if ref.get("resource") in ("events", "environments"):
+                continue
+            if "dryRun" in (event.get("requestURI") or ""):
+                continue
+            found.append(event)
+        return found
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def install_crd(kubectl: Kubectl) -> None:
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+    kubectl("wait", "--for=condition=Established", "crd/environments.driftguard.io")
+    # Right after a CRD is created, lists can answer 429 "storage is (re)initializing".
+    wait_for(
+        lambda: kubectl("get", "environments", "-A", check=False).returncode == 0,
+        timeout=30,
+        message="the Environment API to serve lists",
+    )
+
+
+@pytest.fixture(scope="session")
+def operator(
+    control_plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    """`driftguard run` against the control plane, as user driftguard-e2e."""
+    install_crd(kubectl)
+    kubeconfig = control_plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
+    port = free_port()
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    binary = Path(sys.executable).parent / "driftguard"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(binary), "run", "--all-namespaces", "--metrics-port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    handle = Operator(process, port, log, control_plane.audit_log)
+    try:
+        wait_for(
+            lambda: _metrics_up(handle), timeout=30, message="the operator's /metrics endpoint"
+        )
+        yield handle
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _metrics_up(handle: Operator) -> bool:
+    if handle.process.poll() is not None:
+        pytest.fail(
+            f"the operator exited {handle.process.returncode}:\n{handle.log_text()[-3000:]}"
+        )
+    try:
+        handle.metric("driftguard_reconcile_duration_seconds_count")
+    except OSError:
+        return False
+    return True
+
+
+def environment(
+    name: str,
+    namespace: str,
+    resources: list[dict[str, Any]],
+    *,
+    mode: str = "Enforce",
+    **spec: Any,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "driftguard.io/v1alpha1",
+        "kind": "Environment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"mode": mode, "resources": resources, **spec},
+    }
+
+
+def apply(kubectl: Kubectl, manifest: dict[str, Any], *, check: bool = True) -> Any:
+    return kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest), check=check)
+
+
+def get(kubectl: Kubectl, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    done = kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(done.stdout) if done.returncode == 0 else None
+
+
+def status(kubectl: Kubectl, name: str, namespace: str) -> dict[str, Any]:
+    env = get(kubectl, "environment", name, namespace) or {}
+    result: dict[str, Any] = env.get("status") or {}
+    return result
+
+
+def condition(kubectl: Kubectl, name: str, namespace: str, type_: str) -> dict[str, Any]:
+    for entry in status(kubectl, name, namespace).get("conditions") or []:
+        if entry.get("type") == type_:
+            return dict(entry)
+    return {}
+
+
+def wait_condition(
+    kubectl: Kubectl,
+    name: str,
+    namespace: str,
+    type_: str,
+    value: str,
+    *,
+    reason: str | None = None,
+    timeout: float = 20,
+) -> dict[str, Any]:
+    """The one helper that waits for an Environment condition to hold."""
+
+    def holds() -> dict[str, Any] | None:
+        found = condition(kubectl, name, namespace, type_)
+        if found.get("status") == value and (reason is None or found.get("reason") == reason):
+            return found
+        return None
+
+    result: dict[str, Any] = wait_for(
+        holds, timeout=timeout, message=f"{type_}={value} ({reason}) on {namespace}/{name}"
+    )
+    return result
+
+
+def resource_status(
+    kubectl: Kubectl, name: str, namespace: str, kind: str, obj: str
+) -> dict[str, Any]:
+    for entry in status(kubectl, name, namespace).get("resources") or []:
+        if entry.get("kind") == kind and entry.get("name") == obj:
+            return dict(entry)
+    return {}
+
+
+def events(kubectl: Kubectl, namespace: str, reason: str) -> list[str]:
+    listing = kubectl.json("get", "events", "-n", namespace, "--field-selector", f"reason={reason}")
+    return [item.get("message", "") for item in listing.get("items", [])]
+
+
+def stays(predicate: Any, *, seconds: float, message: str) -> None:
+    """Fails if the predicate stops holding at any poll during a quiet period."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), message
+        time.sleep(0.1)
