@@ -190,7 +190,10 @@ class KubeCluster:
             return known
         async with self._discovery_lock:
             if (api_version, kind) not in self._kinds:
-                await self._discover(api_version)
+                try:
+                    await self._discover(api_version)
+                except UnknownKindError as exc:
+                    raise UnknownKindError(f"kind {kind}: {exc}") from exc
         try:
             return self._kinds[(api_version, kind)]
         except KeyError:

@@ -6,6 +6,7 @@ and refuses a blueprint that names one object twice or points elsewhere.
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,7 +97,20 @@ def _render_one(
         meta.pop("namespace", None)
     meta["labels"] = {**(meta.get("labels") or {}), **owner.labels}
     manifest.pop("status", None)
+    if manifest["apiVersion"] == "v1" and manifest["kind"] == "Secret":
+        _fold_string_data(manifest)
     return manifest
+
+
+def _fold_string_data(secret: dict[str, Any]) -> None:
+    """stringData is write-only: the server stores it in data, base64-encoded.
+
+    Applying it as data lets driftguard own, and so watch, the stored field.
+    """
+    plain = secret.pop("stringData", None) or {}
+    data = secret.setdefault("data", {})
+    for key, value in plain.items():
+        data[key] = base64.b64encode(str(value).encode()).decode()
 
 
 # Kinds others depend on go first, as kubectl and Helm order them.

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from envs import operator  # noqa: F401  (a session fixture, defined beside its helpers)
 from helpers import Kubectl, start_control_plane
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config

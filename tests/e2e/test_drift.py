@@ -19,10 +19,9 @@ from envs import (
     environment,
     events,
     get,
-    operator,  # noqa: F401  (the session fixture)
     resource_status,
-    stays,
     status,
+    stays,
     wait_condition,
 )
 from helpers import Kubectl, wait_for
@@ -207,7 +206,7 @@ def test_manual_change(
     mode: str,
     kubectl: Kubectl,
     operator: Operator,
-    namespace: str,  # noqa: F811
+    namespace: str,
 ) -> None:
     """A manual change is detected, reported and reverted (Enforce) or left alone (Observe)."""
     start(kubectl, namespace, mode, case.allowed)
@@ -238,7 +237,7 @@ def check_reverted(
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
-    reverted: float,  # noqa: F811
+    reverted: float,
 ) -> None:
     resource = case.kind.lower()
     wait_for(
