@@ -99,7 +99,12 @@ class Cluster(Protocol):
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def list_objects(
-        self, resource: Resource, *, namespace: str | None = None, selector: str = ""
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        selector: str = "",
+        limit: int = 0,
     ) -> tuple[list[dict[str, Any]], str]: ...
 
     async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None: ...
@@ -238,9 +243,16 @@ class KubeCluster:
             raise
 
     async def list_objects(
-        self, resource: Resource, *, namespace: str | None = None, selector: str = ""
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        selector: str = "",
+        limit: int = 0,
     ) -> tuple[list[dict[str, Any]], str]:
         query = {"labelSelector": selector} if selector else {}
+        if limit:
+            query["limit"] = str(limit)
         listing = await self._json("GET", resource.path(namespace), query=query)
         items: list[dict[str, Any]] = listing.get("items") or []
         for item in items:

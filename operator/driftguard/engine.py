@@ -19,7 +19,8 @@ from driftguard.reconcile import Runner
 
 log = get_logger(__name__)
 
-Scope = tuple[Resource, str | None]
+Scope = tuple[Resource, str | None, str]
+"""A watch: the kind, the namespace (None: all) and the label selector ("": none)."""
 
 
 class Engine:
@@ -32,6 +33,7 @@ class Engine:
         self._events: asyncio.Queue[tuple[dict[str, Any], str, str, bool]] = asyncio.Queue()
         self._poster: asyncio.Task[None] | None = None
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._observers: dict[tuple[Resource, str | None], set[tuple[str, str]]] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- Environments ---------------------------------------------------------
@@ -54,6 +56,8 @@ class Engine:
         runner = self.runners.pop(ident, None)
         if runner is not None:
             runner.stop()
+        for observers in self._observers.values():
+            observers.discard(ident)
 
     async def delete_objects(self, body: dict[str, Any]) -> int:
         """deletionPolicy Delete: removes every object carrying the Environment's labels."""
@@ -85,34 +89,54 @@ class Engine:
 
     # -- watches --------------------------------------------------------------
 
-    async def ensure_watch(self, resource: Resource, namespace: str | None) -> None:
-        """Starts watching a kind once, and waits until its first list is done."""
-        scope: Scope = (resource, namespace if self._namespaced and resource.namespaced else None)
+    async def ensure_watch(
+        self, resource: Resource, namespace: str | None, observer: render.Owner | None
+    ) -> None:
+        """Starts watching a kind once, and waits until its first list is done.
+
+        An Observe Environment never labels objects, so the ones it reports on may
+        carry no driftguard label: for those it gets an unfiltered watch of its
+        target namespace too. Enforce never needs one: it labels what it applies.
+        """
+        where = namespace if self._namespaced and resource.namespaced else None
+        await self._start((resource, where, model.MANAGED_SELECTOR))
+        if observer is not None and resource.namespaced:
+            self._observers.setdefault((resource, namespace), set()).add(
+                (observer.namespace, observer.name)
+            )
+            await self._start((resource, namespace, ""))
+
+    async def _start(self, scope: Scope) -> None:
         if scope not in self._watches:
             self._synced[scope] = asyncio.Event()
             self._watches[scope] = asyncio.create_task(self._watch(scope))
         await self._synced[scope].wait()
 
     async def _watch(self, scope: Scope) -> None:
-        resource, namespace = scope
+        resource, namespace, selector = scope
         delay = 0.5
         resource_version = ""
         while True:
             try:
                 if not resource_version:
+                    # One item is enough: the list is only read for its resourceVersion.
                     _, resource_version = await self.cluster.list_objects(
-                        resource, namespace=namespace, selector=model.MANAGED_SELECTOR
+                        resource, namespace=namespace, selector=selector, limit=1
                     )
                     self._synced[scope].set()
                 async for event in self.cluster.watch(
                     resource,
                     namespace=namespace,
-                    selector=model.MANAGED_SELECTOR,
+                    selector=selector,
                     resource_version=resource_version,
                 ):
                     resource_version = _rv(event.object) or resource_version
-                    if event.type != "BOOKMARK":
+                    if event.type == "BOOKMARK":
+                        pass
+                    elif selector:
                         self._dispatch(event.type, event.object)
+                    else:
+                        self._dispatch_unlabelled(resource, namespace, event.type, event.object)
                     delay = 0.5
             except ApiError as exc:
                 if exc.is_gone:
@@ -134,6 +158,18 @@ class Engine:
         if runner is not None:
             key = model.ObjectKey.of(obj)
             runner.observe(key, None if kind == "DELETED" else obj, received)
+
+    def _dispatch_unlabelled(
+        self, resource: Resource, namespace: str | None, kind: str, obj: dict[str, Any]
+    ) -> None:
+        if render.owner_of(obj) is not None:
+            return  # the labelled watch delivers it
+        received = time.monotonic()
+        key = model.ObjectKey.of(obj)
+        for ident in self._observers.get((resource, namespace), ()):
+            runner = self.runners.get(ident)
+            if runner is not None:
+                runner.observe(key, None if kind == "DELETED" else obj, received)
 
     def _resync_all(self) -> None:
         for runner in self.runners.values():

@@ -78,6 +78,8 @@ async def _diff(name: str, namespace: str | None) -> int:
         for key, manifest in desired.items():
             resource = kinds[(key.api_version, key.kind)]
             live = await cluster.get(resource, key.namespace, key.name)
+            if spec.mode is model.Mode.OBSERVE or spec.suspend:
+                manifest = render.without_owner_labels(manifest)  # as the operator judges it
             wanted = await cluster.apply(resource, manifest, dry_run=True)
             if live is not None and not drift.compute(drift.expect(wanted), live).is_drifted:
                 continue

@@ -29,7 +29,7 @@ PARALLEL_APPLIES = 16
 MESSAGE_LIMIT = 900
 
 Post = Callable[[dict[str, Any], str, str, bool], None]
-EnsureWatch = Callable[[Resource, str | None], Awaitable[None]]
+EnsureWatch = Callable[[Resource, str | None, render.Owner | None], Awaitable[None]]
 
 
 def now() -> str:
@@ -147,7 +147,8 @@ class Runner:
         is_new = generation != self.status.observed_generation or not self.status.revision
         self.spec, self._applied_generation = spec, generation
         for resource, namespace in {(r, k.namespace or None) for k, r in resources.items()}:
-            await self._ensure_watch(resource, namespace)
+            observer = self.owner if self.mode is Mode.OBSERVE else None
+            await self._ensure_watch(resource, namespace, observer)
         live = await self._list_live(resources)
         self._retire(desired)
         limit = asyncio.Semaphore(PARALLEL_APPLIES)
@@ -258,7 +259,10 @@ class Runner:
         return apply.Change(tracked.key, apply.Outcome.REVERTED)
 
     async def _observe(self, tracked: Tracked, live: dict[str, Any] | None) -> apply.Change:
-        stored = await apply.put(self.cluster, tracked.resource, tracked.desired, dry_run=True)
+        # driftguard's own labels are the mark of an apply; Observe applies nothing,
+        # so an object it merely watches need not carry them.
+        wanted = render.without_owner_labels(tracked.desired)
+        stored = await apply.put(self.cluster, tracked.resource, wanted, dry_run=True)
         self._learn(tracked, stored)
         self._judge(tracked, live, time.monotonic())
         outcome = (

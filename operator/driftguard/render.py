@@ -39,6 +39,21 @@ class Owner:
         return f"{self.namespace}/{self.name}"
 
 
+def without_owner_labels(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest minus the labels driftguard adds, for objects it only observes."""
+    trimmed = dict(manifest)
+    meta = trimmed["metadata"] = dict(manifest["metadata"])
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in _OWNER_KEYS}
+    if labels:
+        meta["labels"] = labels
+    else:
+        meta.pop("labels", None)
+    return trimmed
+
+
+_OWNER_KEYS = (model.LABEL_MANAGED_BY, model.LABEL_ENVIRONMENT, model.LABEL_ENVIRONMENT_NAMESPACE)
+
+
 def owner_of(manifest: dict[str, Any]) -> Owner | None:
     """The Environment that a live object's labels point at, if any."""
     labels = (manifest.get("metadata") or {}).get("labels") or {}

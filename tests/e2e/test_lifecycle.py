@@ -368,14 +368,17 @@ def run_cli(kubectl: Kubectl, *args: str) -> "subprocess.CompletedProcess[str]":
 
 def test_cli_diff_and_status(kubectl: Kubectl, operator: Operator, namespace: str) -> None:
     """`driftguard diff` exits 0 in sync and 1 with a unified diff on drift; status lists it."""
-    # Observe never labels objects: this one is labelled as driftguard would, so the
-    # watch sees it at once rather than at the next resync.
-    kubectl("create", "configmap", "a", "-n", namespace, "--from-literal=DB_VERSION=5.7")
-    kubectl("label", "cm", "a", "-n", namespace, "app.kubernetes.io/managed-by=driftguard",
-            "driftguard.io/environment=app", f"driftguard.io/environment-namespace={namespace}")  # fmt: skip
     apply(
         kubectl, environment("app", namespace, [configmap("a", DB_VERSION="5.7")], mode="Observe")
     )
+    wait_for(
+        lambda: (
+            resource_status(kubectl, "app", namespace, "ConfigMap", "a").get("state") == "Missing"
+        ),
+        message="the object reported Missing",
+    )
+    # Observe never labels objects: one made by hand, unlabelled, is still seen at once.
+    kubectl("create", "configmap", "a", "-n", namespace, "--from-literal=DB_VERSION=5.7")
     wait_condition(kubectl, "app", namespace, "InSync", "True")
     assert run_cli(kubectl, "diff", "app", "-n", namespace).returncode == 0
     kubectl(
