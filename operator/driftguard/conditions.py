@@ -20,6 +20,7 @@ class Reason:
     APPLY_FAILED = "ApplyFailed"
     FORBIDDEN = "Forbidden"
     SUSPENDED = "Suspended"
+    OBSERVING = "Observing"
     IN_SYNC = "InSync"
     DRIFTED = "Drifted"
     PROGRESSING = "Progressing"

@@ -314,6 +314,9 @@ class Runner:
         self._ready = (True, Reason.APPLIED, f"revision {self.status.revision} applied")
         if self.spec is not None and self.spec.suspend:
             self._ready = (True, Reason.SUSPENDED, "suspended: drift is reported, not reverted")
+        elif self.mode is Mode.OBSERVE:
+            message = "Observe: the blueprint is checked with dry-run applies, nothing is changed"
+            self._ready = (True, Reason.OBSERVING, message)
 
     def _fail(self, reason: str, message: str) -> None:
         self._ready = (False, reason, message[:MESSAGE_LIMIT])
