@@ -1,0 +1,134 @@
+"""metrics: the collectors are exactly the contract's, with bounded labels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
+
+from driftguard import metrics
+
+ENV = ("namespace", "environment")
+
+Row = tuple[MetricWrapperBase, str, str, tuple[str, ...]]
+
+ROWS: list[Row] = [
+    (metrics.managed_resources, "driftguard_managed_resources", "gauge", ENV),
+    (metrics.drifted_resources, "driftguard_drifted_resources", "gauge", ENV),
+    (metrics.environment_in_sync, "driftguard_environment_in_sync", "gauge", ENV),
+    (metrics.drift_detected, "driftguard_drift_detected_total", "counter", (*ENV, "kind")),
+    (metrics.drift_reverted, "driftguard_drift_reverted_total", "counter", (*ENV, "kind")),
+    (metrics.revert_latency, "driftguard_revert_latency_seconds", "histogram", ("kind",)),
+    (metrics.reconcile_duration, "driftguard_reconcile_duration_seconds", "histogram", ()),
+    (metrics.reconcile_errors, "driftguard_reconcile_errors_total", "counter", (*ENV, "reason")),
+]
+"""The contract's table: collector, name, type, label names."""
+
+CONTRACT = [pytest.param(*row, id=row[1]) for row in ROWS]
+
+HISTOGRAM_SERIES = {"_bucket", "_sum", "_count"}
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    """A registry holding only driftguard's collectors, each with one child; removed after."""
+    own = CollectorRegistry()
+    children = []
+    for collector, _, _, labels in ROWS:
+        own.register(collector)
+        if labels:
+            values = tuple(f"test-{label}" for label in labels)
+            collector.labels(*values)
+            children.append((collector, values))
+    yield own
+    for collector, values in children:
+        collector.remove(*values)
+
+
+def families(registry: CollectorRegistry) -> dict[str, tuple[str, set[str], set[str]]]:
+    """name -> (type, sample names, label names) from the text exposition format."""
+    text = generate_latest(registry).decode()
+    out: dict[str, tuple[str, set[str], set[str]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.endswith("_created"):
+            continue  # prometheus_client's companion series of counters and histograms
+        names = {sample.name for sample in family.samples}
+        labels = {label for sample in family.samples for label in sample.labels} - {"le"}
+        out[family.name] = (family.type, names, labels)
+    return out
+
+
+@pytest.mark.parametrize(("collector", "name", "kind", "labels"), CONTRACT)
+def test_exposition(
+    registry: CollectorRegistry,
+    collector: MetricWrapperBase,
+    name: str,
+    kind: str,
+    labels: tuple[str, ...],
+) -> None:
+    """Each contract metric is exposed under its name, type and label names."""
+    family = name.removesuffix("_total")
+    exposed = families(registry)
+
+    assert exposed[family][0] == kind
+    assert exposed[family][2] == set(labels)
+    if kind == "counter":
+        assert exposed[family][1] == {name}
+    if kind == "histogram":
+        assert {sample.removeprefix(name) for sample in exposed[family][1]} >= HISTOGRAM_SERIES
+
+
+def test_no_other_metrics(registry: CollectorRegistry) -> None:
+    """driftguard exposes the contract's eight families and nothing else."""
+    expected = {name.removesuffix("_total") for _, name, _, _ in ROWS}
+    assert set(families(registry)) == expected
+
+
+def test_module_has_no_unlisted_collectors() -> None:
+    """Every collector defined in metrics.py is one the contract names."""
+    defined = {
+        id(value) for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)
+    }
+    assert defined == {id(collector) for collector, _, _, _ in ROWS}
+
+
+def test_no_per_object_labels(registry: CollectorRegistry) -> None:
+    """No label names an object, so cardinality is bounded by Environments, kinds and reasons."""
+    used = set().union(*(labels for _, _, labels in families(registry).values()))
+    assert used <= {"namespace", "environment", "kind", "reason"}
+
+
+def test_help_texts(registry: CollectorRegistry) -> None:
+    """Every family documents itself, as promtool check metrics expects."""
+    text = generate_latest(registry).decode()
+    helps = {
+        line.split()[2]: line
+        for line in text.splitlines()
+        if line.startswith("# HELP") and not line.split()[2].endswith("_created")
+    }
+    expected = {name for _, name, _, _ in ROWS}
+    assert set(helps) == expected
+    assert all(len(line.split(maxsplit=3)) == 4 for line in helps.values())
+
+
+def test_forget_removes_environment_gauges() -> None:
+    """forget() drops an Environment's gauges and leaves its counters alone."""
+    labels = ("test-forget", "shop")
+    metrics.managed_resources.labels(*labels).set(5)
+    metrics.environment_in_sync.labels(*labels).set(1)
+    metrics.drift_detected.labels(*labels, "Deployment").inc()
+    try:
+        metrics.forget(*labels)
+        metrics.forget(*labels)  # a second time is harmless
+
+        own = CollectorRegistry()
+        for collector in (metrics.managed_resources, metrics.drift_detected):
+            own.register(collector)
+        text = generate_latest(own).decode()
+        assert 'driftguard_managed_resources{environment="shop"' not in text
+        assert 'driftguard_drift_detected_total{environment="shop"' in text
+    finally:
+        metrics.drift_detected.remove(*labels, "Deployment")
