@@ -1,0 +1,244 @@
+"""The benchmark's world: identities, the operator process, the Environment observer.
+
+Everything a phase needs to act and to observe, and nothing it measures. Identities are
+client certificates of the local control plane, so the audit log tells them apart:
+``driftguard-bench`` (the operator), ``bench-manual`` (the "human" making manual changes),
+``bench-floor`` (the floor loop) and the admin (setup, observers, noise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import workload
+from auditlog import AuditLog
+from informer import Informer, Key
+from kubeapi import MERGE, ApiError, Kube, env_path, gather_limited
+from procs import Child, free_port
+
+from driftguard.controlplane import ControlPlane
+
+OPERATOR_USER = "driftguard-bench"
+MANUAL_USER = "bench-manual"
+FLOOR_USER = "bench-floor"
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class EnvView:
+    """What the benchmark reads of one Environment."""
+
+    generation: int
+    in_sync: bool
+    drifted: frozenset[str]
+    managed: int | None
+
+
+def env_view(obj: dict[str, Any]) -> EnvView:
+    """In sync: InSync=True for the current generation and every blueprint object counted."""
+    meta, status = obj["metadata"], obj.get("status") or {}
+    generation = int(meta.get("generation") or 0)
+    condition: dict[str, Any] = next(
+        (c for c in status.get("conditions") or [] if c.get("type") == "InSync"), {}
+    )
+    managed = (status.get("summary") or {}).get("managed")
+    expected = len((obj.get("spec") or {}).get("resources") or [])
+    in_sync = (
+        status.get("observedGeneration") == generation
+        and condition.get("status") == "True"
+        and condition.get("observedGeneration", generation) == generation
+        and managed == expected
+    )
+    drifted = frozenset(
+        str(r.get("name")) for r in status.get("resources") or [] if r.get("state") == "Drifted"
+    )
+    return EnvView(generation, in_sync, drifted, managed)
+
+
+def all_in_sync(keys: dict[Key, int]) -> Callable[[dict[Key, Any]], bool]:
+    """A check: every Environment in ``keys`` in sync at least at the generation given."""
+
+    def check(latest: dict[Key, Any]) -> bool:
+        for key, generation in keys.items():
+            view = latest.get(key)
+            if view is None or not view.in_sync or view.generation < generation:
+                return False
+        return True
+
+    return check
+
+
+class OperatorDied(RuntimeError):
+    """The operator process exited while the benchmark needed it."""
+
+
+class Lab:
+    def __init__(self, plane: ControlPlane, workdir: Path) -> None:
+        self.plane = plane
+        self.workdir = workdir
+        self.audit = AuditLog(plane.audit_log, OPERATOR_USER)
+        self.operator: Child | None = None
+        self.metrics_port = 0
+        self.starts = 0
+        self.admin: Kube
+        self.manual: Kube
+        self.envs: Informer
+        self.children: list[Child] = []
+
+    async def open(self) -> None:
+        self.admin = await Kube.connect(self.plane.kubeconfig, user_agent="bench-admin/1", pool=96)
+        manual_config = self.plane.user_kubeconfig(MANUAL_USER, groups=["system:masters"])
+        self.manual = await Kube.connect(manual_config, user_agent="bench-manual/1")
+        self.envs = await Informer(self.admin, env_path(None), extract=env_view).start()
+        self._operator_config = self.plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
+
+    async def close(self) -> None:
+        for child in self.children:
+            child.stop(grace=5)
+        for closing in (self.envs.stop(), self.admin.close(), self.manual.close()):
+            # Teardown of a lab that may be half open: nothing here may hide the real error.
+            with contextlib.suppress(Exception):
+                await closing
+
+    # -- the operator ---------------------------------------------------------
+
+    async def start_operator(self) -> float:
+        """Start ``driftguard run``; return seconds until its /metrics answers."""
+        self.starts += 1
+        self.metrics_port = free_port()
+        argv = [
+            str(BIN / "driftguard"),
+            "run",
+            "--all-namespaces",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--log-level",
+            "WARNING",
+        ]
+        env = {**os.environ, "KUBECONFIG": str(self._operator_config)}
+        log = self.workdir / f"operator-{self.starts}.log"
+        self.operator = Child("driftguard", argv, log, env)
+        self.children.append(self.operator)
+        began = time.monotonic()
+        while True:
+            self.check_operator()
+            if await asyncio.to_thread(self._metrics_text) is not None:
+                return time.monotonic() - began
+            if time.monotonic() - began > 60:
+                raise OperatorDied(f"no /metrics after 60 s:\n{self.operator.tail()}")
+            await asyncio.sleep(0.05)
+
+    def stop_operator(self) -> float:
+        assert self.operator is not None
+        seconds = self.operator.stop()
+        self.children.remove(self.operator)
+        self.operator = None
+        return seconds
+
+    def check_operator(self) -> None:
+        if self.operator is not None and not self.operator.is_alive():
+            raise OperatorDied(
+                f"the operator exited with {self.operator.popen.returncode}:\n"
+                f"{self.operator.tail()}"
+            )
+
+    def _metrics_text(self) -> str | None:
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            return None
+
+    async def metrics(self) -> dict[str, float]:
+        """The operator's /metrics samples, ``name{labels}`` -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = await asyncio.to_thread(self._metrics_text) or ""
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                samples[f"{sample.name}{{{labels}}}"] = float(sample.value)
+        return samples
+
+    # -- waiting ----------------------------------------------------------------
+
+    async def until(
+        self, check: Callable[[dict[Key, Any]], bool], *, timeout: float
+    ) -> float | None:
+        """Like ``Informer.until`` on the Environments, failing fast if the operator dies."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_operator()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            at = await self.envs.until(check, timeout=min(1.0, remaining))
+            if at is not None:
+                return at
+
+    # -- objects ------------------------------------------------------------------
+
+    async def create_namespaces(self, names: list[str]) -> None:
+        async def one(name: str) -> None:
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            try:
+                await self.admin.request("POST", "/api/v1/namespaces", body=body)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+
+        await gather_limited(16, [one(name) for name in names])
+
+    async def create_environments(self, manifests: list[dict[str, Any]]) -> dict[Key, int]:
+        """POST each Environment; return their keys with the generation created."""
+
+        async def one(manifest: dict[str, Any]) -> tuple[Key, int]:
+            meta = manifest["metadata"]
+            created = await self.admin.request("POST", env_path(meta["namespace"]), body=manifest)
+            return (meta["namespace"], meta["name"]), int(created["metadata"]["generation"])
+
+        return dict(await gather_limited(8, [one(m) for m in manifests]))
+
+    async def bump_environments(self, keys: list[Key]) -> dict[Key, int]:
+        """Change each spec harmlessly (resyncInterval 10m <-> 11m): a new generation to meet."""
+
+        async def one(key: Key) -> tuple[Key, int]:
+            namespace, name = key
+            current = await self.admin.request("GET", env_path(namespace, name))
+            interval = "11m" if current["spec"].get("resyncInterval") != "11m" else "10m"
+            patched = await self.admin.request(
+                "PATCH",
+                env_path(namespace, name),
+                body={"spec": {"resyncInterval": interval}},
+                content_type=MERGE,
+            )
+            return key, int(patched["metadata"]["generation"])
+
+        return dict(await gather_limited(16, [one(k) for k in keys]))
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self.admin.request("DELETE", path)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+
+
+def enforce_environments(
+    first: int, count: int, *, configmaps: int, deployments: int
+) -> list[dict[str, Any]]:
+    resources = workload.blueprint(configmaps=configmaps, deployments=deployments)
+    return [
+        workload.environment(workload.namespace(i), resources) for i in range(first, first + count)
+    ]

@@ -1,0 +1,464 @@
+"""The measurements, one coroutine each; every one returns a dict of figures for results.json.
+
+Latency method (floor, revert, detect): a manual write returns at t0 with resourceVersion M;
+an independent watch (the benchmark's own, as admin) sees, at t1, the first version newer
+than M that carries the blueprint's value again (or, for detect, the Environment's status
+naming the object Drifted). Latency is t1 - t0. Each object is changed at most once, so
+driftguard's "fighting" guard (5 reverts in 60 s) never engages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import workload
+import yaml
+from figures import Latencies
+from informer import Informer, Key, Seen
+from kubeapi import MERGE, Kube, cm_path, deploy_path, env_path, gather_limited, rv
+from lab import FLOOR_USER, Lab, all_in_sync, enforce_environments
+from procs import Child
+
+HERE = Path(__file__).resolve().parent
+SETTLE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much of everything; ``quick()`` scales it down for a smoke run."""
+
+    quick: bool = False
+    envs_small: int = 50
+    envs_large: int = 250
+    per_env: int = 20
+    changes: int = 250
+    concurrent_changes: int = 100
+    concurrency: int = 4
+    detect_changes: int = 30
+    noise: int = 5000
+    window_s: float = 60.0
+    cold_objects: int = 100
+    change_timeout: float = 10.0
+    sync_timeout: float = 300.0
+    gap_s: float = 0.1
+
+    @classmethod
+    def make_quick(cls) -> Sizes:
+        return cls(
+            quick=True,
+            envs_small=10,
+            envs_large=50,
+            changes=50,
+            concurrent_changes=20,
+            detect_changes=10,
+            noise=1000,
+            window_s=10.0,
+            sync_timeout=120.0,
+        )
+
+    @property
+    def small(self) -> int:
+        return self.envs_small * self.per_env
+
+    @property
+    def large(self) -> int:
+        return self.envs_large * self.per_env
+
+
+Target = tuple[str, str, str]  # kind, namespace, name
+
+
+async def _manual_change(
+    manual: Kube, target: Target, serial: int
+) -> tuple[float, float, int, Any]:
+    """One "human" merge patch: (when it was sent, when it returned, its resourceVersion,
+    the blueprint value to expect back)."""
+    kind, namespace, name = target
+    query = {"fieldManager": workload.MANUAL_MANAGER}
+    expected: Any
+    if kind == "ConfigMap":
+        body: dict[str, Any] = {"data": {workload.CM_KEY: f"manual-{serial}"}}
+        path, expected = cm_path(namespace, name), workload.CM_VALUE
+    else:
+        body = {"spec": {"minReadySeconds": 2 + serial % 50}}
+        path, expected = deploy_path(namespace, name), workload.DEPLOY_VALUE
+    sent = time.monotonic()
+    written = await manual.request("PATCH", path, query=query, body=body, content_type=MERGE)
+    return sent, time.monotonic(), rv(written), expected
+
+
+async def measure_reverts(
+    manual: Kube,
+    observers: dict[str, Informer],
+    targets: Sequence[Target],
+    latencies: Latencies,
+    *,
+    gap: float,
+    concurrency: int = 1,
+) -> None:
+    """Change each target once; time until the observer sees the blueprint's value back."""
+    serial = iter(range(10**9))
+
+    async def worker(share: Sequence[Target]) -> None:
+        for target in share:
+            sent, returned, written, expected = await _manual_change(manual, target, next(serial))
+
+            def restored(seen: Seen, written: int = written, expected: Any = expected) -> bool:
+                return seen.rv > written and seen.value == expected
+
+            key = (target[1], target[2])
+            at = await observers[target[0]].first(key, restored, timeout=latencies.timeout)
+            latency = None if at is None else at - returned
+            latencies.add(latency, target[0], write_s=returned - sent)
+            await asyncio.sleep(gap)
+
+    await asyncio.gather(*(worker(targets[i::concurrency]) for i in range(concurrency)))
+
+
+# -- the floor ------------------------------------------------------------------------
+
+
+async def floor(lab: Lab, sizes: Sizes) -> dict[str, Any]:
+    namespace = "bench-floor"
+    await lab.create_namespaces([namespace])
+    kubeconfig = lab.plane.user_kubeconfig(FLOOR_USER, groups=["system:masters"])
+    argv = [
+        sys.executable,
+        str(HERE / "floorloop.py"),
+        f"--kubeconfig={kubeconfig}",
+        f"--namespace={namespace}",
+        f"--count={sizes.changes}",
+    ]
+    child = Child("floor", argv, lab.workdir / "floor.log", {}, capture_stdout=True)
+    lab.children.append(child)
+    try:
+        assert child.popen.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(child.popen.stdout.readline), 120)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"the floor loop did not start:\n{child.tail()}")
+        observer = await Informer(
+            lab.admin,
+            cm_path(namespace),
+            extract=workload.cm_value,
+            selector=workload.FLOOR_SELECTOR,
+        ).start()
+        latencies = Latencies("floor", sizes.change_timeout)
+        targets = [("ConfigMap", namespace, f"floor-{i:03d}") for i in range(sizes.changes)]
+        await measure_reverts(
+            lab.manual, {"ConfigMap": observer}, targets, latencies, gap=sizes.gap_s
+        )
+        await observer.stop()
+    finally:
+        child.stop(grace=5)
+        lab.children.remove(child)
+    return latencies.summary()
+
+
+# -- driftguard: bring-up, steady state, churn ------------------------------------------
+
+
+async def bring_up(lab: Lab, sizes: Sizes) -> tuple[dict[str, Any], dict[Key, int]]:
+    """Start the operator idle, then create the small set of Environments and wait for sync."""
+    figures: dict[str, Any] = {"metrics_up_s": round(await lab.start_operator(), 3)}
+    await asyncio.sleep(SETTLE_S)
+    assert lab.operator is not None
+    figures["rss_mb_idle"] = round(lab.operator.rss_mb(), 1)
+    manifests = enforce_environments(
+        0, sizes.envs_small, configmaps=sizes.per_env - 1, deployments=1
+    )
+    keys, seconds = await _create_and_sync(lab, manifests, sizes)
+    figures[f"initial_sync_{sizes.small}_s"] = seconds
+    figures["objects"] = sizes.small
+    figures["environments"] = sizes.envs_small
+    return figures, keys
+
+
+async def _create_and_sync(
+    lab: Lab, manifests: list[dict[str, Any]], sizes: Sizes
+) -> tuple[dict[Key, int], float | None]:
+    await lab.create_namespaces([m["metadata"]["namespace"] for m in manifests])
+    began = time.monotonic()
+    keys = await lab.create_environments(manifests)
+    at = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
+    return keys, None if at is None else round(at - began, 3)
+
+
+async def settle(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> None:
+    """Wait until every Environment is in sync, then a little longer for stragglers."""
+    if await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout) is None:
+        raise TimeoutError("Environments did not come back in sync")
+    await asyncio.sleep(SETTLE_S)
+
+
+async def create_noise(lab: Lab, sizes: Sizes) -> tuple[dict[str, Any], list[Key]]:
+    """Unlabelled ConfigMaps spread over the managed namespaces."""
+    objects = [
+        workload.noise_configmap(workload.namespace(i % sizes.envs_small), i // sizes.envs_small)
+        for i in range(sizes.noise)
+    ]
+    began = time.monotonic()
+    await gather_limited(
+        16,
+        [lab.admin.request("POST", cm_path(o["metadata"]["namespace"]), body=o) for o in objects],
+    )
+    seconds = time.monotonic() - began
+    keys = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in objects]
+    return {"noise_objects": len(keys), "noise_create_s": round(seconds, 2)}, keys
+
+
+async def steady_state(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
+    """Nothing drifts, nothing changes: count the operator's requests and CPU."""
+    await settle(lab, keys, sizes)
+    assert lab.operator is not None
+    cpu, wall = lab.operator.cpu_seconds(), time.time()
+    await asyncio.sleep(sizes.window_s)
+    cpu, end = lab.operator.cpu_seconds() - cpu, time.time()
+    lab.check_operator()
+    await asyncio.sleep(2)  # the audit log is written as requests complete
+    window = lab.audit.window(wall, end)
+    return {"cpu_s": round(cpu, 3), **window.as_dict()}
+
+
+async def churn(lab: Lab, noise: list[Key], sizes: Sizes, writers: int = 4) -> dict[str, Any]:
+    """Unrelated ConfigMaps updated as fast as ``writers`` sequential clients go."""
+    assert lab.operator is not None
+    updates = 0
+    stop_at = time.monotonic() + sizes.window_s
+
+    async def writer(offset: int) -> None:
+        nonlocal updates
+        index = offset
+        while time.monotonic() < stop_at:
+            namespace, name = noise[index % len(noise)]
+            body = {"data": {"n": str(updates)}}
+            await lab.admin.request(
+                "PATCH", cm_path(namespace, name), body=body, content_type=MERGE
+            )
+            updates += 1
+            index += writers
+
+    cpu, wall, began = lab.operator.cpu_seconds(), time.time(), time.monotonic()
+    await asyncio.gather(*(writer(i) for i in range(writers)))
+    cpu, end = lab.operator.cpu_seconds() - cpu, time.time()
+    seconds = time.monotonic() - began
+    lab.check_operator()
+    await asyncio.sleep(2)
+    window = lab.audit.window(wall, end)
+    return {
+        "cpu_s": round(cpu, 3),
+        "updates": updates,
+        "updates_per_s": round(updates / seconds, 1),
+        "seconds": round(seconds, 2),
+        "operator_requests": dict(window.verbs),
+    }
+
+
+# -- driftguard: reverts, detection, cold apply ----------------------------------------
+
+
+def revert_targets(sizes: Sizes, *, large: bool = False) -> list[Target]:
+    """Every object of the small set (ConfigMaps and the Deployments), or of the Environments
+    added for the large one (ConfigMaps only), shuffled with a fixed seed."""
+    first, last = (sizes.envs_small, sizes.envs_large) if large else (0, sizes.envs_small)
+    configmaps = sizes.per_env if large else sizes.per_env - 1
+    targets: list[Target] = []
+    for env in range(first, last):
+        namespace = workload.namespace(env)
+        targets += [("ConfigMap", namespace, workload.cm_name(j)) for j in range(configmaps)]
+        if not large:
+            targets.append(("Deployment", namespace, "web-0"))
+    random.Random(4).shuffle(targets)
+    return targets
+
+
+async def reverts(
+    lab: Lab, keys: dict[Key, int], sizes: Sizes, *, large: bool = False
+) -> dict[str, Any]:
+    """Sequential manual changes, then ``concurrency`` writers at once, each on fresh objects."""
+    await settle(lab, keys, sizes)
+    selector = workload.MANAGED_SELECTOR
+    observers = {
+        "ConfigMap": Informer(
+            lab.admin, cm_path(None), extract=workload.cm_value, selector=selector
+        ),
+        "Deployment": Informer(
+            lab.admin, deploy_path(None), extract=workload.deploy_value, selector=selector
+        ),
+    }
+    for observer in observers.values():
+        await observer.start()
+    targets = revert_targets(sizes, large=large)
+    count = sizes.changes // 2 if large else sizes.changes
+    sequential = Latencies("revert", sizes.change_timeout)
+    concurrent = Latencies("revert-concurrent", sizes.change_timeout)
+    try:
+        await measure_reverts(lab.manual, observers, targets[:count], sequential, gap=sizes.gap_s)
+        lab.check_operator()
+        if not large:
+            rest = targets[count : count + sizes.concurrent_changes]
+            await measure_reverts(
+                lab.manual,
+                observers,
+                rest,
+                concurrent,
+                gap=sizes.gap_s,
+                concurrency=sizes.concurrency,
+            )
+    finally:
+        for observer in observers.values():
+            await observer.stop()
+    back = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
+    result: dict[str, Any] = {"sequential": sequential.summary()}
+    if not large:
+        result[f"concurrent_{sizes.concurrency}"] = concurrent.summary()
+    result["all_in_sync_again"] = back is not None
+    result["operator_histogram"] = _revert_histogram(await lab.metrics())
+    return result
+
+
+def _revert_histogram(samples: dict[str, float]) -> dict[str, Any]:
+    """The operator's own view (watch event received -> revert written), mean by kind."""
+    result: dict[str, Any] = {}
+    for name, value in samples.items():
+        if name.startswith("driftguard_revert_latency_seconds_sum"):
+            kind = name.split("kind=", 1)[1].rstrip("}").split(",")[0]
+            count = samples.get(name.replace("_sum{", "_count{"), 0.0)
+            if count:
+                result[kind] = {"n": int(count), "mean_s": round(value / count, 4)}
+    return result
+
+
+async def detect(lab: Lab, sizes: Sizes) -> dict[str, Any]:
+    """Observe mode: manual write -> the Environment's status names the object Drifted."""
+    namespace = "bench-observe"
+    count = sizes.detect_changes
+    manifest = workload.environment(
+        namespace, workload.blueprint(configmaps=count, deployments=0), mode="Enforce"
+    )
+    # Observe never creates objects: let Enforce create them, then switch the mode.
+    keys, _ = await _create_and_sync(lab, [manifest], sizes)
+    key = next(iter(keys))
+    switched = await lab.admin.request(
+        "PATCH", env_path(*key), body={"spec": {"mode": "Observe"}}, content_type=MERGE
+    )
+    generation = int(switched["metadata"]["generation"])
+    if await lab.until(all_in_sync({key: generation}), timeout=sizes.sync_timeout) is None:
+        raise TimeoutError("the Observe Environment did not get in sync")
+    latencies = Latencies("detect", sizes.change_timeout)
+    for index in range(count):
+        name = workload.cm_name(index)
+        sent, returned, _, _ = await _manual_change(
+            lab.manual, ("ConfigMap", namespace, name), index
+        )
+
+        def flagged(seen: Seen, name: str = name) -> bool:
+            return seen.value is not None and name in seen.value.drifted
+
+        at = await lab.envs.first(key, flagged, timeout=sizes.change_timeout)
+        latencies.add(None if at is None else at - returned, write_s=returned - sent)
+        await asyncio.sleep(sizes.gap_s)
+    await lab.delete(env_path(*key))
+    await lab.delete(f"/api/v1/namespaces/{namespace}")
+    return latencies.summary()
+
+
+async def cold_apply(lab: Lab, sizes: Sizes) -> dict[str, Any]:
+    """One new Environment of ``cold_objects`` ConfigMaps: `kubectl apply` -> InSync."""
+    namespace = "bench-cold"
+    await lab.create_namespaces([namespace])
+
+    manifest = workload.environment(
+        namespace, workload.blueprint(configmaps=sizes.cold_objects, deployments=0)
+    )
+    key = (namespace, workload.ENV_NAME)
+    began = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "kubectl"),
+        f"--kubeconfig={lab.plane.kubeconfig}",
+        "apply",
+        "-f",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate(yaml.safe_dump(manifest).encode())
+    kubectl_s = time.monotonic() - began
+    if process.returncode != 0:
+        raise RuntimeError(f"kubectl apply failed: {stderr.decode()}")
+    created = await lab.envs.first(key, lambda seen: True, timeout=10)
+    at = await lab.until(all_in_sync({key: 1}), timeout=sizes.sync_timeout)
+    result = {
+        "objects": sizes.cold_objects,
+        "created_to_in_sync_s": None if at is None or created is None else round(at - created, 3),
+        "kubectl_start_to_in_sync_s": None if at is None else round(at - began, 3),
+        "kubectl_s": round(kubectl_s, 3),
+    }
+    await lab.delete(env_path(*key))
+    await lab.delete(f"/api/v1/namespaces/{namespace}")
+    return result
+
+
+# -- driftguard: restart and scale -------------------------------------------------------
+
+
+async def restart(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
+    """Stop the operator, change every spec harmlessly, start a new one: time to all in sync.
+
+    The spec change gives each Environment a generation the new process must acknowledge;
+    without it the status written by the old process would already read InSync.
+    """
+    await settle(lab, keys, sizes)
+    stop_s = lab.stop_operator()
+    generations = await lab.bump_environments(list(keys))
+    wall, began = time.time(), time.monotonic()
+    metrics_up_s = await lab.start_operator()
+    at = await lab.until(all_in_sync(generations), timeout=sizes.sync_timeout)
+    seconds = None if at is None else at - began
+    assert lab.operator is not None
+    cpu = lab.operator.cpu_seconds()
+    await asyncio.sleep(2)
+    window = lab.audit.window(wall, wall + (seconds or sizes.sync_timeout))
+    keys.update(generations)
+    return {
+        "objects": sum(1 for _ in keys) * sizes.per_env,
+        "in_sync_s": None if seconds is None else round(seconds, 3),
+        "metrics_up_s": round(metrics_up_s, 3),
+        "old_process_stop_s": round(stop_s, 3),
+        "cpu_s_to_in_sync": round(cpu, 2),
+        "requests_to_in_sync": dict(window.verbs),
+    }
+
+
+async def scale_up(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
+    """Add Environments (ConfigMaps only) up to the large size; RSS once all are in sync."""
+    manifests = enforce_environments(
+        sizes.envs_small,
+        sizes.envs_large - sizes.envs_small,
+        configmaps=sizes.per_env,
+        deployments=0,
+    )
+    assert lab.operator is not None
+    cpu = lab.operator.cpu_seconds()
+    added, seconds = await _create_and_sync(lab, manifests, sizes)
+    keys.update(added)
+    cpu = lab.operator.cpu_seconds() - cpu
+    await settle(lab, keys, sizes)
+    return {
+        "added_objects": len(added) * sizes.per_env,
+        "added_to_in_sync_s": seconds,
+        "cpu_s": round(cpu, 2),
+    }
+
+
+async def rss(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> float:
+    await settle(lab, keys, sizes)
+    assert lab.operator is not None
+    return round(lab.operator.rss_mb(), 1)

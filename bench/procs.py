@@ -1,0 +1,110 @@
+"""Child processes of the benchmark (the operator, the floor loop) and what /proc says of them.
+
+Each child runs in its own session and gets SIGKILL if the benchmark dies (PR_SET_PDEATHSIG),
+so an interrupted run leaves nothing behind. Stopping is SIGTERM, then SIGKILL after a grace
+period. CPU is utime + stime of /proc/<pid>/stat; memory is VmRSS of /proc/<pid>/status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+_PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    def hook() -> None:
+        if _PRCTL is not None:
+            _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(125)
+
+    return hook
+
+
+class Child:
+    """One child process with its output in a log file."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        log: Path,
+        env: dict[str, str],
+        *,
+        capture_stdout: bool = False,
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.started_at = time.monotonic()
+        with log.open("ab") as sink:
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                # Only for a child that prints a line or two (the floor's "ready"): a pipe
+                # nobody reads would block a chatty child.
+                stdout=subprocess.PIPE if capture_stdout else sink,
+                stderr=sink,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def is_alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far (threads included)."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+        # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, *, grace: float = 15.0) -> float:
+        """SIGTERM, SIGKILL after ``grace`` s; return how long the child took to exit."""
+        began = time.monotonic()
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.popen.terminate()
+            try:
+                self.popen.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    self.popen.kill()
+                self.popen.wait()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        return time.monotonic() - began

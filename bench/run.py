@@ -1,0 +1,277 @@
+"""`make bench`: driftguard's performance figures on a local control plane, in one run.
+
+    .venv/bin/python bench/run.py [--quick] [--output bench/results.json]
+
+Starts its own etcd + kube-apiserver + kube-controller-manager (etcd with --unsafe-no-fsync:
+the data dies with the run), installs crds/, runs ``driftguard run`` as a subprocess under its
+own identity, and measures: the floor (a minimal watch -> apply loop), driftguard's revert
+latency (Enforce), detection latency (Observe), steady-state requests (audit log), CPU under
+unrelated churn, RSS and restart-to-in-sync at two sizes, and a cold apply. Prints a table,
+writes JSON. ``--quick`` scales everything down for a smoke run (the JSON keys keep their
+names; ``sizes`` says what was measured). Logs stay in the printed work directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.metadata
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import figures  # noqa: E402
+import phases  # noqa: E402
+from lab import Lab  # noqa: E402
+from phases import Sizes  # noqa: E402
+
+from driftguard.controlplane import ControlPlane, ControlPlaneError  # noqa: E402
+
+# Whole-run limits: a run that cannot finish says so instead of hanging `make bench`.
+DEADLINE_S = {False: 40 * 60.0, True: 10 * 60.0}
+
+
+def _kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    binary = Path(sys.executable).parent / "kubectl"
+    return subprocess.run(
+        [str(binary), f"--kubeconfig={kubeconfig}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=check,
+    )
+
+
+def install_crds(kubeconfig: Path) -> None:
+    _kubectl(kubeconfig, "apply", "--server-side", "-f", str(ROOT / "crds"))
+    _kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/environments.driftguard.io")
+    # Right after a CRD is created, lists can answer 429 "storage is (re)initializing".
+    deadline = time.monotonic() + 30
+    while _kubectl(kubeconfig, "get", "environments", "-A", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise ControlPlaneError("the Environment API does not serve lists after 30 s")
+        time.sleep(0.2)
+
+
+class Run:
+    """One benchmark run: the phases in order, each timed, results kept even on failure."""
+
+    def __init__(self, sizes: Sizes, lab: Lab) -> None:
+        self.sizes = sizes
+        self.lab = lab
+        self.results: dict[str, Any] = {"details": {}, "phase_seconds": {}}
+
+    def detail(self, name: str, value: Any) -> None:
+        self.results["details"][name] = value
+
+    async def phase(self, name: str, coro: Any) -> Any:
+        began = time.monotonic()
+        print(f"[{_clock()}] {name} ...", flush=True)
+        try:
+            return await coro
+        finally:
+            seconds = round(time.monotonic() - began, 1)
+            self.results["phase_seconds"][name] = seconds
+            print(f"[{_clock()}] {name}: {seconds} s", flush=True)
+
+    async def execute(self) -> None:
+        sizes, lab, r = self.sizes, self.lab, self.results
+        await lab.open()
+        up, keys = await self.phase("bring-up", phases.bring_up(lab, sizes))
+        self.detail("bring_up", up)
+        r["rss_mb_idle"] = up["rss_mb_idle"]
+        r["rss_mb_1000"] = await phases.rss(lab, keys, sizes)
+
+        noise, noise_keys = await self.phase("noise", phases.create_noise(lab, sizes))
+        self.detail("noise", noise)
+        steady = await self.phase("steady-state", phases.steady_state(lab, keys, sizes))
+        self.detail("steady_state", steady)
+        r["steady_state_writes"] = steady["writes"]
+        r["steady_state_reads_per_s"] = steady["reads_per_s"]
+        busy = await self.phase("churn", phases.churn(lab, noise_keys, sizes))
+        self.detail("churn", busy)
+        # Below 0.1 % of one core over the window, /proc's 10 ms ticks make a ratio noise.
+        resolution = 0.001 * sizes.window_s
+        r["churn_cpu_ratio"] = figures.ratio(busy["cpu_s"], steady["cpu_s"], resolution=resolution)
+        r["idle_cpu_s"], r["churn_cpu_s"] = steady["cpu_s"], busy["cpu_s"]
+
+        floor = await self.phase("floor", phases.floor(lab, sizes))
+        self.detail("floor", floor)
+        r["floor_p50_s"], r["floor_p99_s"] = floor["p50_s"], floor["p99_s"]
+        reverts = await self.phase("revert", phases.reverts(lab, keys, sizes))
+        self.detail("revert", reverts)
+        seq = reverts["sequential"]
+        r["revert_p50_s"], r["revert_p99_s"] = seq["p50_s"], seq["p99_s"]
+        r["revert_p50_ratio"] = figures.ratio(seq["p50_s"], floor["p50_s"])
+        r["revert_p99_ratio"] = figures.ratio(seq["p99_s"], floor["p99_s"])
+
+        found = await self.phase("detect", phases.detect(lab, sizes))
+        self.detail("detect", found)
+        r["detect_p50_s"] = found["p50_s"]
+        cold = await self.phase("cold-apply", phases.cold_apply(lab, sizes))
+        self.detail("cold_apply", cold)
+        r["cold_apply_100_s"] = cold["created_to_in_sync_s"]
+
+        again = await self.phase(f"restart-{sizes.small}", phases.restart(lab, keys, sizes))
+        self.detail(f"restart_{sizes.small}", again)
+        r["restart_to_in_sync_s_1000"] = again["in_sync_s"]
+        r["rss_mb_1000_after_restart"] = await phases.rss(lab, keys, sizes)
+
+        grown = await self.phase(f"scale-to-{sizes.large}", phases.scale_up(lab, keys, sizes))
+        self.detail(f"scale_to_{sizes.large}", grown)
+        r["rss_mb_5000"] = await phases.rss(lab, keys, sizes)
+        big = await self.phase(
+            f"revert-{sizes.large}", phases.reverts(lab, keys, sizes, large=True)
+        )
+        self.detail(f"revert_{sizes.large}", big)
+        r["revert_p50_s_5000"] = big["sequential"]["p50_s"]
+        r["revert_p99_s_5000"] = big["sequential"]["p99_s"]
+        again = await self.phase(f"restart-{sizes.large}", phases.restart(lab, keys, sizes))
+        self.detail(f"restart_{sizes.large}", again)
+        r["restart_to_in_sync_s_5000"] = again["in_sync_s"]
+        r["rss_mb_5000_after_restart"] = await phases.rss(lab, keys, sizes)
+        per_thousand = (r["rss_mb_5000"] - r["rss_mb_1000"]) / ((sizes.large - sizes.small) / 1000)
+        r["rss_mb_growth_per_1000"] = round(per_thousand, 1)
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def environment_facts(plane: ControlPlane) -> dict[str, Any]:
+    version = json.loads(_kubectl(plane.kubeconfig, "version", "-o", "json").stdout)
+    packages = ("kopf", "kubernetes-asyncio", "aiohttp", "pydantic", "driftguard")
+    return {
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "kube_apiserver": (version.get("serverVersion") or {}).get("gitVersion"),
+        "kubectl": (version.get("clientVersion") or {}).get("gitVersion"),
+        "packages": {name: importlib.metadata.version(name) for name in packages},
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain", "--", "operator")),
+        "etcd": "--unsafe-no-fsync",
+    }
+
+
+TARGETS: list[tuple[str, str, float | None]] = [
+    ("floor_p50_s", "", None),
+    ("floor_p99_s", "", None),
+    ("revert_p50_s", "", None),
+    ("revert_p99_s", "", None),
+    ("revert_p50_ratio", "<= 3", 3.0),
+    ("revert_p99_ratio", "<= 5", 5.0),
+    ("revert_p50_s_5000", "", None),
+    ("revert_p99_s_5000", "", None),
+    ("detect_p50_s", "", None),
+    ("steady_state_writes", "0", 0.0),
+    ("steady_state_reads_per_s", "", None),
+    ("idle_cpu_s", "", None),
+    ("churn_cpu_s", "", None),
+    ("churn_cpu_ratio", "<= 1.5", 1.5),
+    ("rss_mb_idle", "", None),
+    ("rss_mb_1000", "", None),
+    ("rss_mb_5000", "", None),
+    ("rss_mb_growth_per_1000", "<= 30", 30.0),
+    ("rss_mb_1000_after_restart", "", None),
+    ("rss_mb_5000_after_restart", "", None),
+    ("restart_to_in_sync_s_1000", "", None),
+    ("restart_to_in_sync_s_5000", "<= 60", 60.0),
+    ("cold_apply_100_s", "", None),
+]
+
+
+def report(results: dict[str, Any]) -> str:
+    rows = [
+        (name, results.get(name), target, figures.verdict(results.get(name), limit))
+        for name, target, limit in TARGETS
+    ]
+    return figures.table(rows)
+
+
+async def _measure(run: Run, deadline: float) -> None:
+    try:
+        await asyncio.wait_for(run.execute(), timeout=deadline)
+    finally:
+        await run.lab.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: small sizes, 10 s windows"
+    )
+    parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    args = parser.parse_args(argv)
+    sizes = Sizes.make_quick() if args.quick else Sizes()
+    workdir = Path(tempfile.mkdtemp(prefix="driftguard-bench-"))
+    began = time.monotonic()
+    failure = ""
+    print(f"driftguard bench ({'quick' if sizes.quick else 'full'}): logs in {workdir}", flush=True)
+    with ControlPlane(controller_manager=True) as plane:
+        print(f"[{_clock()}] control plane up in {plane.startup_seconds:.1f} s", flush=True)
+        install_crds(plane.kubeconfig)
+        run = Run(sizes, Lab(plane, workdir))
+        run.results["sizes"] = {"small": sizes.small, "large": sizes.large, "quick": sizes.quick}
+        run.results["environment"] = environment_facts(plane)
+        try:
+            asyncio.run(_measure(run, DEADLINE_S[sizes.quick]))
+        except (Exception, KeyboardInterrupt) as exc:  # report what was measured
+            failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            traceback.print_exc()
+        _save_operator_audit(run.lab, workdir)
+        _copy_logs(plane.directory, workdir)
+    run.results["total_seconds"] = round(time.monotonic() - began, 1)
+    if failure:
+        run.results["error"] = failure
+    args.output.write_text(json.dumps(run.results, indent=2, sort_keys=False) + "\n")
+    print()
+    print(report(run.results))
+    print(f"\nsizes: {run.results['sizes']}; total {run.results['total_seconds']} s")
+    print(f"figures in {args.output}; logs in {workdir}")
+    if failure:
+        print(f"\nbench FAILED: {failure}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _save_operator_audit(lab: Lab, workdir: Path) -> None:
+    """The operator's requests, one JSON line each, for reading after the run."""
+    try:
+        lab.audit.refresh()
+    except OSError:
+        return
+    with (workdir / "operator-audit.jsonl").open("w") as sink:
+        for event in lab.audit.events:
+            sink.write(json.dumps(event) + "\n")
+
+
+def _copy_logs(directory: Path, workdir: Path) -> None:
+    for name in ("kube-apiserver.log", "kube-controller-manager.log", "etcd.log"):
+        source = directory / name
+        if source.exists():
+            shutil.copy(source, workdir / name)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
