@@ -74,7 +74,11 @@ def _status_schema() -> dict[str, Any]:
     conditions["x-kubernetes-list-map-keys"] = ["type"]
     # kopf keeps the progress of its deletion handler here rather than in
     # annotations, so GitOps tools see no change made by the operator.
-    schema["properties"]["kopf"] = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    schema["properties"]["kopf"] = {
+        "type": "object",
+        "description": "Progress of the deletion handler, kept by kopf.",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
     return schema
 
 

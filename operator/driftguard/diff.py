@@ -193,9 +193,8 @@ def compute(expectation: Expectation, live: dict[str, Any]) -> Drift:
         actual, pointer = resolve(live, path)
         if actual is MISSING:
             pointer = expectation.pointers[path]
-            changes.append(
-                FieldChange(pointer, ChangeKind.REMOVED, expected, MISSING, last_writer(live))
-            )
+            # Nobody owns a field that is gone, so managedFields cannot say who removed it.
+            changes.append(FieldChange(pointer, ChangeKind.REMOVED, expected, MISSING, None))
         elif actual != expected:
             manager = _owner(managers, path) or last_writer(live)
             changes.append(FieldChange(pointer, ChangeKind.CHANGED, expected, actual, manager))

@@ -79,7 +79,11 @@ class Engine:
                 resource = await self.cluster.resource(api_version, kind)
             except LookupError:
                 continue
-            items, _ = await self.cluster.list_objects(resource, selector=owner.selector)
+            target = (body.get("spec") or {}).get("targetNamespace") or owner.namespace
+            where = target if resource.namespaced else None
+            items, _ = await self.cluster.list_objects(
+                resource, namespace=where, selector=owner.selector
+            )
             for item in items:
                 m = item["metadata"]
                 await self.cluster.delete(resource, m.get("namespace", ""), m["name"], m["uid"])

@@ -22,21 +22,33 @@ _NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTime
 REDACTED = "<redacted>"
 
 
-def redact(obj: dict[str, Any]) -> dict[str, Any]:
-    """A copy with Secret values replaced; the keys stay, so a changed key still shows."""
+def redact(
+    obj: dict[str, Any], other: dict[str, Any] | None = None, *, side: str = ""
+) -> dict[str, Any]:
+    """A copy with Secret values replaced; the keys stay, so a changed key still shows.
+
+    Given the other side of a diff, a value that differs is marked with `side`
+    (as kubectl diff does), so the changed key shows without showing a value.
+    """
     if obj.get("kind") != "Secret":
         return obj
     out = dict(obj)
     for field in ("data", "stringData"):
-        if isinstance(obj.get(field), dict):
-            out[field] = dict.fromkeys(obj[field], REDACTED)
+        values = obj.get(field)
+        if not isinstance(values, dict):
+            continue
+        theirs = (other or {}).get(field) or {}
+        out[field] = {
+            key: REDACTED if other is None or theirs.get(key) == value else f"{REDACTED} ({side})"
+            for key, value in values.items()
+        }
     return out
 
 
-def _readable(obj: dict[str, Any] | None) -> list[str]:
+def _readable(obj: dict[str, Any] | None, other: dict[str, Any] | None, side: str) -> list[str]:
     if obj is None:
         return []
-    shown = redact({k: v for k, v in obj.items() if k != "status"})
+    shown = redact({k: v for k, v in obj.items() if k != "status"}, other, side=side)
     meta = {k: v for k, v in (shown.get("metadata") or {}).items() if k not in _NOISE}
     annotations = dict(meta.get("annotations") or {})
     annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
@@ -53,7 +65,10 @@ def unified(key: model.ObjectKey, live: dict[str, Any] | None, wanted: dict[str,
     """A unified diff from live to the blueprint as the server would store it."""
     return "".join(
         difflib.unified_diff(
-            _readable(live), _readable(wanted), fromfile=f"live/{key}", tofile=f"blueprint/{key}"
+            _readable(live, wanted, "live"),
+            _readable(wanted, live, "blueprint"),
+            fromfile=f"live/{key}",
+            tofile=f"blueprint/{key}",
         )
     )
 

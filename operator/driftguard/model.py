@@ -201,9 +201,9 @@ class EnvironmentSpec(BaseModel):
         for index, manifest in enumerate(resources):
             for field in ("apiVersion", "kind"):
                 if not manifest.get(field):
-                    raise ValueError(f"resources[{index}]: {field} is required")
+                    raise ValueError(f"[{index}]: {field} is required")
             if not (manifest.get("metadata") or {}).get("name"):
-                raise ValueError(f"resources[{index}]: metadata.name is required")
+                raise ValueError(f"[{index}]: metadata.name is required")
         return resources
 
     @property
@@ -224,11 +224,22 @@ def parse_spec(raw: dict[str, Any]) -> EnvironmentSpec:
     try:
         return EnvironmentSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = "spec." + ".".join(str(part) for part in error["loc"])
-            problems.append(f"{where}: {error['msg']}")
-        raise InvalidSpecError("; ".join(problems)) from exc
+        raise InvalidSpecError("; ".join(_explain(error) for error in exc.errors())) from exc
+
+
+def _explain(error: Any) -> str:
+    where = "spec"
+    for part in error["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else f".{part}"
+    value = error.get("input")
+    # Only scalars outside the blueprint are quoted: a manifest may hold Secret data.
+    is_quotable = isinstance(value, str | int | float | bool) and ".resources" not in where
+    shown = f" (got {value!r})" if is_quotable else ""
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if message.startswith("["):  # a validator that names the item itself
+        index, _, message = message.partition(": ")
+        where += index
+    return f"{where}: {message}{shown}"
 
 
 class Condition(BaseModel):
@@ -236,22 +247,28 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    type: str
+    type: str = Field(description="Ready or InSync.")
     status: str = Field(description="True, False or Unknown.")
-    reason: str
-    message: str = ""
-    last_transition_time: str = Field(alias="lastTransitionTime")
-    observed_generation: int | None = Field(None, alias="observedGeneration")
+    reason: str = Field(description="A CamelCase word for programs, e.g. Applied or Drifted.")
+    message: str = Field("", description="What happened, for people.")
+    last_transition_time: str = Field(
+        alias="lastTransitionTime", description="When status, reason or message last changed."
+    )
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="The generation this condition is about."
+    )
 
 
 class Summary(BaseModel):
-    managed: int = 0
-    in_sync: int = Field(0, alias="inSync")
-    drifted: int = 0
-    missing: int = 0
-    overridden: int = 0
+    """Counts of managed objects by state."""
 
     model_config = ConfigDict(populate_by_name=True)
+
+    managed: int = Field(0, description="Objects in the blueprint.")
+    in_sync: int = Field(0, alias="inSync", description="Objects matching the blueprint.")
+    drifted: int = Field(0, description="Objects that differ (or conflict, fight, fail).")
+    missing: int = Field(0, description="Objects that do not exist.")
+    overridden: int = Field(0, description="Objects with tolerated allowedChanges.")
 
 
 class ResourceStatus(BaseModel):
@@ -259,25 +276,35 @@ class ResourceStatus(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    api_version: str = Field(alias="apiVersion")
-    kind: str
-    namespace: str = ""
-    name: str
-    state: State
-    drifted_paths: list[str] = Field(default_factory=list, alias="driftedPaths")
-    changed_by: str | None = Field(None, alias="changedBy")
-    last_drift_time: str | None = Field(None, alias="lastDriftTime")
-    reverts: int = 0
-    message: str | None = None
+    api_version: str = Field(alias="apiVersion", description="The object's apiVersion.")
+    kind: str = Field(description="The object's kind.")
+    namespace: str = Field("", description="The object's namespace; empty if cluster-scoped.")
+    name: str = Field(description="The object's name.")
+    state: State = Field(description="InSync, Drifted, Missing, Overridden, Conflict, ...")
+    drifted_paths: list[str] = Field(
+        default_factory=list, alias="driftedPaths", description="JSON pointers that differ."
+    )
+    changed_by: str | None = Field(
+        None, alias="changedBy", description="The field manager behind the last drift."
+    )
+    last_drift_time: str | None = Field(
+        None, alias="lastDriftTime", description="When drift was last seen."
+    )
+    reverts: int = Field(0, description="How many times driftguard reverted this object.")
+    message: str | None = Field(None, description="Why the object is in Error or Conflict.")
 
 
 class LastDrift(BaseModel):
+    """The most recent drift in this Environment."""
+
     model_config = ConfigDict(populate_by_name=True)
 
-    time: str
-    object: str
-    paths: list[str] = Field(default_factory=list)
-    changed_by: str | None = Field(None, alias="changedBy")
+    time: str = Field(description="When it was seen.")
+    object: str = Field(description="Kind/namespace/name of the object.")
+    paths: list[str] = Field(default_factory=list, description="JSON pointers that differed.")
+    changed_by: str | None = Field(
+        None, alias="changedBy", description="The field manager that made the change."
+    )
 
 
 class EnvironmentStatus(BaseModel):
@@ -285,12 +312,18 @@ class EnvironmentStatus(BaseModel):
 
     model_config = ConfigDict(populate_by_name=True)
 
-    observed_generation: int | None = Field(None, alias="observedGeneration")
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="The generation last acted on."
+    )
     revision: int = Field(0, description="Increments each time a new blueprint is applied.")
-    conditions: list[Condition] = Field(default_factory=list)
-    summary: Summary = Field(default_factory=Summary)
-    resources: list[ResourceStatus] = Field(default_factory=list)
-    last_drift: LastDrift | None = Field(None, alias="lastDrift")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and InSync.")
+    summary: Summary = Field(default_factory=Summary, description="Objects by state.")
+    resources: list[ResourceStatus] = Field(
+        default_factory=list, description="One entry per managed object."
+    )
+    last_drift: LastDrift | None = Field(
+        None, alias="lastDrift", description="The most recent drift."
+    )
 
     def to_body(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

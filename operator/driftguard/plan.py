@@ -99,11 +99,14 @@ def decide(
     """The state of one object and the action its mode calls for."""
     if live is None:
         return Verdict(State.MISSING, _act(mode, Action.RECREATE))
-    tolerated, breaches = tolerate(allowed_for(key, rules), desired, live)
+    matching = allowed_for(key, rules)
+    tolerated, breaches = tolerate(matching, desired, live)
+    allowed = {path for rule in matching for path in rule.paths}
     drifted = [
         change
         for change in drift.changes
-        if not any(_covers(path, change.pointer) for path in tolerated)
+        # An allowed path is judged by its bounds alone (the breaches below).
+        if not any(_covers(path, change.pointer) for path in allowed)
         # Observe only reports values: a field changed back by hand is in sync
         # again even though its new owner is the hand that changed it.
         and not (mode is Mode.OBSERVE and change.kind is ChangeKind.TAKEN)
@@ -144,7 +147,17 @@ def without(manifest: dict[str, Any], pointers: frozenset[str]) -> dict[str, Any
         ]
         node: Any = trimmed
         for token in parents:
-            node = node.get(token) if isinstance(node, dict) else None
+            node = _child(node, token)
         if isinstance(node, dict):
             node.pop(last, None)
+        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
+            del node[int(last)]
     return trimmed
+
+
+def _child(node: Any, token: str) -> Any:
+    if isinstance(node, dict):
+        return node.get(token)
+    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
+        return node[int(token)]
+    return None

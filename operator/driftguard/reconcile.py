@@ -104,6 +104,8 @@ class Runner:
         self._idle.set()
         self._pass_lock = asyncio.Lock()
         self._flush: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._status_lock = asyncio.Lock()
         self._resync: asyncio.Task[None] | None = None
         self._applied_generation: int | None = None
         self._stopped = False
@@ -452,13 +454,21 @@ class Runner:
     def _status_soon(self) -> None:
         if self._flush is None and not self._stopped:
             loop = asyncio.get_running_loop()
-            self._flush = loop.call_later(0.05, lambda: asyncio.ensure_future(self.flush_status()))
+            self._flush = loop.call_later(0.05, self._start_flush)
+
+    def _start_flush(self) -> None:
+        # The task is kept: the event loop holds tasks only weakly.
+        self._flushing = asyncio.create_task(self.flush_status())
 
     async def flush_status(self) -> None:
         """Writes status if it changed since the last write; one write per settled burst."""
         self._flush = None
         if self._active and self._idle.is_set():
             return  # the last evaluation to finish flushes
+        async with self._status_lock:  # writes in order, never two at once
+            await self._write_status()
+
+    async def _write_status(self) -> None:
         status = self.build_status()
         body = status.to_body()
         if body == self._written or self._stopped:

@@ -124,12 +124,6 @@ def test_unified_shows_changed_secret_key() -> None:
     assert f"+  added: {REDACTED}" in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="inspect.redact replaces every value with the same '<redacted>', so "
-    "inspect.unified of a Secret whose value drifted is empty: `driftguard diff` exits 1 "
-    "and shows nothing for that object (kubectl diff marks such keys '*** (before)/(after)')",
-)
 def test_unified_shows_key_of_changed_secret_value() -> None:
     """A Secret whose value drifted still shows which key changed, without the value."""
     text = inspect.unified(

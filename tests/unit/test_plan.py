@@ -156,11 +156,6 @@ def test_bounds_breach_names_manager(
     assert verdict.changed_by == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.decide drops TAKEN only in Observe; in Enforce a field on an allowed path "
-    "that someone set back to the blueprint value (kubectl now owns it) is DRIFTED/REVERT",
-)
 def test_allowed_path_taken_back_to_blueprint_value_is_not_reverted() -> None:
     """An allowed field scaled away and back (now owned by kubectl) is not reverted."""
     verdict = plan.decide(
@@ -224,12 +219,6 @@ def test_without_nothing_is_identity() -> None:
     assert plan.without(DESIRED, frozenset()) is DESIRED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="plan.without walks parents with dict.get only, so a pointer through a list "
-    "(/spec/template/spec/containers/0/image) is never removed and the next apply "
-    "reverts the tolerated change",
-)
 def test_without_removes_field_inside_list_item() -> None:
     """A tolerated pointer through a list index is removed from the manifest."""
     trimmed = plan.without(DESIRED, frozenset({IMAGE}))
