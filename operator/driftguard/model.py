@@ -10,7 +10,14 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 GROUP = "driftguard.io"
 VERSION = "v1alpha1"
@@ -118,6 +125,12 @@ class AllowedChange(BaseModel):
     maximum: float | None = Field(
         None, description="Highest tolerated value, for numeric fields; above it is drift."
     )
+
+    @model_validator(mode="after")
+    def _bounds_are_ordered(self) -> AllowedChange:
+        if self.minimum is not None and self.maximum is not None and self.minimum > self.maximum:
+            raise ValueError("minimum must be less than or equal to maximum")
+        return self
 
     def matches(self, key: ObjectKey) -> bool:
         return (

@@ -227,3 +227,9 @@ def test_object_key_needs_a_name() -> None:
     """A manifest without metadata.name has no identity."""
     with pytest.raises(KeyError):
         ObjectKey.of({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})
+
+
+def test_bounds_out_of_order_are_refused() -> None:
+    """minimum above maximum is refused by the model too, not only by the CRD rule."""
+    with pytest.raises(InvalidSpecError, match=r"spec\.allowedChanges\[0\]: minimum must be"):
+        model.parse_spec({"allowedChanges": [{"paths": ["/a"], "minimum": 5, "maximum": 2}]})
