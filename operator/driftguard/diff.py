@@ -183,6 +183,54 @@ def expect(stored: dict[str, Any]) -> Expectation:
     )
 
 
+_IDENTITY = {"/apiVersion", "/kind", "/metadata/name", "/metadata/namespace"}
+
+
+def pointers_of(manifest: dict[str, Any]) -> set[str]:
+    """The leaf fields a manifest sets, as pointers (lists by index), identity aside."""
+    found: set[str] = set()
+
+    def walk(node: Any, pointer: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, child in node.items():
+                walk(child, f"{pointer}/{_escape(str(key))}")
+        elif isinstance(node, list) and node:
+            for index, child in enumerate(node):
+                walk(child, f"{pointer}/{index}")
+        else:
+            found.add(pointer)
+
+    walk(manifest, "")
+    return found - _IDENTITY
+
+
+def is_owned_whole(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
+    """True when our field manager still owns every field the manifest sets.
+
+    Any other writer that changes or removes one of our fields takes it from our
+    managedFields entry, so a whole entry means our values are the live ones and
+    the object can be trusted without applying it again (e.g. after a restart).
+    When unsure (atomic lists, key fields), this says False and the caller applies.
+    """
+    tree = fields_of(live)
+    if tree is None:
+        return False
+    owned = {resolve(live, path)[1] for path in leaves(tree)}
+    wanted = pointers_of(manifest)
+    # An atomic map or list (a Service selector, container args) is one owned leaf
+    # covering every field the manifest sets under it.
+    prefixes = {m[:i] for m in wanted for i, char in enumerate(m) if char == "/"} | wanted
+    return owned <= prefixes and all(_is_covered(m, owned) for m in wanted)
+
+
+def _is_covered(pointer: str, owned: set[str]) -> bool:
+    while pointer:
+        if pointer in owned:
+            return True
+        pointer = pointer.rpartition("/")[0]
+    return False
+
+
 def compute(expectation: Expectation, live: dict[str, Any]) -> Drift:
     """Every way the live object departs from what we set."""
     owned = fields_of(live)

@@ -242,9 +242,13 @@ class Runner:
         assert self.spec is not None
         rules = plan.allowed_for(tracked.key, self.spec.allowed_changes)
         tolerated = plan.tolerate(rules, tracked.desired, live)[0] if live else frozenset()
-        stored = await apply.put(
-            self.cluster, tracked.resource, apply.strip(tracked.desired, tolerated)
-        )
+        manifest = apply.strip(tracked.desired, tolerated)
+        if not is_new and live is not None and diff.is_owned_whole(live, manifest):
+            # Same blueprint, and every field we set is still ours: nothing to write.
+            self._learn(tracked, live)
+            self._judge(tracked, live, time.monotonic())
+            return apply.Change(tracked.key, apply.Outcome.UNCHANGED)
+        stored = await apply.put(self.cluster, tracked.resource, manifest)
         self._learn(tracked, stored)
         self._judge(tracked, stored, time.monotonic())
         if live is None:

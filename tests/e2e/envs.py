@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,38 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@dataclass
 class Operator:
-    process: subprocess.Popen[bytes]
-    metrics_port: int
-    log: Path
-    audit_log: Path
+    """A `driftguard run` process; it can be stopped and started again, as in a rollout."""
+
+    def __init__(self, kubeconfig: Path, log: Path, audit_log: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.metrics_port = free_port()
+        self.log = log
+        self.audit_log = audit_log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = Path(sys.executable).parent / "driftguard"
+        argv = [str(binary), "run", "--all-namespaces", "--metrics-port", str(self.metrics_port)]
+        with self.log.open("ab") as sink:
+            self.process = subprocess.Popen(
+                argv,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            )
+        wait_for(lambda: _metrics_up(self), timeout=30, message="the operator's /metrics endpoint")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample on /metrics (0 when absent)."""
@@ -90,30 +115,13 @@ def operator(
     """`driftguard run` against the control plane, as user driftguard-e2e."""
     install_crd(kubectl)
     kubeconfig = control_plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
-    port = free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    binary = Path(sys.executable).parent / "driftguard"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [str(binary), "run", "--all-namespaces", "--metrics-port", str(port)],
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    handle = Operator(process, port, log, control_plane.audit_log)
+    handle = Operator(kubeconfig, log, control_plane.audit_log)
     try:
-        wait_for(
-            lambda: _metrics_up(handle), timeout=30, message="the operator's /metrics endpoint"
-        )
+        handle.start()
         yield handle
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        handle.stop()
 
 
 def _metrics_up(handle: Operator) -> bool:

@@ -457,3 +457,29 @@ def test_allowed_change_within_bounds_is_tolerated(
 def condition_true(kubectl: Kubectl, namespace: str) -> bool:
     conditions = status(kubectl, "app", namespace).get("conditions") or []
     return any(c["type"] == "InSync" and c["status"] == "True" for c in conditions)
+
+
+def test_restart_writes_nothing_and_catches_drift_made_meanwhile(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """After a restart, untouched objects cost no write; one changed while down is reverted."""
+    apply(
+        kubectl,
+        environment("app", namespace, [configmap("kept", v="1"), configmap("moved", v="1")]),
+    )
+    wait_condition(kubectl, "app", namespace, "InSync", "True")
+    operator.stop()
+    try:
+        kubectl("patch", "cm", "moved", "-n", namespace, "--type=merge", "-p", '{"data":{"v":"2"}}')
+        writes = len(operator.writes(namespace))
+    finally:
+        operator.start()
+    wait_for(
+        lambda: (get(kubectl, "cm", "moved", namespace) or {})["data"] == {"v": "1"},
+        message="the change made while the operator was down to be reverted",
+    )
+    last = wait_for(lambda: status(kubectl, "app", namespace).get("lastDrift"), message="lastDrift")
+    assert last["object"] == f"ConfigMap/{namespace}/moved"
+    assert last["changedBy"] == "kubectl-patch"
+    new = operator.writes(namespace)[writes:]
+    assert [event["objectRef"]["name"] for event in new] == ["moved"]

@@ -604,3 +604,63 @@ def test_one_changed_leaf_is_one_change_at_its_pointer(
 
     assert [(c.kind, c.actual) for c in drift.changes] == [(ChangeKind.CHANGED, new)]
     assert plan.pointer_get(live, drift.changes[0].pointer) == new
+
+
+def _configmap_manifest() -> dict[str, Any]:
+    stored = objects.configmap()
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "web-config",
+            "namespace": "staging",
+            "labels": dict(stored["metadata"]["labels"]),
+        },
+        "data": dict(stored["data"]),
+    }
+
+
+def _patch_value(live: dict[str, Any]) -> None:
+    live["data"]["DB_VERSION"] = "5.6"
+    disown(live, "f:data", "f:DB_VERSION")
+    claim(live, "kubectl-patch", nest("f:data", "f:DB_VERSION"))
+
+
+def _remove_key(live: dict[str, Any]) -> None:
+    del live["data"]["LOG_LEVEL"]
+    disown(live, "f:data", "f:LOG_LEVEL")
+
+
+@pytest.mark.parametrize(
+    ("change", "manifest_edit", "expected"),
+    [
+        pytest.param(None, None, True, id="untouched"),
+        pytest.param(_patch_value, None, False, id="value-taken"),
+        pytest.param(_remove_key, None, False, id="key-removed"),
+        pytest.param(None, lambda m: m["data"].update(NEW="1"), False, id="blueprint-adds-key"),
+        pytest.param(None, lambda m: m["data"].pop("LOG_LEVEL"), False, id="blueprint-drops-key"),
+    ],
+)
+def test_is_owned_whole(
+    change: Callable[[dict[str, Any]], None] | None,
+    manifest_edit: Callable[[dict[str, Any]], Any] | None,
+    expected: bool,
+) -> None:
+    """An object is trusted without an apply only while we own exactly what the manifest sets."""
+    live = objects.configmap()
+    if change:
+        change(live)
+    manifest = _configmap_manifest()
+    if manifest_edit:
+        manifest_edit(manifest)
+    assert diff.is_owned_whole(live, manifest) is expected
+
+
+def test_atomic_field_covers_the_manifest_below_it() -> None:
+    """One owned atomic leaf (a selector) covers every field the manifest sets under it."""
+    live = objects.configmap()
+    live["spec"] = {"selector": {"app": "web"}}
+    claim(live, "driftguard", nest("f:spec", "f:selector"), operation="Apply")
+    manifest = _configmap_manifest()
+    manifest["spec"] = {"selector": {"app": "web"}}
+    assert diff.is_owned_whole(live, manifest)
