@@ -1,0 +1,91 @@
+{{/* The chart's name, overridable. */}}
+{{- define "driftguard.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name of the release's objects: the release name, with the chart name
+appended unless the release name already contains it. 63 characters at most (DNS label).
+*/}}
+{{- define "driftguard.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "driftguard.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels of every object. Deliberately not app.kubernetes.io/managed-by=driftguard
+(Helm sets managed-by to Helm): the operator's watches select that label.
+*/}}
+{{- define "driftguard.labels" -}}
+helm.sh/chart: {{ include "driftguard.chart" . }}
+{{ include "driftguard.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{- define "driftguard.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "driftguard.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "driftguard.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "driftguard.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "driftguard.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The namespaces that get Roles when the operator is confined: watched first, then targets. */}}
+{{- define "driftguard.roleNamespaces" -}}
+{{- concat .Values.watchNamespaces .Values.rbac.targetNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+Verbs on the kinds blueprints manage: get/list/watch to read and watch them;
+patch (server-side apply, JSON patch) plus create, which the API server also
+checks when an apply creates the object; delete for prune and deletionPolicy Delete.
+No update: the operator never PUTs.
+*/}}
+{{- define "driftguard.managedRules" -}}
+{{- range .Values.rbac.managedResources }}
+- apiGroups: {{ toJson .apiGroups }}
+  resources: {{ toJson .resources }}
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator itself needs on Environments and Events, in every namespace it serves:
+kopf lists and watches Environments and patches them (its finalizer, for
+deletionPolicy Delete) and their status (kopf's progress); driftguard writes status
+and posts Events (always new ones, by generateName).
+*/}}
+{{- define "driftguard.environmentRules" -}}
+- apiGroups: ["driftguard.io"]
+  resources: ["environments"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["driftguard.io"]
+  resources: ["environments/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
