@@ -1,0 +1,572 @@
+"""The Helm chart: it lints, renders, ships the generated CRD, and its RBAC is enough.
+
+The RBAC tests install the chart into the local control plane (no kubelet: its
+Pod stays Pending), then run `driftguard run` on this machine with the chart's
+Deployment args and a token of the chart's ServiceAccount. The operator then
+has exactly the rights the chart grants: an Environment that converges, with no
+request answered 403, shows they suffice; `kubectl auth can-i` shows where they stop.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helpers import Kubectl, audit_events, wait_for
+
+from driftguard.controlplane import ControlPlane
+from driftguard.controlplane.binaries import cache_root
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "driftguard"
+CRD_NAME = "environments.driftguard.io"
+HELM_VERSION = "v3.22.0"  # hack/build-tools.sh builds this one
+MANAGED_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
+
+
+def helm_binary() -> Path:
+    """Where hack/build-tools.sh caches helm."""
+    return cache_root() / f"tools-helm-{HELM_VERSION}" / "bin" / "helm"
+
+
+class Helm:
+    """Runs the cached helm with its state in a temporary directory, never in $HOME."""
+
+    def __init__(self, binary: Path, home: Path) -> None:
+        self.binary = binary
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> "subprocess.CompletedProcess[str]":
+        """Run ``helm args...``; fail the test with helm's stderr unless ``check=False``."""
+        done = subprocess.run(
+            [str(self.binary), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+        return done
+
+    def template(self, values: dict[str, Any], *, namespace: str = "ops") -> list[dict[str, Any]]:
+        """The chart's objects as `helm template` renders them with these values."""
+        done = self(
+            "template", "dg", str(CHART), "-n", namespace, "-f", "-", input=yaml.safe_dump(values)
+        )
+        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The cached helm; when it is missing the tests skip, except under CI=true: they fail."""
+    binary = helm_binary()
+    if not os.access(binary, os.X_OK):
+        message = f"helm missing at {binary}: run hack/build-tools.sh (about 2 minutes)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return Helm(binary, tmp_path_factory.mktemp("helm"))
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [obj for obj in objects if obj["kind"] == kind]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = of_kind(objects, "Deployment")
+    (found,) = deployment["spec"]["template"]["spec"]["containers"]
+    return dict(found)
+
+
+def grants(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
+    """The verbs a list of RBAC rules grants on one group's resource."""
+    verbs: set[str] = set()
+    for rule in rules:
+        if group in rule.get("apiGroups", []) and resource in rule.get("resources", []):
+            verbs.update(rule["verbs"])
+    return verbs
+
+
+# -- the chart as files -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"watchNamespaces": ["a", "b"], "rbac": {"targetNamespaces": ["c"]}}],
+    ids=["all-namespaces", "watched-namespaces"],
+)
+def test_chart_lints(helm: Helm, values: dict[str, Any]) -> None:
+    """`helm lint --strict` passes with the default values and with watched namespaces."""
+    helm("lint", "--strict", str(CHART), "-f", "-", input=yaml.safe_dump(values))
+
+
+def test_chart_crd_is_the_generated_crd() -> None:
+    """The chart's CRD is byte for byte the one `make crds` generates."""
+    chart_crd = CHART / "crds" / f"{CRD_NAME}.yaml"
+    assert chart_crd.read_bytes() == (ROOT / "crds" / f"{CRD_NAME}.yaml").read_bytes(), (
+        "charts/driftguard/crds is stale: copy crds/environments.driftguard.io.yaml over it"
+    )
+
+
+def test_chart_renders_default_objects(helm: Helm) -> None:
+    """By default the chart renders one of each object, cluster-wide RBAC and no ServiceMonitor."""
+    objects = helm.template({})
+    assert sorted(obj["kind"] for obj in objects) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceAccount",
+    ]
+    assert container(objects)["args"] == [
+        "--all-namespaces",
+        "--metrics-port=8080",
+        "--liveness=http://0.0.0.0:8081/healthz",
+        "--log-level=INFO",
+    ]
+    (service,) = of_kind(objects, "Service")
+    assert service["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def test_chart_runs_restricted(helm: Helm) -> None:
+    """The Pod meets the restricted Pod Security Standard, with a writable /tmp only."""
+    objects = helm.template({})
+    pod = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container(objects)["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container(objects)["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"metrics": {"enabled": False}}, {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True}}},
+            {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "ServiceMonitor"},
+        ),
+        ({"rbac": {"create": False}, "serviceAccount": {"create": False}}, {"Service"}),
+    ],
+    ids=["metrics-off", "service-monitor", "no-rbac"],
+)
+def test_chart_optional_objects(helm: Helm, values: dict[str, Any], expected: set[str]) -> None:
+    """Values switch the Service, the ServiceMonitor and the RBAC objects on and off."""
+    kinds = {obj["kind"] for obj in helm.template(values)} - {"Deployment"}
+    assert kinds == expected
+
+
+def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
+    """With watchNamespaces, Environments are granted per namespace and objects in targets too."""
+    objects = helm.template({"watchNamespaces": ["a", "b"], "rbac": {"targetNamespaces": ["c"]}})
+    assert container(objects)["args"][:2] == ["--namespace=a", "--namespace=b"]
+    roles = {role["metadata"]["namespace"]: role["rules"] for role in of_kind(objects, "Role")}
+    assert sorted(roles) == ["a", "b", "c"]
+    assert grants(roles["a"], "driftguard.io", "environments") == {"get", "list", "watch", "patch"}
+    assert grants(roles["c"], "driftguard.io", "environments") == set()
+    assert grants(roles["c"], "apps", "deployments") == set(MANAGED_VERBS)
+    (cluster_role,) = of_kind(objects, "ClusterRole")
+    assert grants(cluster_role["rules"], "driftguard.io", "environments") == set()
+    assert grants(cluster_role["rules"], "", "configmaps") == set()
+    bindings = of_kind(objects, "RoleBinding")
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["a", "b", "c"]
+
+
+def test_chart_managed_resources_become_rules(helm: Helm) -> None:
+    """Each rbac.managedResources entry is granted exactly the verbs the operator uses."""
+    managed = [{"apiGroups": ["example.com"], "resources": ["widgets"]}]
+    objects = helm.template({"rbac": {"managedResources": managed}})
+    (cluster_role,) = of_kind(objects, "ClusterRole")
+    assert grants(cluster_role["rules"], "example.com", "widgets") == set(MANAGED_VERBS)
+    assert grants(cluster_role["rules"], "apps", "deployments") == set()
+
+
+def test_chart_refuses_two_replicas(helm: Helm) -> None:
+    """More than one replica fails to render: there is no leader election."""
+    done = helm("template", "dg", str(CHART), "--set", "replicas=2", check=False)
+    assert done.returncode != 0
+    assert "leader election" in done.stderr
+
+
+# -- the chart's RBAC on a real API server ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def install_crd(kubectl: Kubectl) -> None:
+    """Installs the chart's CRD (what Helm would) and waits until Environments can be listed."""
+    kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
+    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+    # Right after a CRD is created, lists can answer 429 "storage is (re)initializing".
+    wait_for(
+        lambda: kubectl("get", "environments", "-A", check=False).returncode == 0,
+        timeout=30,
+        message="the Environment API to serve lists",
+    )
+
+
+@dataclass
+class Release:
+    """The chart installed in a test namespace, and what the operator may touch."""
+
+    name: str
+    namespace: str
+    target: str
+    serviceaccount: str
+    args: list[str]
+    metrics_port: int
+    liveness_port: int
+    is_confined: bool
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.serviceaccount}"
+
+
+@pytest.fixture(params=["all-namespaces", "watched-namespace"])
+def release(
+    request: pytest.FixtureRequest, helm: Helm, kubectl: Kubectl, namespace: str
+) -> Iterator[Release]:
+    """`helm install` of the chart into the test namespace, cluster-wide or confined to it."""
+    install_crd(kubectl)
+    target = f"{namespace}-target"
+    kubectl("create", "namespace", target)
+    name = f"driftguard-{namespace}"  # ClusterRoles are cluster-wide: one name per test
+    values: dict[str, Any] = {
+        "metrics": {"port": free_port()},
+        "livenessProbe": {"port": free_port()},
+    }
+    if request.param == "watched-namespace":
+        values["watchNamespaces"] = [namespace]
+        values["rbac"] = {"targetNamespaces": [target]}
+    helm_kubeconfig = f"--kubeconfig={kubectl.kubeconfig}"
+    try:
+        helm(
+            *("install", name, str(CHART), "-n", namespace, "--skip-crds", helm_kubeconfig),
+            *("-f", "-"),
+            input=yaml.safe_dump(values),
+        )
+        deployment = kubectl.json("get", "deployment", name, "-n", namespace)
+        (spec,) = deployment["spec"]["template"]["spec"]["containers"]
+        yield Release(
+            name=name,
+            namespace=namespace,
+            target=target,
+            serviceaccount=deployment["spec"]["template"]["spec"]["serviceAccountName"],
+            args=spec["args"],
+            metrics_port=values["metrics"]["port"],
+            liveness_port=values["livenessProbe"]["port"],
+            is_confined=request.param == "watched-namespace",
+        )
+    finally:
+        _release_environments(kubectl, namespace)
+        helm("uninstall", name, "-n", namespace, helm_kubeconfig, check=False)
+        kubectl("delete", "namespace", target, "--wait=false", check=False)
+
+
+def _release_environments(kubectl: Kubectl, namespace: str) -> None:
+    """Deletes the test's Environments now, finalizers and all, once its operator has stopped.
+
+    Left to the namespace's deletion, they would linger while it terminates, and an
+    operator of a later test would take them up and write into terminating namespaces.
+    """
+    listing = kubectl("get", "environments", "-n", namespace, "-o", "name", check=False)
+    for name in listing.stdout.split():
+        patch = '{"metadata":{"finalizers":null}}'
+        kubectl("patch", name, "-n", namespace, "--type=merge", "-p", patch, check=False)
+    kubectl("delete", "environments", "--all", "-n", namespace, "--timeout=30s", check=False)
+
+
+@dataclass
+class ChartOperator:
+    process: "subprocess.Popen[bytes]"
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def _is_live(operator: ChartOperator, port: int) -> bool:
+    if operator.process.poll() is not None:
+        pytest.fail(f"the operator exited {operator.process.returncode}:\n{operator.log_text()}")
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def chart_operator(
+    release: Release, control_plane: ControlPlane, tmp_path: Path
+) -> Iterator[ChartOperator]:
+    """`driftguard run` with the installed Deployment's args, as the chart's ServiceAccount."""
+    kubeconfig = control_plane.serviceaccount_kubeconfig(release.namespace, release.serviceaccount)
+    binary = Path(sys.executable).parent / "driftguard"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "POD_ID": f"{release.name}-e2e"}
+    log = tmp_path / "operator.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [str(binary), "run", *release.args], stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
+    operator = ChartOperator(process, log)
+    try:
+        wait_for(
+            lambda: _is_live(operator, release.liveness_port),
+            timeout=30,
+            message="the operator's liveness endpoint",
+        )
+        yield operator
+    finally:
+        # Shown by pytest only when the test failed.
+        print(f"--- operator log ({release.name}) ---\n{operator.log_text()[-8000:]}")
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def blueprint(name: str, release: Release, resources: list[dict[str, Any]], **spec: Any) -> str:
+    """An Environment in the release's namespace whose objects go to the target namespace."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "driftguard.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": name, "namespace": release.namespace},
+            "spec": {
+                "targetNamespace": release.target,
+                "mode": "Enforce",
+                "prune": True,
+                "resources": resources,
+                **spec,
+            },
+        }
+    )
+
+
+CONFIGMAP = {
+    "apiVersion": "v1",
+    "kind": "ConfigMap",
+    "metadata": {"name": "web-config"},
+    "data": {"DB_VERSION": "5.7"},
+}
+DEPLOYMENT = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "labels": {"app": "web"}},
+    "spec": {
+        "replicas": 1,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]},
+        },
+    },
+}
+
+
+def condition(kubectl: Kubectl, release: Release, name: str, type_: str) -> dict[str, Any]:
+    done = kubectl("get", "environment", name, "-n", release.namespace, "-o", "json", check=False)
+    if done.returncode != 0:
+        return {}
+    env = yaml.safe_load(done.stdout)
+    for entry in (env.get("status") or {}).get("conditions") or []:
+        if entry.get("type") == type_:
+            return dict(entry)
+    return {}
+
+
+def wait_conditions(
+    kubectl: Kubectl, release: Release, name: str, *, in_sync: str = "True"
+) -> None:
+    """The one wait on conditions here: Ready=True (never Forbidden) and InSync as given."""
+
+    def holds() -> bool:
+        ready = condition(kubectl, release, name, "Ready")
+        synced = condition(kubectl, release, name, "InSync")
+        return (ready.get("status"), synced.get("status")) == ("True", in_sync)
+
+    wait_for(holds, timeout=60, interval=0.2, message=f"{name} Ready and InSync={in_sync}")
+
+
+def exists(kubectl: Kubectl, kind: str, name: str, namespace: str) -> bool:
+    return kubectl("get", kind, name, "-n", namespace, check=False).returncode == 0
+
+
+def denied_requests(control_plane: ControlPlane, release: Release) -> list[str]:
+    """Each request of the chart's ServiceAccount the API server refused, in this test's scope.
+
+    The scope is the release's and target namespaces and the cluster: an operator
+    watching every namespace may also meet other tests' Environments, whose
+    namespaces may be terminating (403 for reasons other than RBAC).
+    """
+    scope = {release.namespace, release.target, None}
+    return [
+        f"{event['verb']} {event['requestURI']}: {event['responseStatus'].get('message')}"
+        for event in audit_events(control_plane.audit_log, username=release.username)
+        if event.get("responseStatus", {}).get("code") in (401, 403)
+        and (event.get("objectRef") or {}).get("namespace") in scope
+    ]
+
+
+def applied_kinds(control_plane: ControlPlane, release: Release) -> set[str]:
+    """The resources in the target namespace the ServiceAccount wrote by a successful patch."""
+    return {
+        event["objectRef"]["resource"]
+        for event in audit_events(control_plane.audit_log, username=release.username)
+        if event["verb"] == "patch"
+        and (event.get("objectRef") or {}).get("namespace") == release.target
+        and event.get("responseStatus", {}).get("code") in (200, 201)
+    }
+
+
+def scrape(release: Release) -> str:
+    """The operator's /metrics, on the port the chart passed with --metrics-port."""
+    url = f"http://127.0.0.1:{release.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def apply_environment(kubectl: Kubectl, manifest: str) -> None:
+    wait_for(
+        lambda: kubectl("apply", "-f", "-", input=manifest, check=False).returncode == 0,
+        timeout=30,
+        message="the Environment to be accepted",
+    )
+
+
+def assert_never_refused(
+    control_plane: ControlPlane, release: Release, operator: ChartOperator
+) -> None:
+    """The operator is still running and the API server refused none of its requests."""
+    assert operator.process.poll() is None, operator.log_text()
+    assert denied_requests(control_plane, release) == []
+    assert "Not enough permissions" not in operator.log_text()
+
+
+def test_chart_rbac_lets_the_operator_apply_and_prune(
+    control_plane: ControlPlane, kubectl: Kubectl, release: Release, chart_operator: ChartOperator
+) -> None:
+    """With only the chart's RBAC the operator applies and prunes, and is never refused."""
+    apply_environment(kubectl, blueprint("web", release, [CONFIGMAP, DEPLOYMENT]))
+    wait_conditions(kubectl, release, "web")
+    assert exists(kubectl, "configmap", "web-config", release.target)
+    assert exists(kubectl, "deployment", "web", release.target)
+    assert {"configmaps", "deployments"} <= applied_kinds(control_plane, release)
+    assert "driftguard_reconcile_duration_seconds" in scrape(release)
+
+    apply_environment(kubectl, blueprint("web", release, [DEPLOYMENT]))
+    wait_for(
+        lambda: not exists(kubectl, "configmap", "web-config", release.target),
+        timeout=30,
+        message="the ConfigMap to be pruned",
+    )
+    wait_conditions(kubectl, release, "web")
+    assert_never_refused(control_plane, release, chart_operator)
+
+
+def test_chart_rbac_lets_the_operator_delete_objects(
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    release: Release,
+    chart_operator: ChartOperator,
+) -> None:
+    """With only the chart's RBAC, deletionPolicy Delete removes the objects, then the finalizer."""
+    manifest = blueprint("web", release, [CONFIGMAP, DEPLOYMENT], deletionPolicy="Delete")
+    apply_environment(kubectl, manifest)
+    wait_conditions(kubectl, release, "web")
+
+    kubectl("delete", "environment", "web", "-n", release.namespace, "--wait=false")
+    wait_for(
+        lambda: not exists(kubectl, "environment", "web", release.namespace),
+        timeout=30,
+        message="the Environment's finalizer to be removed",
+    )
+    assert not exists(kubectl, "deployment", "web", release.target)
+    assert not exists(kubectl, "configmap", "web-config", release.target)
+    assert_never_refused(control_plane, release, chart_operator)
+
+
+def test_chart_rbac_lets_the_operator_observe(
+    control_plane: ControlPlane, kubectl: Kubectl, release: Release, chart_operator: ChartOperator
+) -> None:
+    """With only the chart's RBAC, Observe dry-runs the blueprint and sees an unlabelled object."""
+    apply_environment(kubectl, blueprint("seen", release, [CONFIGMAP], mode="Observe"))
+    wait_conditions(kubectl, release, "seen", in_sync="False")
+    assert not exists(kubectl, "configmap", "web-config", release.target)
+
+    # Observe never labels objects: one made by hand is seen through an unfiltered watch.
+    kubectl(
+        "create", "configmap", "web-config", "-n", release.target, "--from-literal=DB_VERSION=5.7"
+    )
+    wait_conditions(kubectl, release, "seen", in_sync="True")
+    assert_never_refused(control_plane, release, chart_operator)
+
+
+# (verb, resource, namespace) -> can-i answer. "own" is the release's namespace, where the
+# Environments live; "target" is where their objects go; None is the cluster scope.
+BOUNDARY = {
+    ("patch", "deployments.apps", "target"): "yes",
+    ("create", "events", "own"): "yes",
+    ("patch", "environments.driftguard.io/status", "own"): "yes",
+    ("delete", "nodes", None): "no",
+    ("create", "clusterrolebindings", None): "no",
+    ("patch", "customresourcedefinitions", None): "no",
+    ("get", "pods", "target"): "no",
+    ("update", "deployments.apps", "target"): "no",
+    ("delete", "environments.driftguard.io", "own"): "no",
+    ("update", "environments.driftguard.io/status", "own"): "no",
+}
+# Only the cluster-wide install reaches namespaces it was not told about; confined, the
+# target namespace gets the managed kinds but no Environments.
+CLUSTER_WIDE_ONLY = [
+    ("create", "configmaps", "kube-system"),
+    ("patch", "environments.driftguard.io", "target"),
+]
+
+
+def test_chart_serviceaccount_is_refused_outside_its_grant(
+    control_plane: ControlPlane, kubectl: Kubectl, release: Release
+) -> None:
+    """`kubectl auth can-i` as the chart's ServiceAccount is "no" for what the operator never does."""
+    kubeconfig = control_plane.serviceaccount_kubeconfig(release.namespace, release.serviceaccount)
+    places = {"own": release.namespace, "target": release.target, "kube-system": "kube-system"}
+    expected = BOUNDARY | dict.fromkeys(CLUSTER_WIDE_ONLY, "no" if release.is_confined else "yes")
+
+    def ask(verb: str, resource: str, where: str | None) -> str:
+        scope = ["-n", places[where]] if where else []
+        done = kubectl("auth", "can-i", verb, resource, *scope, kubeconfig=kubeconfig, check=False)
+        return done.stdout.strip() or done.stderr.strip()
+
+    answers = {case: ask(*case) for case in expected}
+    assert answers == expected
