@@ -259,6 +259,8 @@ def release(
     install_crd(kubectl)
     target = f"{namespace}-target"
     kubectl("create", "namespace", target)
+    # Admission then refuses the chart's Pod unless it meets the restricted standard.
+    kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     name = f"driftguard-{namespace}"  # ClusterRoles are cluster-wide: one name per test
     values: dict[str, Any] = {
         "metrics": {"port": free_port()},
@@ -531,6 +533,18 @@ def test_chart_rbac_lets_the_operator_observe(
     )
     wait_conditions(kubectl, release, "seen", in_sync="True")
     assert_never_refused(control_plane, release, chart_operator)
+
+
+def test_chart_pod_is_admitted_as_restricted(kubectl: Kubectl, release: Release) -> None:
+    """Pod Security admission, enforcing `restricted` in the release namespace, admits the Pod."""
+    selector = f"app.kubernetes.io/instance={release.name}"
+
+    def pods() -> list[Any]:
+        listing = kubectl.json("get", "pods", "-n", release.namespace, "-l", selector)
+        return list(listing["items"])
+
+    (pod,) = wait_for(pods, timeout=30, message="the ReplicaSet to create the operator's Pod")
+    assert pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
 
 # (verb, resource, namespace) -> can-i answer. "own" is the release's namespace, where the
