@@ -13,7 +13,7 @@ STAMP       := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export DRIFTGUARD_CACHE := $(CACHE)
 
-.PHONY: help install controlplane cluster demo test unit e2e lint crds bench clean
+.PHONY: help install controlplane tools cluster demo test unit e2e lint crds bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ install: $(STAMP) ## create .venv from uv.lock
 controlplane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager
 	@hack/build-controlplane.sh
 
+tools: ## build (or reuse) helm, for the chart tests
+	@hack/build-tools.sh
+
 cluster: install controlplane ## start a local control plane and print its KUBECONFIG
 	$(BIN)/python -m driftguard.controlplane
 
@@ -47,17 +50,18 @@ lint: install ## ruff, mypy --strict, import contracts, stale-CRD check
 unit: install ## the fast tests: no server
 	$(BIN)/pytest -q tests/unit
 
-e2e: install controlplane ## the end-to-end tests on the real control plane
+e2e: install controlplane tools ## the end-to-end tests on the real control plane
 	$(BIN)/pytest -q tests/e2e
 
-test: install controlplane lint ## every test, unit and end-to-end
+test: install controlplane tools lint ## every test, unit and end-to-end
 	$(BIN)/pytest -q tests
 
-crds: install ## regenerate crds/ from the pydantic models
+crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(BIN)/python -m driftguard.crd > crds/environments.driftguard.io.yaml
+	cp crds/environments.driftguard.io.yaml charts/driftguard/crds/
 
 bench: install controlplane ## the performance benchmark; figures in bench/results.json
-	$(BIN)/python -m driftguard.bench
+	$(BIN)/python bench/run.py
 
 clean: ## remove the virtual environment (the control-plane cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
