@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import procs
 import workload
 from auditlog import AuditLog
 from informer import Informer, Key
@@ -171,6 +172,19 @@ class Lab:
                 samples[f"{sample.name}{{{labels}}}"] = float(sample.value)
         return samples
 
+    def cpu_snapshot(self) -> dict[str, tuple[int, float]]:
+        """CPU seconds so far of every process in play, by name: (pid, seconds)."""
+        pids = dict(self.plane.pids)
+        pids["bench"] = os.getpid()
+        for child in self.children:
+            pids[child.name] = child.pid
+        snapshot = {}
+        for name, pid in pids.items():
+            seconds = procs.cpu_seconds(pid)
+            if seconds is not None:
+                snapshot[name] = (pid, seconds)
+        return snapshot
+
     # -- waiting ----------------------------------------------------------------
 
     async def until(
@@ -224,6 +238,37 @@ class Lab:
                 content_type=MERGE,
             )
             return key, int(patched["metadata"]["generation"])
+
+        return dict(await gather_limited(16, [one(k) for k in keys]))
+
+    async def mark_stale(self, keys: list[Key]) -> dict[Key, int]:
+        """Set each InSync condition to Unknown (status only; spec and generation untouched).
+
+        Done while no operator runs: only a new process's own pass can set it True again,
+        which makes "in sync after a restart" observable without changing any blueprint.
+        """
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+        async def one(key: Key) -> tuple[Key, int]:
+            env = await self.admin.request("GET", env_path(*key))
+            generation = int(env["metadata"]["generation"])
+            stale = {
+                "type": "InSync",
+                "status": "Unknown",
+                "reason": "BenchRestart",
+                "message": "the benchmark restarted the operator",
+                "lastTransitionTime": stamp,
+                "observedGeneration": generation,
+            }
+            status = env.get("status") or {}
+            conditions = [c for c in status.get("conditions") or [] if c["type"] != "InSync"]
+            await self.admin.request(
+                "PATCH",
+                env_path(*key) + "/status",
+                body={"status": {"conditions": [*conditions, stale]}},
+                content_type=MERGE,
+            )
+            return key, generation
 
         return dict(await gather_limited(16, [one(k) for k in keys]))
 

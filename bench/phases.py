@@ -20,7 +20,7 @@ from typing import Any
 
 import workload
 import yaml
-from figures import Latencies
+from figures import Latencies, ratio
 from informer import Informer, Key, Seen
 from kubeapi import MERGE, Kube, cm_path, deploy_path, env_path, gather_limited, rv
 from lab import FLOOR_USER, Lab, all_in_sync, enforce_environments
@@ -134,7 +134,7 @@ async def floor(lab: Lab, sizes: Sizes) -> dict[str, Any]:
         str(HERE / "floorloop.py"),
         f"--kubeconfig={kubeconfig}",
         f"--namespace={namespace}",
-        f"--count={sizes.changes}",
+        f"--count={sizes.changes + sizes.concurrent_changes}",
     ]
     child = Child("floor", argv, lab.workdir / "floor.log", {}, capture_stdout=True)
     lab.children.append(child)
@@ -149,16 +149,30 @@ async def floor(lab: Lab, sizes: Sizes) -> dict[str, Any]:
             extract=workload.cm_value,
             selector=workload.FLOOR_SELECTOR,
         ).start()
-        latencies = Latencies("floor", sizes.change_timeout)
-        targets = [("ConfigMap", namespace, f"floor-{i:03d}") for i in range(sizes.changes)]
+        sequential = Latencies("floor", sizes.change_timeout)
+        concurrent = Latencies("floor-concurrent", sizes.change_timeout)
+        total = sizes.changes + sizes.concurrent_changes
+        targets = [("ConfigMap", namespace, f"floor-{i:03d}") for i in range(total)]
+        observers = {"ConfigMap": observer}
         await measure_reverts(
-            lab.manual, {"ConfigMap": observer}, targets, latencies, gap=sizes.gap_s
+            lab.manual, observers, targets[: sizes.changes], sequential, gap=sizes.gap_s
+        )
+        await measure_reverts(
+            lab.manual,
+            observers,
+            targets[sizes.changes :],
+            concurrent,
+            gap=sizes.gap_s,
+            concurrency=sizes.concurrency,
         )
         await observer.stop()
     finally:
         child.stop(grace=5)
         lab.children.remove(child)
-    return latencies.summary()
+    return {
+        "sequential": sequential.summary(),
+        f"concurrent_{sizes.concurrency}": concurrent.summary(),
+    }
 
 
 # -- driftguard: bring-up, steady state, churn ------------------------------------------
@@ -226,11 +240,11 @@ async def steady_state(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str
     return {"cpu_s": round(cpu, 3), **window.as_dict()}
 
 
-async def churn(lab: Lab, noise: list[Key], sizes: Sizes, writers: int = 4) -> dict[str, Any]:
+async def churn(lab: Lab, noise: list[Key], seconds: float, writers: int = 4) -> dict[str, Any]:
     """Unrelated ConfigMaps updated as fast as ``writers`` sequential clients go."""
     assert lab.operator is not None
     updates = 0
-    stop_at = time.monotonic() + sizes.window_s
+    stop_at = time.monotonic() + seconds
 
     async def writer(offset: int) -> None:
         nonlocal updates
@@ -247,15 +261,15 @@ async def churn(lab: Lab, noise: list[Key], sizes: Sizes, writers: int = 4) -> d
     cpu, wall, began = lab.operator.cpu_seconds(), time.time(), time.monotonic()
     await asyncio.gather(*(writer(i) for i in range(writers)))
     cpu, end = lab.operator.cpu_seconds() - cpu, time.time()
-    seconds = time.monotonic() - began
+    elapsed = time.monotonic() - began
     lab.check_operator()
     await asyncio.sleep(2)
     window = lab.audit.window(wall, end)
     return {
         "cpu_s": round(cpu, 3),
         "updates": updates,
-        "updates_per_s": round(updates / seconds, 1),
-        "seconds": round(seconds, 2),
+        "updates_per_s": round(updates / elapsed, 1),
+        "seconds": round(elapsed, 2),
         "operator_requests": dict(window.verbs),
     }
 
@@ -299,8 +313,11 @@ async def reverts(
     sequential = Latencies("revert", sizes.change_timeout)
     concurrent = Latencies("revert-concurrent", sizes.change_timeout)
     try:
+        wall = time.time()
         await measure_reverts(lab.manual, observers, targets[:count], sequential, gap=sizes.gap_s)
         lab.check_operator()
+        await asyncio.sleep(1)  # the status writes that follow the last revert
+        requests = lab.audit.window(wall, time.time()).verbs
         if not large:
             rest = targets[count : count + sizes.concurrent_changes]
             await measure_reverts(
@@ -316,6 +333,9 @@ async def reverts(
             await observer.stop()
     back = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
     result: dict[str, Any] = {"sequential": sequential.summary()}
+    result["operator_requests_per_change"] = {
+        verb: round(n / count, 2) for verb, n in sorted(requests.items())
+    }
     if not large:
         result[f"concurrent_{sizes.concurrency}"] = concurrent.summary()
     result["all_in_sync_again"] = back is not None
@@ -364,9 +384,35 @@ async def detect(lab: Lab, sizes: Sizes) -> dict[str, Any]:
         at = await lab.envs.first(key, flagged, timeout=sizes.change_timeout)
         latencies.add(None if at is None else at - returned, write_s=returned - sent)
         await asyncio.sleep(sizes.gap_s)
+    noise = await _observe_churn(lab, namespace, sizes)
     await lab.delete(env_path(*key))
     await lab.delete(f"/api/v1/namespaces/{namespace}")
-    return latencies.summary()
+    return {"latency": latencies.summary(), "churn": noise}
+
+
+async def _observe_churn(lab: Lab, namespace: str, sizes: Sizes) -> dict[str, Any]:
+    """Unrelated churn in an Observe Environment's namespace, which the operator watches
+    without a label selector (Observe does not label the objects it reports on)."""
+    count = sizes.noise // 10
+    objects = [workload.noise_configmap(namespace, i) for i in range(count)]
+    await gather_limited(
+        16, [lab.admin.request("POST", cm_path(namespace), body=o) for o in objects]
+    )
+    await asyncio.sleep(2)
+    seconds = sizes.window_s / 3
+    assert lab.operator is not None
+    idle = lab.operator.cpu_seconds()
+    await asyncio.sleep(seconds)
+    idle = lab.operator.cpu_seconds() - idle
+    busy = await churn(lab, [(namespace, o["metadata"]["name"]) for o in objects], seconds)
+    return {
+        "objects": count,
+        "seconds": seconds,
+        "idle_cpu_s": round(idle, 3),
+        "churn_cpu_s": busy["cpu_s"],
+        "updates_per_s": busy["updates_per_s"],
+        "cpu_ratio": ratio(busy["cpu_s"], idle, resolution=0.001 * seconds),
+    }
 
 
 async def cold_apply(lab: Lab, sizes: Sizes) -> dict[str, Any]:
@@ -409,15 +455,22 @@ async def cold_apply(lab: Lab, sizes: Sizes) -> dict[str, Any]:
 # -- driftguard: restart and scale -------------------------------------------------------
 
 
-async def restart(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
-    """Stop the operator, change every spec harmlessly, start a new one: time to all in sync.
+async def restart(
+    lab: Lab, keys: dict[Key, int], sizes: Sizes, *, change_spec: bool = False
+) -> dict[str, Any]:
+    """Stop the operator, start a new one: time until every Environment is in sync again.
 
-    The spec change gives each Environment a generation the new process must acknowledge;
-    without it the status written by the old process would already read InSync.
+    The status the old process wrote would already read InSync, so while no operator runs
+    each InSync condition is set to Unknown (``mark_stale``): only the new process's pass can
+    set it back. With ``change_spec``, each spec changes harmlessly instead (a new generation:
+    the new process must apply every object again, as after a blueprint-wide change).
     """
     await settle(lab, keys, sizes)
     stop_s = lab.stop_operator()
-    generations = await lab.bump_environments(list(keys))
+    if change_spec:
+        generations = await lab.bump_environments(list(keys))
+    else:
+        generations = await lab.mark_stale(list(keys))
     wall, began = time.time(), time.monotonic()
     metrics_up_s = await lab.start_operator()
     at = await lab.until(all_in_sync(generations), timeout=sizes.sync_timeout)

@@ -38,6 +38,17 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return hook
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (threads included); None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
 class Child:
     """One child process with its output in a log file."""
 
@@ -75,10 +86,7 @@ class Child:
 
     def cpu_seconds(self) -> float:
         """User + system CPU time so far (threads included)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        # Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        return cpu_seconds(self.pid) or 0.0
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():

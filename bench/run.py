@@ -77,14 +77,20 @@ class Run:
         self.results["details"][name] = value
 
     async def phase(self, name: str, coro: Any) -> Any:
-        began = time.monotonic()
+        """Run one phase; record its wall time and the CPU each process spent in it."""
+        began, cpu = time.monotonic(), self.lab.cpu_snapshot()
         print(f"[{_clock()}] {name} ...", flush=True)
         try:
             return await coro
         finally:
             seconds = round(time.monotonic() - began, 1)
             self.results["phase_seconds"][name] = seconds
-            print(f"[{_clock()}] {name}: {seconds} s", flush=True)
+            spent = _cpu_delta(cpu, self.lab.cpu_snapshot())
+            self.results.setdefault("phase_cpu_seconds", {})[name] = spent
+            busiest = ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda i: -i[1])
+            )
+            print(f"[{_clock()}] {name}: {seconds} s (CPU s: {busiest})", flush=True)
 
     async def execute(self) -> None:
         sizes, lab, r = self.sizes, self.lab, self.results
@@ -100,7 +106,7 @@ class Run:
         self.detail("steady_state", steady)
         r["steady_state_writes"] = steady["writes"]
         r["steady_state_reads_per_s"] = steady["reads_per_s"]
-        busy = await self.phase("churn", phases.churn(lab, noise_keys, sizes))
+        busy = await self.phase("churn", phases.churn(lab, noise_keys, sizes.window_s))
         self.detail("churn", busy)
         # Below 0.1 % of one core over the window, /proc's 10 ms ticks make a ratio noise.
         resolution = 0.001 * sizes.window_s
@@ -109,17 +115,26 @@ class Run:
 
         floor = await self.phase("floor", phases.floor(lab, sizes))
         self.detail("floor", floor)
-        r["floor_p50_s"], r["floor_p99_s"] = floor["p50_s"], floor["p99_s"]
+        r["floor_p50_s"] = floor["sequential"]["p50_s"]
+        r["floor_p99_s"] = floor["sequential"]["p99_s"]
         reverts = await self.phase("revert", phases.reverts(lab, keys, sizes))
         self.detail("revert", reverts)
         seq = reverts["sequential"]
         r["revert_p50_s"], r["revert_p99_s"] = seq["p50_s"], seq["p99_s"]
-        r["revert_p50_ratio"] = figures.ratio(seq["p50_s"], floor["p50_s"])
-        r["revert_p99_ratio"] = figures.ratio(seq["p99_s"], floor["p99_s"])
+        r["revert_p50_ratio"] = figures.ratio(seq["p50_s"], r["floor_p50_s"])
+        r["revert_p99_ratio"] = figures.ratio(seq["p99_s"], r["floor_p99_s"])
+        together = f"concurrent_{sizes.concurrency}"
+        r["revert_concurrent_p50_ratio"] = figures.ratio(
+            reverts[together]["p50_s"], floor[together]["p50_s"]
+        )
+        r["revert_concurrent_p99_ratio"] = figures.ratio(
+            reverts[together]["p99_s"], floor[together]["p99_s"]
+        )
 
         found = await self.phase("detect", phases.detect(lab, sizes))
         self.detail("detect", found)
-        r["detect_p50_s"] = found["p50_s"]
+        r["detect_p50_s"] = found["latency"]["p50_s"]
+        r["observe_churn_cpu_ratio"] = found["churn"]["cpu_ratio"]
         cold = await self.phase("cold-apply", phases.cold_apply(lab, sizes))
         self.detail("cold_apply", cold)
         r["cold_apply_100_s"] = cold["created_to_in_sync_s"]
@@ -142,8 +157,26 @@ class Run:
         self.detail(f"restart_{sizes.large}", again)
         r["restart_to_in_sync_s_5000"] = again["in_sync_s"]
         r["rss_mb_5000_after_restart"] = await phases.rss(lab, keys, sizes)
+        again = await self.phase(
+            f"restart-{sizes.large}-spec-changed",
+            phases.restart(lab, keys, sizes, change_spec=True),
+        )
+        self.detail(f"restart_{sizes.large}_spec_changed", again)
+        r["restart_spec_changed_to_in_sync_s_5000"] = again["in_sync_s"]
         per_thousand = (r["rss_mb_5000"] - r["rss_mb_1000"]) / ((sizes.large - sizes.small) / 1000)
         r["rss_mb_growth_per_1000"] = round(per_thousand, 1)
+
+
+def _cpu_delta(
+    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]]
+) -> dict[str, float]:
+    """CPU spent between two snapshots; a process started in between counts from zero."""
+    spent = {}
+    for name, (pid, seconds) in after.items():
+        previous = before.get(name)
+        start = previous[1] if previous is not None and previous[0] == pid else 0.0
+        spent[name] = round(seconds - start, 2)
+    return spent
 
 
 def _clock() -> str:
@@ -179,6 +212,8 @@ TARGETS: list[tuple[str, str, float | None]] = [
     ("revert_p99_s", "", None),
     ("revert_p50_ratio", "<= 3", 3.0),
     ("revert_p99_ratio", "<= 5", 5.0),
+    ("revert_concurrent_p50_ratio", "", None),
+    ("revert_concurrent_p99_ratio", "", None),
     ("revert_p50_s_5000", "", None),
     ("revert_p99_s_5000", "", None),
     ("detect_p50_s", "", None),
@@ -187,6 +222,7 @@ TARGETS: list[tuple[str, str, float | None]] = [
     ("idle_cpu_s", "", None),
     ("churn_cpu_s", "", None),
     ("churn_cpu_ratio", "<= 1.5", 1.5),
+    ("observe_churn_cpu_ratio", "", None),
     ("rss_mb_idle", "", None),
     ("rss_mb_1000", "", None),
     ("rss_mb_5000", "", None),
@@ -195,6 +231,7 @@ TARGETS: list[tuple[str, str, float | None]] = [
     ("rss_mb_5000_after_restart", "", None),
     ("restart_to_in_sync_s_1000", "", None),
     ("restart_to_in_sync_s_5000", "<= 60", 60.0),
+    ("restart_spec_changed_to_in_sync_s_5000", "", None),
     ("cold_apply_100_s", "", None),
 ]
 
