@@ -21,12 +21,13 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/driftguard \
     UV_PYTHON_DOWNLOADS=never \
     UV_NO_CACHE=1
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when the lockfile changes.
+# Dependencies first: this layer is rebuilt only when the lockfile changes. --locked
+# (not --frozen) fails the build if uv.lock no longer matches pyproject.toml.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --frozen --no-dev --no-install-project --python /usr/local/bin/python3
+RUN uv sync --locked --no-dev --no-install-project --python /usr/local/bin/python3
 # Then the project itself, as a real (non-editable) install: /src is not in the runtime image.
 COPY operator/ operator/
-RUN uv sync --frozen --no-dev --no-editable --python /usr/local/bin/python3
+RUN uv sync --locked --no-dev --no-editable --python /usr/local/bin/python3
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG UID=65532
