@@ -186,7 +186,7 @@ def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
     assert container(objects)["args"][:2] == ["--namespace=a", "--namespace=b"]
     roles = {role["metadata"]["namespace"]: role["rules"] for role in of_kind(objects, "Role")}
     assert sorted(roles) == ["a", "b", "c"]
-    assert grants(roles["a"], "driftguard.io", "environments") == {"get", "list", "watch", "patch"}
+    assert grants(roles["a"], "driftguard.io", "environments") == {"list", "watch", "patch"}
     assert grants(roles["c"], "driftguard.io", "environments") == set()
     assert grants(roles["c"], "apps", "deployments") == set(MANAGED_VERBS)
     (cluster_role,) = of_kind(objects, "ClusterRole")

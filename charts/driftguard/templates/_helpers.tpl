@@ -74,14 +74,14 @@ No update: the operator never PUTs.
 
 {{/*
 What the operator itself needs on Environments and Events, in every namespace it serves:
-kopf lists and watches Environments and patches them (its finalizer, for
-deletionPolicy Delete) and their status (kopf's progress); driftguard writes status
-and posts Events (always new ones, by generateName).
+kopf lists and watches Environments (it never GETs one) and patches them (its
+finalizer, for deletionPolicy Delete) and their status (kopf's progress); driftguard
+writes status and posts Events (always new ones, by generateName).
 */}}
 {{- define "driftguard.environmentRules" -}}
 - apiGroups: ["driftguard.io"]
   resources: ["environments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["driftguard.io"]
   resources: ["environments/status"]
   verbs: ["patch"]
