@@ -56,6 +56,10 @@ class Kube:
         configuration.connection_pool_maxsize = pool
         api = kclient.ApiClient(configuration)
         api.user_agent = user_agent
+        # kubernetes_asyncio opens its aiohttp session with trust_env=True, so every request
+        # first looks for ~/.netrc in a worker thread and scans the proxy variables: about
+        # 0.5 ms of CPU and 0.8 ms of latency per request here. The floor must not pay it.
+        api.rest_client.pool_manager._trust_env = False
         return cls(api)
 
     async def close(self) -> None:

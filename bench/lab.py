@@ -94,6 +94,8 @@ class Lab:
         self.manual: Kube
         self.envs: Informer
         self.children: list[Child] = []
+        self.profiler: procs.Profiler | None = None
+        self.profile_label = ""
 
     async def open(self) -> None:
         self.admin = await Kube.connect(self.plane.kubeconfig, user_agent="bench-admin/1", pool=96)
@@ -129,6 +131,8 @@ class Lab:
         log = self.workdir / f"operator-{self.starts}.log"
         self.operator = Child("driftguard", argv, log, env)
         self.children.append(self.operator)
+        if self.profiler is not None and self.profile_label:
+            self.profiler.start(self.operator.pid, f"{self.profile_label}-start{self.starts}")
         began = time.monotonic()
         while True:
             self.check_operator()

@@ -116,3 +116,44 @@ class Child:
         if self.popen.stdout is not None:
             self.popen.stdout.close()
         return time.monotonic() - began
+
+
+class Profiler:
+    """Optional py-spy sampling of the operator, one raw (collapsed-stack) file per phase.
+
+    py-spy is not a project dependency (the lock stays as it is): pass the path of one
+    installed elsewhere. ``--nonblocking`` samples without pausing the target.
+    """
+
+    def __init__(self, py_spy: Path, directory: Path) -> None:
+        self._py_spy = py_spy
+        self._directory = directory
+        self._running: list[subprocess.Popen[bytes]] = []
+        self.files: list[Path] = []
+
+    def start(self, pid: int, label: str) -> None:
+        output = self._directory / f"profile-{label}.txt"
+        argv = [str(self._py_spy), "record", "--pid", str(pid), "--rate", "250"]
+        argv += ["--format", "raw", "--nonblocking", "--output", str(output)]
+        self._running.append(
+            subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        )
+        self.files.append(output)
+
+    def stop(self) -> None:
+        """Ends every recording (SIGINT makes py-spy write its file)."""
+        while self._running:
+            process = self._running.pop()
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -34,6 +34,8 @@ sys.path.insert(0, str(HERE))
 
 import figures  # noqa: E402
 import phases  # noqa: E402
+import procs  # noqa: E402
+import stacks  # noqa: E402
 from lab import Lab  # noqa: E402
 from phases import Sizes  # noqa: E402
 
@@ -80,9 +82,17 @@ class Run:
         """Run one phase; record its wall time and the CPU each process spent in it."""
         began, cpu = time.monotonic(), self.lab.cpu_snapshot()
         print(f"[{_clock()}] {name} ...", flush=True)
+        profiler = self.lab.profiler
+        if profiler is not None:
+            self.lab.profile_label = name
+            if self.lab.operator is not None:
+                profiler.start(self.lab.operator.pid, name)
         try:
             return await coro
         finally:
+            if profiler is not None:
+                self.lab.profile_label = ""
+                profiler.stop()
             seconds = round(time.monotonic() - began, 1)
             self.results["phase_seconds"][name] = seconds
             spent = _cpu_delta(cpu, self.lab.cpu_snapshot())
@@ -259,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="a smoke run: small sizes, 10 s windows"
     )
     parser.add_argument("--output", type=Path, default=HERE / "results.json")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        help="profile the operator in every phase with this py-spy executable (not a project"
+        " dependency); the samples slow it a little, so keep such runs apart from the figures",
+    )
     args = parser.parse_args(argv)
     sizes = Sizes.make_quick() if args.quick else Sizes()
     workdir = Path(tempfile.mkdtemp(prefix="driftguard-bench-"))
@@ -269,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{_clock()}] control plane up in {plane.startup_seconds:.1f} s", flush=True)
         install_crds(plane.kubeconfig)
         run = Run(sizes, Lab(plane, workdir))
+        if args.py_spy:
+            run.lab.profiler = procs.Profiler(args.py_spy, workdir)
+            run.results["profiled"] = True
         run.results["sizes"] = {"small": sizes.small, "large": sizes.large, "quick": sizes.quick}
         run.results["environment"] = environment_facts(plane)
         try:
@@ -277,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
             failure = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             traceback.print_exc()
         _save_operator_audit(run.lab, workdir)
+        if run.lab.profiler is not None:
+            stacks.write_summaries(run.lab.profiler.files, workdir / "profile-summary.txt")
         _copy_logs(plane.directory, workdir)
     run.results["total_seconds"] = round(time.monotonic() - began, 1)
     if failure:
