@@ -32,7 +32,7 @@ install: $(STAMP) ## create .venv from uv.lock
 controlplane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager
 	@hack/build-controlplane.sh
 
-tools: ## build (or reuse) helm, for the chart tests
+tools: ## build (or reuse) helm and promtool, for the chart and metrics tests
 	@hack/build-tools.sh
 
 cluster: install controlplane ## start a local control plane and print its KUBECONFIG
