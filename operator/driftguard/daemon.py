@@ -13,7 +13,7 @@ from driftguard import handlers, logs
 def run(*, namespaces: list[str], metrics_port: int, liveness: str | None, log_level: str) -> int:
     logs.configure(level=log_level)
     # The contract's families only: no `_created` timestamp series beside each counter.
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     if metrics_port:
         prometheus_client.start_http_server(metrics_port)
     settings = kopf.OperatorSettings()
