@@ -12,8 +12,19 @@ from typing import Any
 
 import structlog
 
+
+def _kopf_object(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """kopf tags its per-object records with `k8s_ref`; name the Environment like ours do."""
+    record = event.get("_record")
+    ref = getattr(record, "k8s_ref", None)
+    if isinstance(ref, dict) and ref.get("name"):
+        event.setdefault("environment", f"{ref.get('namespace')}/{ref['name']}")
+    return event
+
+
 _SHARED: list[Any] = [
     structlog.contextvars.merge_contextvars,
+    _kopf_object,
     structlog.stdlib.add_log_level,
     structlog.stdlib.add_logger_name,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -46,6 +57,9 @@ def configure(*, level: str = "INFO", json: bool | None = None) -> None:
     # The clients log every request at DEBUG/INFO; they would drown the drift events.
     for noisy in ("aiohttp", "kubernetes_asyncio", "urllib3", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if logging.getLevelName(level) > logging.DEBUG:
+        # kopf logs every handler call as a success; driftguard's own events say more.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 def get(name: str) -> structlog.stdlib.BoundLogger:

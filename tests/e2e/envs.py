@@ -79,14 +79,16 @@ class Operator:
                     return float(sample.value)
         return 0.0
 
-    def writes(self, namespace: str) -> list[dict[str, Any]]:
-        """The operator's writes to objects in a namespace, Events and Environment status aside."""
+    def writes(self, namespace: str, *, status: bool = False) -> list[dict[str, Any]]:
+        """The operator's writes to objects in a namespace (Events aside), or to status."""
         found = []
         for event in audit_events(self.audit_log, username=OPERATOR_USER):
             ref = event.get("objectRef") or {}
             if event.get("verb") not in WRITES or ref.get("namespace") != namespace:
                 continue
-            if ref.get("resource") in ("events", "environments"):
+            if ref.get("resource") == "events":
+                continue
+            if (ref.get("resource") == "environments") != status:
                 continue
             if "dryRun" in (event.get("requestURI") or ""):
                 continue

@@ -224,12 +224,28 @@ def test_manual_change(
         ),
         message="driftguard_drift_detected_total to move",
     )
-    settled = len(operator.writes(namespace))
-    stays(
-        lambda: len(operator.writes(namespace)) == settled,
-        seconds=2,
-        message="the operator wrote again after the drift was handled",
+    settled = wait_for(
+        lambda: status_settled(kubectl, operator, namespace, mode, case),
+        message="status to report the outcome",
     )
+    stays(
+        lambda: (
+            (len(operator.writes(namespace)), len(operator.writes(namespace, status=True)))
+            == settled
+        ),
+        seconds=2,
+        message="the operator wrote again (object or status) after the drift was handled",
+    )
+
+
+def status_settled(
+    kubectl: Kubectl, operator: Operator, namespace: str, mode: str, case: Case
+) -> tuple[int, int] | None:
+    """The write counts, once status shows the final outcome of the change."""
+    counts = (len(operator.writes(namespace)), len(operator.writes(namespace, status=True)))
+    entry = resource_status(kubectl, ENV, namespace, case.kind, case.name)
+    done = entry.get("state") == "InSync" if mode == "Enforce" else entry.get("state") != "InSync"
+    return counts if done else None
 
 
 def check_reverted(

@@ -424,7 +424,9 @@ def test_suspend_reports_without_reverting(
     assert (get(kubectl, "cm", "a", namespace) or {})["data"] == {"v": "2"}
 
 
+@pytest.mark.parametrize("mode", ["Enforce", "Observe"])
 def test_allowed_change_within_bounds_is_tolerated(
+    mode: str,
     kubectl: Kubectl,
     operator: Operator,
     namespace: str,
@@ -434,6 +436,12 @@ def test_allowed_change_within_bounds_is_tolerated(
     allowed = [{"kind": "Deployment", "paths": ["/spec/replicas"], "minimum": 1, "maximum": 5}]
     apply(kubectl, environment("app", namespace, [deployment], allowedChanges=allowed))
     wait_condition(kubectl, "app", namespace, "InSync", "True")
+    apply(kubectl, environment("app", namespace, [deployment], allowedChanges=allowed, mode=mode))
+    generation = (get(kubectl, "environment", "app", namespace) or {})["metadata"]["generation"]
+    wait_for(
+        lambda: status(kubectl, "app", namespace).get("observedGeneration") == generation,
+        message="the mode to be taken",
+    )
     writes = len(operator.writes(namespace))
     kubectl("scale", "deploy/d", "-n", namespace, "--replicas=4")
     wait_for(
@@ -447,6 +455,8 @@ def test_allowed_change_within_bounds_is_tolerated(
     assert condition_true(kubectl, namespace)
     assert (get(kubectl, "deploy", "d", namespace) or {})["spec"]["replicas"] == 4
     assert len(operator.writes(namespace)) == writes
+    if mode == "Observe":
+        return
     # A new revision of the blueprint keeps the tolerated value too.
     deployment["metadata"]["labels"]["release"] = "2"
     apply(kubectl, environment("app", namespace, [deployment], allowedChanges=allowed))
