@@ -1,30 +1,26 @@
 """The measurements, one coroutine each; every one returns a dict of figures for results.json.
 
-Latency method (floor, revert, detect): a manual write returns at t0 with resourceVersion M;
-an independent watch (the benchmark's own, as admin) sees, at t1, the first version newer
-than M that carries the blueprint's value again (or, for detect, the Environment's status
-naming the object Drifted). Latency is t1 - t0. Each object is changed at most once, so
-driftguard's "fighting" guard (5 reverts in 60 s) never engages.
+Revert latency (with the floor) is in latency.py. Detection uses the same method with the
+Environment's status as the thing observed: a manual write returns at t0; the benchmark's
+watch on Environments sees, at t1, the status naming the object Drifted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import latency
 import workload
 import yaml
 from figures import Latencies, ratio
-from informer import Informer, Key, Seen
-from kubeapi import MERGE, Kube, cm_path, deploy_path, env_path, gather_limited, rv
-from lab import FLOOR_USER, Lab, all_in_sync, enforce_environments
-from procs import Child
+from informer import Key, Seen
+from kubeapi import MERGE, cm_path, env_path, gather_limited
+from lab import Lab, all_in_sync, enforce_environments
 
 HERE = Path(__file__).resolve().parent
 SETTLE_S = 5.0
@@ -70,109 +66,6 @@ class Sizes:
     @property
     def large(self) -> int:
         return self.envs_large * self.per_env
-
-
-Target = tuple[str, str, str]  # kind, namespace, name
-
-
-async def _manual_change(
-    manual: Kube, target: Target, serial: int
-) -> tuple[float, float, int, Any]:
-    """One "human" merge patch: (when it was sent, when it returned, its resourceVersion,
-    the blueprint value to expect back)."""
-    kind, namespace, name = target
-    query = {"fieldManager": workload.MANUAL_MANAGER}
-    expected: Any
-    if kind == "ConfigMap":
-        body: dict[str, Any] = {"data": {workload.CM_KEY: f"manual-{serial}"}}
-        path, expected = cm_path(namespace, name), workload.CM_VALUE
-    else:
-        body = {"spec": {"minReadySeconds": 2 + serial % 50}}
-        path, expected = deploy_path(namespace, name), workload.DEPLOY_VALUE
-    sent = time.monotonic()
-    written = await manual.request("PATCH", path, query=query, body=body, content_type=MERGE)
-    return sent, time.monotonic(), rv(written), expected
-
-
-async def measure_reverts(
-    manual: Kube,
-    observers: dict[str, Informer],
-    targets: Sequence[Target],
-    latencies: Latencies,
-    *,
-    gap: float,
-    concurrency: int = 1,
-) -> None:
-    """Change each target once; time until the observer sees the blueprint's value back."""
-    serial = iter(range(10**9))
-
-    async def worker(share: Sequence[Target]) -> None:
-        for target in share:
-            sent, returned, written, expected = await _manual_change(manual, target, next(serial))
-
-            def restored(seen: Seen, written: int = written, expected: Any = expected) -> bool:
-                return seen.rv > written and seen.value == expected
-
-            key = (target[1], target[2])
-            at = await observers[target[0]].first(key, restored, timeout=latencies.timeout)
-            latency = None if at is None else at - returned
-            latencies.add(latency, target[0], write_s=returned - sent)
-            await asyncio.sleep(gap)
-
-    await asyncio.gather(*(worker(targets[i::concurrency]) for i in range(concurrency)))
-
-
-# -- the floor ------------------------------------------------------------------------
-
-
-async def floor(lab: Lab, sizes: Sizes) -> dict[str, Any]:
-    namespace = "bench-floor"
-    await lab.create_namespaces([namespace])
-    kubeconfig = lab.plane.user_kubeconfig(FLOOR_USER, groups=["system:masters"])
-    argv = [
-        sys.executable,
-        str(HERE / "floorloop.py"),
-        f"--kubeconfig={kubeconfig}",
-        f"--namespace={namespace}",
-        f"--count={sizes.changes + sizes.concurrent_changes}",
-    ]
-    child = Child("floor", argv, lab.workdir / "floor.log", {}, capture_stdout=True)
-    lab.children.append(child)
-    try:
-        assert child.popen.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(child.popen.stdout.readline), 120)
-        if line.strip() != b"ready":
-            raise RuntimeError(f"the floor loop did not start:\n{child.tail()}")
-        observer = await Informer(
-            lab.admin,
-            cm_path(namespace),
-            extract=workload.cm_value,
-            selector=workload.FLOOR_SELECTOR,
-        ).start()
-        sequential = Latencies("floor", sizes.change_timeout)
-        concurrent = Latencies("floor-concurrent", sizes.change_timeout)
-        total = sizes.changes + sizes.concurrent_changes
-        targets = [("ConfigMap", namespace, f"floor-{i:03d}") for i in range(total)]
-        observers = {"ConfigMap": observer}
-        await measure_reverts(
-            lab.manual, observers, targets[: sizes.changes], sequential, gap=sizes.gap_s
-        )
-        await measure_reverts(
-            lab.manual,
-            observers,
-            targets[sizes.changes :],
-            concurrent,
-            gap=sizes.gap_s,
-            concurrency=sizes.concurrency,
-        )
-        await observer.stop()
-    finally:
-        child.stop(grace=5)
-        lab.children.remove(child)
-    return {
-        "sequential": sequential.summary(),
-        f"concurrent_{sizes.concurrency}": concurrent.summary(),
-    }
 
 
 # -- driftguard: bring-up, steady state, churn ------------------------------------------
@@ -277,81 +170,42 @@ async def churn(lab: Lab, noise: list[Key], seconds: float, writers: int = 4) ->
 # -- driftguard: reverts, detection, cold apply ----------------------------------------
 
 
-def revert_targets(sizes: Sizes, *, large: bool = False) -> list[Target]:
-    """Every object of the small set (ConfigMaps and the Deployments), or of the Environments
-    added for the large one (ConfigMaps only), shuffled with a fixed seed."""
-    first, last = (sizes.envs_small, sizes.envs_large) if large else (0, sizes.envs_small)
-    configmaps = sizes.per_env if large else sizes.per_env - 1
-    targets: list[Target] = []
-    for env in range(first, last):
-        namespace = workload.namespace(env)
-        targets += [("ConfigMap", namespace, workload.cm_name(j)) for j in range(configmaps)]
-        if not large:
-            targets.append(("Deployment", namespace, "web-0"))
-    random.Random(4).shuffle(targets)
-    return targets
-
-
 async def reverts(
     lab: Lab, keys: dict[Key, int], sizes: Sizes, *, large: bool = False
 ) -> dict[str, Any]:
-    """Sequential manual changes, then ``concurrency`` writers at once, each on fresh objects."""
+    """Sequential manual changes, then batches of ``concurrency`` at once (small size only),
+    each on fresh objects, interleaved with the same changes to the floor loop's objects."""
     await settle(lab, keys, sizes)
-    selector = workload.MANAGED_SELECTOR
-    observers = {
-        "ConfigMap": Informer(
-            lab.admin, cm_path(None), extract=workload.cm_value, selector=selector
-        ),
-        "Deployment": Informer(
-            lab.admin, deploy_path(None), extract=workload.deploy_value, selector=selector
-        ),
-    }
-    for observer in observers.values():
-        await observer.start()
-    targets = revert_targets(sizes, large=large)
-    count = sizes.changes // 2 if large else sizes.changes
-    sequential = Latencies("revert", sizes.change_timeout)
-    concurrent = Latencies("revert-concurrent", sizes.change_timeout)
-    try:
-        wall = time.time()
-        await measure_reverts(lab.manual, observers, targets[:count], sequential, gap=sizes.gap_s)
-        lab.check_operator()
-        await asyncio.sleep(1)  # the status writes that follow the last revert
-        requests = lab.audit.window(wall, time.time()).verbs
-        if not large:
-            rest = targets[count : count + sizes.concurrent_changes]
-            await measure_reverts(
-                lab.manual,
-                observers,
-                rest,
-                concurrent,
-                gap=sizes.gap_s,
-                concurrency=sizes.concurrency,
-            )
-    finally:
-        for observer in observers.values():
-            await observer.stop()
-    back = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
-    result: dict[str, Any] = {"sequential": sequential.summary()}
-    result["operator_requests_per_change"] = {
-        verb: round(n / count, 2) for verb, n in sorted(requests.items())
-    }
-    if not large:
-        result[f"concurrent_{sizes.concurrency}"] = concurrent.summary()
-    result["all_in_sync_again"] = back is not None
-    result["operator_histogram"] = _revert_histogram(await lab.metrics())
-    return result
-
-
-def _revert_histogram(samples: dict[str, float]) -> dict[str, Any]:
-    """The operator's own view (watch event received -> revert written), mean by kind."""
+    if large:
+        found = latency.targets(
+            first_env=sizes.envs_small,
+            last_env=sizes.envs_large,
+            configmaps=sizes.per_env,
+            deployments=False,
+        )
+        plan = [("sequential", sizes.changes // 2, 1)]
+    else:
+        found = latency.targets(
+            first_env=0, last_env=sizes.envs_small, configmaps=sizes.per_env - 1, deployments=True
+        )
+        plan = [
+            ("sequential", sizes.changes, 1),
+            (f"concurrent_{sizes.concurrency}", sizes.concurrent_changes, sizes.concurrency),
+        ]
     result: dict[str, Any] = {}
-    for name, value in samples.items():
-        if name.startswith("driftguard_revert_latency_seconds_sum"):
-            kind = name.split("kind=", 1)[1].rstrip("}").split(",")[0]
-            count = samples.get(name.replace("_sum{", "_count{"), 0.0)
-            if count:
-                result[kind] = {"n": int(count), "mean_s": round(value / count, 4)}
+    used = 0
+    for name, count, batch in plan:
+        result[name] = await latency.interleaved(
+            lab,
+            found[used : used + count],
+            batch=batch,
+            gap=sizes.gap_s,
+            timeout=sizes.change_timeout,
+        )
+        used += count
+    back = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
+    result["all_in_sync_again"] = back is not None
+    result["operator_histogram"] = latency.revert_histogram(await lab.metrics())
     return result
 
 
@@ -374,7 +228,7 @@ async def detect(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     latencies = Latencies("detect", sizes.change_timeout)
     for index in range(count):
         name = workload.cm_name(index)
-        sent, returned, _, _ = await _manual_change(
+        sent, returned, _, _ = await latency.manual_change(
             lab.manual, ("ConfigMap", namespace, name), index
         )
 

@@ -123,23 +123,19 @@ class Run:
         r["churn_cpu_ratio"] = figures.ratio(busy["cpu_s"], steady["cpu_s"], resolution=resolution)
         r["idle_cpu_s"], r["churn_cpu_s"] = steady["cpu_s"], busy["cpu_s"]
 
-        floor = await self.phase("floor", phases.floor(lab, sizes))
-        self.detail("floor", floor)
-        r["floor_p50_s"] = floor["sequential"]["p50_s"]
-        r["floor_p99_s"] = floor["sequential"]["p99_s"]
         reverts = await self.phase("revert", phases.reverts(lab, keys, sizes))
         self.detail("revert", reverts)
-        seq = reverts["sequential"]
-        r["revert_p50_s"], r["revert_p99_s"] = seq["p50_s"], seq["p99_s"]
-        r["revert_p50_ratio"] = figures.ratio(seq["p50_s"], r["floor_p50_s"])
-        r["revert_p99_ratio"] = figures.ratio(seq["p99_s"], r["floor_p99_s"])
-        together = f"concurrent_{sizes.concurrency}"
-        r["revert_concurrent_p50_ratio"] = figures.ratio(
-            reverts[together]["p50_s"], floor[together]["p50_s"]
-        )
-        r["revert_concurrent_p99_ratio"] = figures.ratio(
-            reverts[together]["p99_s"], floor[together]["p99_s"]
-        )
+        seq, together = reverts["sequential"], reverts[f"concurrent_{sizes.concurrency}"]
+        r["floor_p50_s"] = seq["floor"]["p50_s"]
+        r["floor_p99_s"] = seq["floor"]["p99_s"]
+        r["revert_p50_s"] = seq["driftguard"]["p50_s"]
+        r["revert_p99_s"] = seq["driftguard"]["p99_s"]
+        r["revert_p50_ratio"] = figures.ratio(r["revert_p50_s"], r["floor_p50_s"])
+        r["revert_p99_ratio"] = figures.ratio(r["revert_p99_s"], r["floor_p99_s"])
+        for q in ("p50", "p99"):
+            r[f"revert_concurrent_{q}_ratio"] = figures.ratio(
+                together["driftguard"][f"{q}_s"], together["floor"][f"{q}_s"]
+            )
 
         found = await self.phase("detect", phases.detect(lab, sizes))
         self.detail("detect", found)
@@ -161,8 +157,10 @@ class Run:
             f"revert-{sizes.large}", phases.reverts(lab, keys, sizes, large=True)
         )
         self.detail(f"revert_{sizes.large}", big)
-        r["revert_p50_s_5000"] = big["sequential"]["p50_s"]
-        r["revert_p99_s_5000"] = big["sequential"]["p99_s"]
+        r["revert_p50_s_5000"] = big["sequential"]["driftguard"]["p50_s"]
+        r["revert_p99_s_5000"] = big["sequential"]["driftguard"]["p99_s"]
+        r["floor_p50_s_5000"] = big["sequential"]["floor"]["p50_s"]
+        r["floor_p99_s_5000"] = big["sequential"]["floor"]["p99_s"]
         again = await self.phase(f"restart-{sizes.large}", phases.restart(lab, keys, sizes))
         self.detail(f"restart_{sizes.large}", again)
         r["restart_to_in_sync_s_5000"] = again["in_sync_s"]
@@ -224,6 +222,8 @@ TARGETS: list[tuple[str, str, float | None]] = [
     ("revert_p99_ratio", "<= 5", 5.0),
     ("revert_concurrent_p50_ratio", "", None),
     ("revert_concurrent_p99_ratio", "", None),
+    ("floor_p50_s_5000", "", None),
+    ("floor_p99_s_5000", "", None),
     ("revert_p50_s_5000", "", None),
     ("revert_p99_s_5000", "", None),
     ("detect_p50_s", "", None),
