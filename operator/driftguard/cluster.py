@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -120,7 +120,13 @@ class Cluster(Protocol):
     ) -> None: ...
 
     def watch(
-        self, resource: Resource, *, namespace: str | None, selector: str, resource_version: str
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        accept: Callable[[bytes], bool] | None = None,
     ) -> AsyncIterator[WatchEvent]: ...
 
 
@@ -312,8 +318,15 @@ class KubeCluster:
         await self._json("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body=body)
 
     async def watch(
-        self, resource: Resource, *, namespace: str | None, selector: str, resource_version: str
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        accept: Callable[[bytes], bool] | None = None,
     ) -> AsyncIterator[WatchEvent]:
+        """Events from resource_version on; `accept(line)` may skip a raw event undecoded."""
         query = {
             "watch": "1",
             "allowWatchBookmarks": "true",
@@ -334,7 +347,7 @@ class KubeCluster:
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if line.strip():
+                    if line.strip() and (accept is None or accept(line)):
                         yield _watch_event(line, resource)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from driftguard import model, render
@@ -133,6 +134,7 @@ class Engine:
                     namespace=namespace,
                     selector=selector,
                     resource_version=resource_version,
+                    accept=None if selector else self._observed(resource, namespace),
                 ):
                     resource_version = _rv(event.object) or resource_version
                     if event.type == "BOOKMARK":
@@ -162,6 +164,28 @@ class Engine:
         if runner is not None:
             key = model.ObjectKey.of(obj)
             runner.observe(key, None if kind == "DELETED" else obj, received)
+
+    def _observed(self, resource: Resource, namespace: str | None) -> Callable[[bytes], bool]:
+        """Skips, undecoded, events of objects no Observe Environment of this scope tracks.
+
+        An unfiltered watch sees every object of a kind in a namespace, and decoding
+        each would cost the most CPU of all. A tracked object's event always holds
+        `"name":"<its name>"`; a line without any such name cannot be one of ours.
+        """
+
+        def is_tracked(line: bytes) -> bool:
+            if not line.startswith(
+                (b'{"type":"ADDED"', b'{"type":"MODIFIED"', b'{"type":"DELETED"')
+            ):
+                return True  # bookmarks and errors always go through
+            for ident in self._observers.get((resource, namespace), ()):
+                runner = self.runners.get(ident)
+                for key in runner.tracked if runner is not None else ():
+                    if key.kind == resource.kind and _quoted_name(key.name) in line:
+                        return True
+            return False
+
+        return is_tracked
 
     def _dispatch_unlabelled(
         self, resource: Resource, namespace: str | None, kind: str, obj: dict[str, Any]
@@ -203,6 +227,10 @@ class Engine:
         for task in [*self._watches.values(), self._poster]:
             if task is not None:
                 task.cancel()
+
+
+def _quoted_name(name: str) -> bytes:
+    return b'"name":"' + name.encode() + b'"'
 
 
 def _rv(obj: dict[str, Any]) -> str:
