@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from kubernetes_asyncio import config as kconfig
 from driftguard import model
 
 USER_AGENT = "driftguard/0.1.0"
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
 _APPLY = "application/apply-patch+yaml"
 
 
@@ -155,6 +157,12 @@ class KubeCluster:
         configuration.connection_pool_maxsize = pool
         api = kclient.ApiClient(configuration)
         api.user_agent = USER_AGENT
+        if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            # kubernetes_asyncio opens its session with trust_env=True, so aiohttp looks
+            # for ~/.netrc in a thread before every request: about 0.8 ms each, a third
+            # of the operator's CPU while applying. Without proxy variables it serves
+            # nothing (a kubeconfig's proxy-url is passed explicitly, not via env).
+            api.rest_client.pool_manager._trust_env = False
         return cls(api)
 
     async def close(self) -> None:

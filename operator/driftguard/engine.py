@@ -57,8 +57,13 @@ class Engine:
         runner = self.runners.pop(ident, None)
         if runner is not None:
             runner.stop()
-        for observers in self._observers.values():
+        for (resource, namespace), observers in self._observers.items():
             observers.discard(ident)
+            if not observers:  # nobody observes this namespace unfiltered any more
+                task = self._watches.pop((resource, namespace, ""), None)
+                self._synced.pop((resource, namespace, ""), None)
+                if task is not None:
+                    task.cancel()
 
     async def delete_objects(self, body: dict[str, Any]) -> int:
         """deletionPolicy Delete: removes every object carrying the Environment's labels."""

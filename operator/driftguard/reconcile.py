@@ -185,7 +185,9 @@ class Runner:
     async def _list_live(
         self, resources: dict[ObjectKey, Resource]
     ) -> dict[ObjectKey, tuple[Resource, dict[str, Any]]]:
-        """Our objects as they are, by kind: the blueprint's kinds and the last inventory's."""
+        """driftguard's objects as they are, by kind: the blueprint's kinds and the last
+        inventory's. Other Environments' objects come too: seeing them here finds a
+        conflict without a GET per new object."""
         scopes = {(r, k.namespace or None) for k, r in resources.items()}
         for entry in self.status.resources:
             try:
@@ -197,11 +199,14 @@ class Runner:
         for resource, namespace in scopes:
             items, _ = await apply.retrying(
                 lambda r=resource, n=namespace: self.cluster.list_objects(  # type: ignore[misc]
-                    r, namespace=n, selector=self.owner.selector
+                    r, namespace=n, selector=model.MANAGED_SELECTOR
                 )
             )
             found.update({model.ObjectKey.of(item): (resource, item) for item in items})
         return found
+
+    def _is_mine(self, obj: dict[str, Any]) -> bool:
+        return render.owner_of(obj) == self.owner
 
     def _retire(self, desired: dict[ObjectKey, dict[str, Any]]) -> None:
         for key in [key for key in self.tracked if key not in desired]:
@@ -222,13 +227,14 @@ class Runner:
         self.tracked[key] = tracked
         live = found[1] if found else None
         try:
-            if live is None:
+            if live is None and self.mode is Mode.OBSERVE:
+                # What Observe reports on may carry no label, so the list missed it.
                 live = await apply.retrying(
                     lambda: self.cluster.get(resource, key.namespace, key.name)
                 )
-                other = render.owner_of(live) if live else None
-                if other is not None and other != self.owner:
-                    return self._conflict(tracked, other)
+            other = render.owner_of(live) if live else None
+            if other is not None and other != self.owner:
+                return self._conflict(tracked, other)
             if self.mode is Mode.ENFORCE:
                 return await self._enforce(tracked, live, is_new)
             return await self._observe(tracked, live)
@@ -296,7 +302,9 @@ class Runner:
         assert self.spec is not None
         if not self.spec.prune or self.mode is not Mode.ENFORCE:
             return []
-        victims = [found for key, found in live.items() if key not in desired]
+        victims = [
+            found for key, found in live.items() if key not in desired and self._is_mine(found[1])
+        ]
         changes = await apply.prune(self.cluster, victims)
         for change in changes:
             if change.outcome is apply.Outcome.PRUNED:
@@ -458,7 +466,8 @@ class Runner:
     def _status_soon(self) -> None:
         if self._flush is None and not self._stopped:
             loop = asyncio.get_running_loop()
-            self._flush = loop.call_later(0.05, self._start_flush)
+            # A short delay lets a burst of events settle into one status write.
+            self._flush = loop.call_later(0.02, self._start_flush)
 
     def _start_flush(self) -> None:
         # The task is kept: the event loop holds tasks only weakly.
@@ -473,9 +482,12 @@ class Runner:
             await self._write_status()
 
     async def _write_status(self) -> None:
+        if self._stopped:
+            return
         status = self.build_status()
+        self._export_metrics(status.summary)  # also after a restart that writes nothing
         body = status.to_body()
-        if body == self._written or self._stopped:
+        if body == self._written:
             return
         try:
             await apply.retrying(
@@ -486,7 +498,6 @@ class Runner:
                 log.warning("status_failed", environment=str(self.owner), error=exc.message)
             return
         self._written, self.status = body, status
-        self._export_metrics()
 
     def build_status(self) -> model.EnvironmentStatus:
         tracked = sorted(self.tracked.values(), key=lambda t: (t.key.kind, t.key.name))
@@ -508,9 +519,8 @@ class Runner:
             }
         )
 
-    def _export_metrics(self) -> None:
+    def _export_metrics(self, summary: model.Summary) -> None:
         labels = (self.owner.namespace, self.owner.name)
-        summary = self.status.summary
         metrics.managed_resources.labels(*labels).set(summary.managed)
         metrics.drifted_resources.labels(*labels).set(summary.drifted + summary.missing)
         is_in_sync = summary.drifted + summary.missing == 0 and self._ready[0]
@@ -538,6 +548,8 @@ class Runner:
         received = time.monotonic()
         for key in list(self.tracked):
             found = live.get(key)
+            if found is not None and not self._is_mine(found[1]):
+                found = None  # judged as gone; the GET that follows finds what it is
             self.observe(key, found[1] if found else None, received)
 
     def stop(self) -> None:

@@ -493,3 +493,11 @@ def test_restart_writes_nothing_and_catches_drift_made_meanwhile(
     assert last["changedBy"] == "kubectl-patch"
     new = operator.writes(namespace)[writes:]
     assert [event["objectRef"]["name"] for event in new] == ["moved"]
+    labels = {"namespace": namespace, "environment": "app"}
+    wait_for(
+        lambda: (
+            operator.metric("driftguard_managed_resources", **labels) == 2
+            and operator.metric("driftguard_environment_in_sync", **labels) == 1
+        ),
+        message="the gauges to be exported again by the new process",
+    )
