@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import pytest
 
 from driftguard.controlplane import ControlPlane, ControlPlaneError
+from driftguard.controlplane.binaries import cache_root
 
 T = TypeVar("T")
 
@@ -97,6 +98,17 @@ def start_control_plane(**options: Any) -> ControlPlane:
             pytest.fail(f"local control plane did not start: {exc}", pytrace=False)
         pytest.skip(f"local control plane unavailable: {exc}")
     return plane
+
+
+def cached_tool(name: str, version: str, *, build_time: str) -> Path:
+    """A tool that hack/build-tools.sh caches; missing, the test skips (under CI=true: fails)."""
+    binary = cache_root() / f"tools-{name}-{version}" / "bin" / name
+    if not os.access(binary, os.X_OK):
+        message = f"{name} missing at {binary}: run hack/build-tools.sh ({build_time})"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return binary
 
 
 def audit_events(audit_log: Path, *, username: str | None = None) -> list[dict[str, Any]]:

@@ -19,21 +19,15 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Kubectl, audit_events, wait_for
+from helpers import Kubectl, audit_events, cached_tool, wait_for
 
 from driftguard.controlplane import ControlPlane
-from driftguard.controlplane.binaries import cache_root
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "driftguard"
 CRD_NAME = "environments.driftguard.io"
 HELM_VERSION = "v3.22.0"  # hack/build-tools.sh builds this one
 MANAGED_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
-
-
-def helm_binary() -> Path:
-    """Where hack/build-tools.sh caches helm."""
-    return cache_root() / f"tools-helm-{HELM_VERSION}" / "bin" / "helm"
 
 
 class Helm:
@@ -76,12 +70,7 @@ class Helm:
 @pytest.fixture(scope="session")
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     """The cached helm; when it is missing the tests skip, except under CI=true: they fail."""
-    binary = helm_binary()
-    if not os.access(binary, os.X_OK):
-        message = f"helm missing at {binary}: run hack/build-tools.sh (about 2 minutes)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    binary = cached_tool("helm", HELM_VERSION, build_time="about 2 minutes")
     return Helm(binary, tmp_path_factory.mktemp("helm"))
 
 

@@ -2,7 +2,6 @@
 type and labels, and the per-Environment gauges follow the Environment until it is gone.
 """
 
-import os
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -10,10 +9,8 @@ from typing import Any
 
 import pytest
 from envs import Operator, apply, environment, get, wait_condition
-from helpers import Kubectl, wait_for
+from helpers import Kubectl, cached_tool, wait_for
 from prometheus_client.parser import text_string_to_metric_families
-
-from driftguard.controlplane.binaries import cache_root
 
 PROMTOOL_VERSION = "v0.316.0"  # hack/build-tools.sh builds this one
 ENV = "app"
@@ -36,21 +33,10 @@ CONTRACT: dict[str, tuple[str, set[str]]] = {
 }
 
 
-def promtool_binary() -> Path:
-    """Where hack/build-tools.sh caches promtool."""
-    return cache_root() / f"tools-promtool-{PROMTOOL_VERSION}" / "bin" / "promtool"
-
-
 @pytest.fixture(scope="session")
 def promtool() -> Path:
     """The cached promtool; when it is missing the test skips, except under CI=true: it fails."""
-    binary = promtool_binary()
-    if not os.access(binary, os.X_OK):
-        message = f"promtool missing at {binary}: run hack/build-tools.sh (a few minutes)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    return binary
+    return cached_tool("promtool", PROMTOOL_VERSION, build_time="a few minutes")
 
 
 def scrape(operator: Operator) -> str:
