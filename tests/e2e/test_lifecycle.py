@@ -501,3 +501,13 @@ def test_restart_writes_nothing_and_catches_drift_made_meanwhile(
         ),
         message="the gauges to be exported again by the new process",
     )
+
+
+def test_kubectl_explain_documents_the_resource(kubectl: Kubectl, operator: Operator) -> None:
+    """`kubectl explain` shows the descriptions generated from the models."""
+    spec = kubectl("explain", "environment.spec").stdout
+    assert "The blueprint of an environment and how to keep it." in spec
+    mode = kubectl("explain", "environment.spec.mode").stdout
+    assert "Enforce reverts manual changes" in mode
+    status = kubectl("explain", "environment.status.resources.changedBy").stdout
+    assert "field manager" in status
