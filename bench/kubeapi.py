@@ -19,25 +19,13 @@ import aiohttp
 from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
+from driftguard.cluster import ApiError  # the same error shape: status 0 is unreachable
+
 JSON = "application/json"
 MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"
 
 _RETRIES = 8
-
-
-class ApiError(Exception):
-    """A non-2xx answer (status 0: the server could not be reached)."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-
-    @property
-    def is_transient(self) -> bool:
-        return self.status in (0, 429) or self.status >= 500
 
 
 class Kube:

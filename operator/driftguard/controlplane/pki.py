@@ -63,15 +63,15 @@ def _builder(
     )
 
 
-def _leaf_usage() -> x509.KeyUsage:
+def _usage(*, is_ca: bool = False) -> x509.KeyUsage:
     return x509.KeyUsage(
         digital_signature=True,
         content_commitment=False,
         key_encipherment=False,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
+        key_cert_sign=is_ca,
+        crl_sign=is_ca,
         encipher_only=False,
         decipher_only=False,
     )
@@ -89,21 +89,10 @@ class CertificateAuthority:
         """Generate a fresh CA key and self-signed certificate."""
         key = _new_key()
         name = _name(common_name)
-        usage = x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=True,
-            crl_sign=True,
-            encipher_only=False,
-            decipher_only=False,
-        )
         cert = (
             _builder(name, name, key.public_key())
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(usage, critical=True)
+            .add_extension(_usage(is_ca=True), critical=True)
             .sign(key, hashes.SHA256())
         )
         return cls(cert, key)
@@ -135,7 +124,7 @@ class CertificateAuthority:
         builder = (
             _builder(subject, self._cert.subject, key.public_key())
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(_leaf_usage(), critical=True)
+            .add_extension(_usage(), critical=True)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
                 critical=False,
