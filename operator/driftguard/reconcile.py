@@ -11,74 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from driftguard import apply, conditions, diff, metrics, model, plan, render
+from driftguard import apply, diff, metrics, model, plan, render, tracking
 from driftguard.cluster import ApiError, Cluster, Resource, UnknownKindError
 from driftguard.conditions import Reason
 from driftguard.logs import get as get_logger
 from driftguard.model import EnvironmentSpec, InvalidSpecError, Mode, ObjectKey, State
+from driftguard.tracking import Tracked
 
 log = get_logger(__name__)
 
 PARALLEL_APPLIES = 16
-MESSAGE_LIMIT = 900
 
 Post = Callable[[dict[str, Any], str, str, bool], None]
 EnsureWatch = Callable[[Resource, str | None, render.Owner | None], Awaitable[None]]
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass
-class Tracked:
-    """What driftguard knows of one managed object between passes."""
-
-    key: ObjectKey
-    resource: Resource
-    desired: dict[str, Any]
-    expectation: diff.Expectation | None = None
-    written_rv: str = ""
-    state: State = State.MISSING
-    pointers: tuple[str, ...] = ()
-    changed_by: str | None = None
-    last_drift_time: str | None = None
-    reverts: int = 0
-    recent: deque[float] = field(default_factory=lambda: deque(maxlen=plan.FIGHT_LIMIT + 1))
-    tolerated: frozenset[str] = frozenset()
-    message: str | None = None
-
-    def recent_reverts(self, at: float) -> int:
-        return sum(1 for moment in self.recent if at - moment < plan.FIGHT_WINDOW_S)
-
-    def is_stale(self, live: dict[str, Any]) -> bool:
-        """An event older than our own last write: its successor is on the way."""
-        seen = str(live.get("metadata", {}).get("resourceVersion", ""))
-        # resourceVersions are opaque, but etcd revisions are integers; when they
-        # are not, every event is judged, which costs a request, never a miss.
-        if seen.isdigit() and self.written_rv.isdigit():
-            return int(seen) < int(self.written_rv)
-        return False
-
-    def to_status(self) -> model.ResourceStatus:
-        return model.ResourceStatus(
-            api_version=self.key.api_version,
-            kind=self.key.kind,
-            namespace=self.key.namespace,
-            name=self.key.name,
-            state=self.state,
-            drifted_paths=list(self.pointers),
-            changed_by=self.changed_by,
-            last_drift_time=self.last_drift_time,
-            reverts=self.reverts,
-            message=self.message,
-        )
 
 
 class Runner:
@@ -259,7 +207,7 @@ class Runner:
         self._judge(tracked, stored, time.monotonic())
         if live is None:
             return apply.Change(tracked.key, apply.Outcome.CREATED)
-        if _rv(stored) == _rv(live):
+        if tracking.rv(stored) == tracking.rv(live):
             return apply.Change(tracked.key, apply.Outcome.UNCHANGED)
         if is_new:
             return apply.Change(tracked.key, apply.Outcome.CONFIGURED)
@@ -285,7 +233,7 @@ class Runner:
     def _learn(self, tracked: Tracked, stored: dict[str, Any]) -> None:
         tracked.expectation = diff.expect(stored)
         if self.mode is Mode.ENFORCE:
-            tracked.written_rv = _rv(stored)
+            tracked.written_rv = tracking.rv(stored)
         tracked.message = None
 
     def _conflict(self, tracked: Tracked, other: render.Owner) -> apply.Change:
@@ -333,7 +281,7 @@ class Runner:
             self._ready = (True, Reason.OBSERVING, message)
 
     def _fail(self, reason: str, message: str) -> None:
-        self._ready = (False, reason, message[:MESSAGE_LIMIT])
+        self._ready = (False, reason, message[: tracking.MESSAGE_LIMIT])
         self.post(reason, message, warning=True)
         metrics.reconcile_errors.labels(self.owner.namespace, self.owner.name, reason).inc()
         log.warning("reconcile_failed", environment=str(self.owner), reason=reason)
@@ -395,7 +343,7 @@ class Runner:
         tracked.tolerated = verdict.tolerated
         is_news = verdict.state != tracked.state or tuple(verdict.pointers) != tracked.pointers
         if verdict.state is State.FIGHTING and is_news:
-            self.post("Fighting", _fighting(tracked.key, verdict), warning=True)
+            self.post("Fighting", tracking.fighting_message(tracked.key, verdict), warning=True)
         if verdict.action is plan.Action.FLAG and is_news:
             self._record_drift(tracked, verdict.drifted, reverted=False, missing=live is None)
         tracked.state, tracked.pointers = verdict.state, tuple(verdict.pointers)
@@ -436,7 +384,7 @@ class Runner:
         changes = tuple(changes)
         pointers = sorted({change.pointer for change in changes})
         manager = diff.Drift(changes).changed_by
-        when = now()
+        when = tracking.now()
         tracked.last_drift_time = when
         tracked.changed_by = manager or tracked.changed_by
         what = "was deleted" if missing else f"drifted at {', '.join(pointers)}"
@@ -500,24 +448,7 @@ class Runner:
         self._written, self.status = body, status
 
     def build_status(self) -> model.EnvironmentStatus:
-        tracked = sorted(self.tracked.values(), key=lambda t: (t.key.kind, t.key.name))
-        summary = model.Summary(
-            managed=len(tracked),
-            in_sync=sum(t.state is State.IN_SYNC for t in tracked),
-            drifted=sum(t.state in _DRIFTING for t in tracked),
-            missing=sum(t.state is State.MISSING for t in tracked),
-            overridden=sum(t.state is State.OVERRIDDEN for t in tracked),
-        )
-        generation = self.status.observed_generation
-        ready = conditions.make(conditions.READY, *self._ready, generation=generation, now=now())
-        in_sync = _in_sync_condition(tracked, generation)
-        return self.status.model_copy(
-            update={
-                "conditions": conditions.merge(self.status.conditions, [ready, in_sync]),
-                "summary": summary,
-                "resources": [t.to_status() for t in tracked],
-            }
-        )
+        return tracking.summarize(self.status, self.tracked.values(), self._ready)
 
     def _export_metrics(self, summary: model.Summary) -> None:
         labels = (self.owner.namespace, self.owner.name)
@@ -560,37 +491,8 @@ class Runner:
         metrics.forget(self.owner.namespace, self.owner.name)
 
 
-_DRIFTING = (State.DRIFTED, State.CONFLICT, State.FIGHTING, State.ERROR)
-
-
-def _in_sync_condition(tracked: list[Tracked], generation: int | None) -> model.Condition:
-    off = [t for t in tracked if t.state in (*_DRIFTING, State.MISSING)]
-    if not off:
-        message = f"{len(tracked)} of {len(tracked)} objects match the blueprint"
-        return conditions.make(
-            conditions.IN_SYNC, True, Reason.IN_SYNC, message, generation=generation, now=now()
-        )
-    details = "; ".join(f"{t.key} {' '.join(t.pointers) or t.state.value}" for t in off[:10])
-    message = f"{len(off)} of {len(tracked)} objects drifted: {details}"[:MESSAGE_LIMIT]
-    return conditions.make(
-        conditions.IN_SYNC, False, Reason.DRIFTED, message, generation=generation, now=now()
-    )
-
-
-def _fighting(key: ObjectKey, verdict: plan.Verdict) -> str:
-    by = f" with {verdict.changed_by}" if verdict.changed_by else ""
-    return (
-        f"{key} reverted {plan.FIGHT_LIMIT} times in {plan.FIGHT_WINDOW_S:.0f}s at "
-        f"{', '.join(verdict.pointers)}; fighting{by}: reverts pause until it stops"
-    )
-
-
 def _count(changes: list[apply.Change]) -> str:
     counts: dict[str, int] = {}
     for change in changes:
         counts[change.outcome.value] = counts.get(change.outcome.value, 0) + 1
     return ", ".join(f"{count} {outcome}" for outcome, count in sorted(counts.items()))
-
-
-def _rv(obj: dict[str, Any]) -> str:
-    return str(obj.get("metadata", {}).get("resourceVersion", ""))
