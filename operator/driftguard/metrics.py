@@ -6,10 +6,13 @@ No per-object labels: cardinality stays bounded by the number of Environments.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
 _ENV = ["namespace", "environment"]
+ERROR_REASONS = ("InvalidSpec", "ApplyFailed", "Forbidden")
+"""The values of `reason` on driftguard_reconcile_errors_total (Ready's failure reasons)."""
 
 managed_resources = Gauge(
     "driftguard_managed_resources", "Objects managed by an Environment.", _ENV
@@ -44,8 +47,15 @@ reconcile_errors = Counter(
 )
 
 
-def forget(namespace: str, environment: str) -> None:
-    """Drops the gauges of an Environment that is gone, so it stops being reported."""
+def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> None:
+    """Drops every series of an Environment that is gone, so series do not pile up."""
     for gauge in (managed_resources, drifted_resources, environment_in_sync):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, environment)
+    for kind in kinds:
+        for counter in (drift_detected, drift_reverted):
+            with contextlib.suppress(KeyError):
+                counter.remove(namespace, environment, kind)
+    for reason in ERROR_REASONS:
+        with contextlib.suppress(KeyError):
+            reconcile_errors.remove(namespace, environment, reason)

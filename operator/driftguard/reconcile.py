@@ -488,7 +488,8 @@ class Runner:
         for task in [*self._active.values(), self._resync]:
             if task is not None:
                 task.cancel()
-        metrics.forget(self.owner.namespace, self.owner.name)
+        kinds = {key.kind for key in self.tracked}
+        metrics.forget(self.owner.namespace, self.owner.name, kinds=kinds)
 
 
 def _count(changes: list[apply.Change]) -> str:

@@ -188,8 +188,10 @@ def test_gauges_follow_the_environment(
     kubectl("patch", "cm", "a", "-n", namespace, "--type=merge", "-p", '{"data":{"v":"1"}}')
     wait_for(lambda: gauges() == (2, 0, 1), message=f"gauges (2, 0, 1), last {gauges()}")
 
+    assert series(operator, "driftguard_drift_detected_total", **labels)
     kubectl("delete", "environment", ENV, "-n", namespace)
+    gone = (*GAUGES, "driftguard_drift_detected_total")
     wait_for(
-        lambda: not any(series(operator, name, **labels) for name in GAUGES),
-        message=f"the gauge series of {namespace}/{ENV} to disappear",
+        lambda: not any(series(operator, name, **labels) for name in gone),
+        message=f"the gauge and counter series of {namespace}/{ENV} to disappear",
     )
