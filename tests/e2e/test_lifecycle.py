@@ -17,6 +17,7 @@ from envs import (
     get,
     resource_status,
     status,
+    stays,
     wait_condition,
 )
 from helpers import Kubectl, wait_for
@@ -216,8 +217,6 @@ def test_deletion_policy_orphan_leaves_objects_untouched(
     assert (get(kubectl, "cm", "a", namespace) or {})["data"] == {"v": "1"}
     kubectl("patch", "cm", "a", "-n", namespace, "--type=merge", "-p", '{"data":{"v":"2"}}')
     writes = len(operator.writes(namespace))
-    from envs import stays
-
     stays(
         lambda: (
             (get(kubectl, "cm", "a", namespace) or {})["data"] == {"v": "2"}
@@ -511,3 +510,33 @@ def test_kubectl_explain_documents_the_resource(kubectl: Kubectl, operator: Oper
     assert "Enforce reverts manual changes" in mode
     status = kubectl("explain", "environment.status.resources.changedBy").stdout
     assert "field manager" in status
+
+
+def test_fighting_another_writer_pauses_reverts(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A writer that keeps undoing the blueprint is reported Fighting and reverts pause."""
+    apply(kubectl, environment("app", namespace, [configmap("a", v="1")]))
+    wait_condition(kubectl, "app", namespace, "InSync", "True")
+
+    def fight() -> dict[str, Any]:
+        kubectl("patch", "cm", "a", "-n", namespace, "--type=merge", "-p", '{"data":{"v":"2"}}',
+                "--field-manager=rival")  # fmt: skip
+        return resource_status(kubectl, "app", namespace, "ConfigMap", "a")
+
+    entry = wait_for(
+        lambda: (e := fight()).get("state") == "Fighting" and e,
+        timeout=30,
+        interval=0.3,
+        message="the object reported Fighting",
+    )
+    assert entry["reverts"] == 5
+    messages = wait_for(lambda: events(kubectl, namespace, "Fighting"), message="a Fighting Event")
+    assert any("rival" in message and "/data/v" in message for message in messages)
+    writes = len(operator.writes(namespace))
+    fight()
+    stays(
+        lambda: len(operator.writes(namespace)) == writes,
+        seconds=1.5,
+        message="the operator kept reverting while fighting",
+    )
