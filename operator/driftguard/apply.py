@@ -40,6 +40,7 @@ class Change:
     key: ObjectKey
     outcome: Outcome
     message: str = ""
+    is_forbidden: bool = False  # a FAILED change the server refused for lack of RBAC
 
 
 async def retrying(call: Callable[[], Awaitable[T]]) -> T:
@@ -113,7 +114,8 @@ async def prune(
             )
             changes.append(Change(key, Outcome.PRUNED, f"{key} removed from the blueprint"))
         except ApiError as exc:
-            changes.append(Change(key, Outcome.FAILED, f"prune {key}: {exc.message}"))
+            message = f"prune {key}: {exc.message}"
+            changes.append(Change(key, Outcome.FAILED, message, is_forbidden=exc.is_forbidden))
     return changes
 
 

@@ -233,11 +233,6 @@ class KubeCluster:
             found = Resource(group, version, entry["kind"], entry["name"], entry["namespaced"])
             self._kinds[(api_version, entry["kind"])] = found
 
-    def forget(self, api_version: str) -> None:
-        """Drops cached discovery for a group version, e.g. after a CRD changed."""
-        for key in [key for key in self._kinds if key[0] == api_version]:
-            del self._kinds[key]
-
     async def apply(
         self, resource: Resource, manifest: dict[str, Any], *, dry_run: bool = False
     ) -> dict[str, Any]:

@@ -188,7 +188,8 @@ class Runner:
             return await self._observe(tracked, live)
         except ApiError as exc:
             tracked.state, tracked.message = State.ERROR, exc.message
-            return apply.Change(key, apply.Outcome.FAILED, f"{key}: {exc.message}")
+            message = f"{key}: {exc.message}"
+            return apply.Change(key, apply.Outcome.FAILED, message, is_forbidden=exc.is_forbidden)
 
     async def _enforce(
         self, tracked: Tracked, live: dict[str, Any] | None, is_new: bool
@@ -264,7 +265,7 @@ class Runner:
         failed = [change for change in changes if change.outcome is apply.Outcome.FAILED]
         self.status.observed_generation = generation
         if failed:
-            forbidden = any("forbidden" in change.message.lower() for change in failed)
+            forbidden = any(change.is_forbidden for change in failed)
             reason = Reason.FORBIDDEN if forbidden else Reason.APPLY_FAILED
             self._fail(reason, "; ".join(change.message for change in failed))
             return
