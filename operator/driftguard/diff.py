@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from jsonpointer import escape
+
 from driftguard.model import FIELD_MANAGER
 
 Path = tuple[str, ...]
@@ -127,8 +129,8 @@ def _step(node: Any, key: str) -> tuple[Any, str]:
     kind, _, raw = key.partition(":")
     if kind == "f":
         if isinstance(node, dict) and raw in node:
-            return node[raw], _escape(raw)
-        return MISSING, _escape(raw)
+            return node[raw], escape(raw)
+        return MISSING, escape(raw)
     if not isinstance(node, list):
         return MISSING, "-"
     if kind == "i":
@@ -145,10 +147,6 @@ def _has_key(item: Any, wanted: dict[str, Any]) -> bool:
     return isinstance(item, dict) and all(item.get(name) == value for name, value in wanted.items())
 
 
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def resolve(obj: dict[str, Any], path: Path) -> tuple[Any, str]:
     """The value at a fieldsV1 path and its RFC 6901 pointer in this object."""
     node: Any = obj
@@ -163,7 +161,7 @@ def resolve(obj: dict[str, Any], path: Path) -> tuple[Any, str]:
 
 def _label(key: str) -> str:
     kind, _, raw = key.partition(":")
-    return _escape(raw) if kind == "f" else "-"
+    return escape(raw) if kind == "f" else "-"
 
 
 def expect(stored: dict[str, Any]) -> Expectation:
@@ -193,7 +191,7 @@ def pointers_of(manifest: dict[str, Any]) -> set[str]:
     def walk(node: Any, pointer: str) -> None:
         if isinstance(node, dict) and node:
             for key, child in node.items():
-                walk(child, f"{pointer}/{_escape(str(key))}")
+                walk(child, f"{pointer}/{escape(str(key))}")
         elif isinstance(node, list) and node:
             for index, child in enumerate(node):
                 walk(child, f"{pointer}/{index}")

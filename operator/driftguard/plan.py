@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from jsonpointer import EndOfList, JsonPointer, resolve_pointer
+
 from driftguard import diff
 from driftguard.diff import MISSING, ChangeKind, Drift, FieldChange
 from driftguard.model import AllowedChange, Mode, ObjectKey, State
@@ -48,16 +50,9 @@ class Verdict:
 
 def pointer_get(obj: Any, pointer: str) -> Any:
     """The value at an RFC 6901 pointer, or MISSING."""
-    node = obj
-    for raw in pointer.split("/")[1:]:
-        token = raw.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return MISSING
-    return node
+    found = resolve_pointer(obj, pointer, MISSING)
+    # "-" names the slot after a list's last item: a place to add, never a value.
+    return MISSING if isinstance(found, EndOfList) else found
 
 
 def _covers(allowed: str, pointer: str) -> bool:
@@ -142,22 +137,10 @@ def without(manifest: dict[str, Any], pointers: frozenset[str]) -> dict[str, Any
         return manifest
     trimmed = copy.deepcopy(manifest)
     for pointer in pointers:
-        *parents, last = [
-            raw.replace("~1", "/").replace("~0", "~") for raw in pointer.split("/")[1:]
-        ]
-        node: Any = trimmed
-        for token in parents:
-            node = _child(node, token)
-        if isinstance(node, dict):
-            node.pop(last, None)
-        elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-            del node[int(last)]
+        parsed = JsonPointer(pointer)
+        # The whole object is never a tolerated field; an absent one has nothing to drop.
+        if not parsed.parts or pointer_get(trimmed, pointer) is MISSING:
+            continue
+        parent, token = parsed.to_last(trimmed)
+        del parent[token]
     return trimmed
-
-
-def _child(node: Any, token: str) -> Any:
-    if isinstance(node, dict):
-        return node.get(token)
-    if isinstance(node, list) and token.isdigit() and int(token) < len(node):
-        return node[int(token)]
-    return None

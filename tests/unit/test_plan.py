@@ -219,6 +219,16 @@ def test_without_nothing_is_identity() -> None:
     assert plan.without(DESIRED, frozenset()) is DESIRED
 
 
+def test_without_removes_list_item_by_index() -> None:
+    """A tolerated pointer ending in a list index drops that item; a bad index drops none."""
+    manifest = {"spec": {"ports": [{"port": 80}, {"port": 443}]}}
+
+    kept = {"spec": {"ports": [{"port": 443}]}}
+
+    assert plan.without(manifest, frozenset({"/spec/ports/0"})) == kept
+    assert plan.without(manifest, frozenset({"/spec/ports/-", "/spec/ports/2"})) == manifest
+
+
 def test_without_removes_field_inside_list_item() -> None:
     """A tolerated pointer through a list index is removed from the manifest."""
     trimmed = plan.without(DESIRED, frozenset({IMAGE}))
@@ -248,6 +258,7 @@ DOC: dict[str, Any] = {
         pytest.param("/spec/paused", MISSING, id="absent"),
         pytest.param("/spec/ports/2", MISSING, id="index-out-of-range"),
         pytest.param("/spec/ports/-", MISSING, id="dash"),
+        pytest.param("/spec/ports/01", MISSING, id="leading-zero-is-no-index"),
         pytest.param("/spec/replicas/x", MISSING, id="through-a-scalar"),
     ],
 )
