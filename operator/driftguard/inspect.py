@@ -1,22 +1,27 @@
 """`driftguard diff` and `driftguard status`: read-only views for people.
 
 diff asks the server what the blueprint would look like applied (a dry-run
-server-side apply) and compares it with the live object the way the operator
-does. Secret values are replaced before anything is printed.
+server-side apply of what the operator applies) and judges the live object with
+the operator's own pure step, plan.judge: an object shows iff the operator
+reports it drifted or missing, so a tolerated change is no drift here either.
+It never writes to the cluster. Secret values are replaced before anything is
+printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import os
 import sys
 from typing import Any
 
 import yaml
+from kubernetes_asyncio import config as kconfig
 
 from driftguard import diff as drift
-from driftguard import model, render
-from driftguard.cluster import ENVIRONMENTS, ApiError, KubeCluster
+from driftguard import model, plan, render
+from driftguard.cluster import ENVIRONMENTS, ApiError, KubeCluster, Resource
 
 _NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 REDACTED = "<redacted>"
@@ -73,34 +78,91 @@ def unified(key: model.ObjectKey, live: dict[str, Any] | None, wanted: dict[str,
     )
 
 
-async def _diff(name: str, namespace: str | None) -> int:
-    cluster = await KubeCluster.connect()
+def trim(
+    *,
+    key: model.ObjectKey,
+    spec: model.EnvironmentSpec,
+    desired: dict[str, Any],
+    live: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The manifest to dry-run, so the server's answer is what the operator holds.
+
+    Enforce applies the blueprint without its tolerated fields, so a dry-run of the
+    same keeps the live value there and the diff does not show it. Observe applies
+    nothing; leaving those fields out of its dry-run too changes no verdict, since
+    decide() judges an allowed path by its bounds alone. Observe never labels what
+    it only watches, so its dry-run carries no owner labels.
+    """
+    rules = plan.allowed_for(key, spec.allowed_changes)
+    tolerated = plan.tolerate(rules, desired, live)[0] if live is not None else frozenset()
+    manifest = plan.without(desired, tolerated)
+    if plan.mode_of(spec) is model.Mode.OBSERVE:
+        return render.without_owner_labels(manifest)
+    return manifest
+
+
+def judge(
+    *,
+    key: model.ObjectKey,
+    owner: render.Owner,
+    spec: model.EnvironmentSpec,
+    desired: dict[str, Any],
+    wanted: dict[str, Any],
+    live: dict[str, Any] | None,
+) -> plan.Verdict:
+    """What the operator reports for one object, given the server's dry-run answer."""
+    other = render.owner_of(live) if live is not None else None
+    if other is not None and other != owner:
+        return plan.Verdict(model.State.CONFLICT, plan.Action.NONE)
+    return plan.judge(
+        key=key,
+        mode=plan.mode_of(spec),
+        desired=desired,
+        expectation=drift.expect(wanted),
+        live=live,
+        rules=spec.allowed_changes,
+    )
+
+
+def is_reported(verdict: plan.Verdict) -> bool:
+    """True when the operator reports the object drifted (Fighting too) or missing."""
+    return bool(verdict.drifted) or verdict.state is model.State.MISSING
+
+
+async def _connect() -> KubeCluster | None:
+    """The cluster of the kubeconfig (or in-cluster config); None, said why, without one."""
     try:
-        ns = namespace or _current_namespace()
-        env = await cluster.get(ENVIRONMENTS, ns, name)
+        return await KubeCluster.connect()
+    except kconfig.ConfigException as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+async def _diff(name: str, namespace: str | None) -> int:
+    cluster = await _connect()
+    if cluster is None:
+        return 2
+    try:
+        owner = render.Owner(name=name, namespace=namespace or current_namespace())
+        env = await cluster.get(ENVIRONMENTS, owner.namespace, name)
         if env is None:
-            print(f"Environment {ns}/{name} not found", file=sys.stderr)
+            print(f"Environment {owner} not found", file=sys.stderr)
             return 2
         spec = model.parse_spec(env.get("spec") or {})
-        owner = render.Owner(name=name, namespace=ns)
-        kinds = {}
-        for m in spec.resources:
-            kinds[(m["apiVersion"], m["kind"])] = await cluster.resource(m["apiVersion"], m["kind"])
-        desired = render.manifests(
-            spec, owner, is_namespaced=lambda av, kind: kinds[(av, kind)].namespaced
-        )
-        drifted = 0
-        for key, manifest in desired.items():
-            resource = kinds[(key.api_version, key.kind)]
+        reported = 0
+        for key, (resource, desired) in (await _render(cluster, spec, owner)).items():
             live = await cluster.get(resource, key.namespace, key.name)
-            if spec.mode is model.Mode.OBSERVE or spec.suspend:
-                manifest = render.without_owner_labels(manifest)  # as the operator judges it
+            manifest = trim(key=key, spec=spec, desired=desired, live=live)
             wanted = await cluster.apply(resource, manifest, dry_run=True)
-            if live is not None and not drift.compute(drift.expect(wanted), live).is_drifted:
-                continue
-            drifted += 1
-            sys.stdout.write(unified(key, live, wanted))
-        return 1 if drifted else 0
+            verdict = judge(
+                key=key, owner=owner, spec=spec, desired=desired, wanted=wanted, live=live
+            )
+            if verdict.state is model.State.CONFLICT:
+                print(f"{key} is managed by another Environment; not compared", file=sys.stderr)
+            if is_reported(verdict):
+                reported += 1
+                sys.stdout.write(unified(key, live, wanted))
+        return 1 if reported else 0
     except (ApiError, model.InvalidSpecError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -108,18 +170,34 @@ async def _diff(name: str, namespace: str | None) -> int:
         await cluster.close()
 
 
+async def _render(
+    cluster: KubeCluster, spec: model.EnvironmentSpec, owner: render.Owner
+) -> dict[model.ObjectKey, tuple[Resource, dict[str, Any]]]:
+    """The blueprint as the operator renders it, each manifest with its kind's resource."""
+    kinds: dict[tuple[str, str], Resource] = {}
+    for m in spec.resources:
+        kinds[(m["apiVersion"], m["kind"])] = await cluster.resource(m["apiVersion"], m["kind"])
+    desired = render.manifests(
+        spec, owner, is_namespaced=lambda av, kind: kinds[(av, kind)].namespaced
+    )
+    return {key: (kinds[(key.api_version, key.kind)], m) for key, m in desired.items()}
+
+
 def diff(name: str, *, namespace: str | None) -> int:
     return asyncio.run(_diff(name, namespace))
 
 
-def _current_namespace() -> str:
-    from kubernetes import config
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context, else `default`.
 
+    kubernetes_asyncio reads the kubeconfig synchronously here; the CLI thus needs
+    no second client library (the sync `kubernetes` package) just for this.
+    """
     try:
-        _, context = config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        return str(context.get("context", {}).get("namespace") or "default")
-    except config.ConfigException:
+        _, context = kconfig.list_kube_config_contexts(os.environ.get("KUBECONFIG"))
+    except kconfig.ConfigException:
         return "default"
+    return str(((context or {}).get("context") or {}).get("namespace") or "default")
 
 
 def _row(env: dict[str, Any], *, with_namespace: bool) -> list[str]:
@@ -143,9 +221,11 @@ def _row(env: dict[str, Any], *, with_namespace: bool) -> list[str]:
 
 
 async def _status(namespace: str | None, all_namespaces: bool) -> int:
-    cluster = await KubeCluster.connect()
+    cluster = await _connect()
+    if cluster is None:
+        return 2
     try:
-        ns = None if all_namespaces else (namespace or _current_namespace())
+        ns = None if all_namespaces else (namespace or current_namespace())
         items, _ = await cluster.list_objects(ENVIRONMENTS, namespace=ns)
     except ApiError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from jsonpointer import EndOfList, JsonPointer, resolve_pointer
 
 from driftguard import diff
 from driftguard.diff import MISSING, ChangeKind, Drift, FieldChange
-from driftguard.model import AllowedChange, Mode, ObjectKey, State
+from driftguard.model import AllowedChange, EnvironmentSpec, Mode, ObjectKey, State
 
 FIGHT_LIMIT = 5
 """Reverts of one object within the fight window after which driftguard stops reverting."""
@@ -116,6 +116,34 @@ def decide(
     if tolerated:
         return Verdict(State.OVERRIDDEN, Action.NONE, (), tolerated)
     return Verdict(State.IN_SYNC, Action.NONE, (), tolerated)
+
+
+def judge(
+    *,
+    key: ObjectKey,
+    mode: Mode,
+    desired: dict[str, Any],
+    expectation: diff.Expectation,
+    live: dict[str, Any] | None,
+    rules: Sequence[AllowedChange],
+    recent_reverts: int = 0,
+) -> Verdict:
+    """The whole pure judging step: the drift from what we set, then decide() on it."""
+    drift = diff.compute(expectation, live) if live is not None else Drift()
+    return decide(
+        key=key,
+        mode=mode,
+        desired=desired,
+        live=live,
+        drift=drift,
+        rules=rules,
+        recent_reverts=recent_reverts,
+    )
+
+
+def mode_of(spec: EnvironmentSpec) -> Mode:
+    """The mode an Environment is judged in: a suspended one only reports, as in Observe."""
+    return Mode.OBSERVE if spec.suspend else spec.mode
 
 
 def _act(mode: Mode, action: Action) -> Action:

@@ -1,19 +1,28 @@
-"""inspect: the `driftguard diff` view never shows a Secret's values."""
+"""inspect: `driftguard diff` reports what the operator reports, and never a Secret's values."""
 
 from __future__ import annotations
 
 import base64
 import copy
 import json
+import os
 import string
-from typing import Any
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import inspect
-from driftguard.model import ObjectKey
+from driftguard import inspect, model, render
+from driftguard.model import ObjectKey, State
+
+from . import objects
+from .objects import claim, disown, nest
 
 KEY = ObjectKey("", "v1", "Secret", "staging", "db")
 REDACTED = inspect.REDACTED
@@ -176,3 +185,204 @@ def test_unified_never_leaks_any_value(old: dict[str, str], new: dict[str, str])
     for value in [*old.values(), *new.values()]:
         assert "V" + value not in text
         assert b64("V" + value) not in text
+
+
+# -- which objects diff reports: the operator's own judging step ----------------------
+
+WEB = ObjectKey("apps", "v1", "Deployment", "staging", "web")
+OWNER = render.Owner(name="staging", namespace="platform")
+"""The Environment whose labels the stored `web` Deployment carries."""
+
+DESIRED: dict[str, Any] = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "web", "namespace": "staging", "labels": {"app": "web", **OWNER.labels}},
+    "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}},
+}
+REPLICAS_2_TO_10 = {"kind": "Deployment", "paths": ["/spec/replicas"], "minimum": 2, "maximum": 10}
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def spec(mode: str = "Enforce", *, suspend: bool = False, rules: int = 1) -> model.EnvironmentSpec:
+    """An Environment spec for the `web` Deployment, with the replicas rule unless rules=0."""
+    return model.parse_spec(
+        {
+            "mode": mode,
+            "suspend": suspend,
+            "resources": [DESIRED],
+            "allowedChanges": [REPLICAS_2_TO_10] * rules,
+        }
+    )
+
+
+def scale(replicas: int) -> Edit:
+    """`kubectl scale`: the scale subresource takes spec.replicas from driftguard."""
+
+    def edit(live: dict[str, Any]) -> None:
+        live["spec"]["replicas"] = replicas
+        disown(live, "f:spec", "f:replicas")
+        claim(live, "kubectl", nest("f:spec", "f:replicas"), subresource="scale")
+
+    return edit
+
+
+def take_replicas(live: dict[str, Any]) -> None:
+    """Another manager holds spec.replicas at the blueprint's value (scaled away and back)."""
+    disown(live, "f:spec", "f:replicas")
+    claim(live, "other", nest("f:spec", "f:replicas"), operation="Apply")
+
+
+def relabel(live: dict[str, Any]) -> None:
+    """The object carries another Environment's labels."""
+    live["metadata"]["labels"][model.LABEL_ENVIRONMENT] = "prod"
+
+
+def untouched(live: dict[str, Any]) -> None:
+    pass
+
+
+class Case(NamedTuple):
+    spec: model.EnvironmentSpec
+    edit: Edit | None  # None: the object is gone
+
+
+class Expected(NamedTuple):
+    state: State
+    is_reported: bool
+
+
+JUDGE_CASES = [
+    pytest.param(Case(spec(), untouched), Expected(State.IN_SYNC, False), id="in-sync"),
+    pytest.param(Case(spec(), scale(5)), Expected(State.OVERRIDDEN, False), id="within-bounds-enforce"),
+    pytest.param(Case(spec("Observe"), scale(5)), Expected(State.OVERRIDDEN, False), id="within-bounds-observe"),
+    pytest.param(Case(spec("Observe"), scale(12)), Expected(State.DRIFTED, True), id="out-of-bounds-observe"),
+    pytest.param(Case(spec(), scale(12)), Expected(State.DRIFTED, True), id="out-of-bounds-enforce"),
+    pytest.param(Case(spec(rules=0), scale(5)), Expected(State.DRIFTED, True), id="no-rule"),
+    pytest.param(Case(spec("Observe", rules=0), take_replicas), Expected(State.IN_SYNC, False), id="taken-observe"),
+    pytest.param(Case(spec(rules=0), take_replicas), Expected(State.DRIFTED, True), id="taken-enforce"),
+    pytest.param(Case(spec(suspend=True, rules=0), take_replicas), Expected(State.IN_SYNC, False), id="taken-suspended"),
+    pytest.param(Case(spec("Observe"), None), Expected(State.MISSING, True), id="missing-observe"),
+    pytest.param(Case(spec(), None), Expected(State.MISSING, True), id="missing-enforce"),
+    pytest.param(Case(spec(rules=0), relabel), Expected(State.CONFLICT, False), id="other-environment"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "expected"), JUDGE_CASES)
+def test_judge_reports_what_the_operator_reports(case: Case, expected: Expected) -> None:
+    """judge() gives the operator's state, and only Drifted or Missing objects are reported."""
+    live = None
+    if case.edit is not None:
+        live = objects.deployment()
+        case.edit(live)
+
+    verdict = inspect.judge(
+        key=WEB,
+        owner=OWNER,
+        spec=case.spec,
+        desired=DESIRED,
+        wanted=objects.deployment(),
+        live=live,
+    )
+
+    assert (verdict.state, inspect.is_reported(verdict)) == expected
+
+
+def without_replicas(manifest: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(manifest)
+    del out["spec"]["replicas"]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        pytest.param(Case(spec(), untouched), DESIRED, id="enforce-in-sync"),
+        pytest.param(Case(spec(), scale(5)), without_replicas(DESIRED), id="enforce-within-bounds"),
+        pytest.param(Case(spec(), scale(12)), DESIRED, id="enforce-out-of-bounds"),
+        pytest.param(Case(spec(rules=0), scale(5)), DESIRED, id="enforce-no-rule"),
+        pytest.param(Case(spec(), None), DESIRED, id="enforce-missing"),
+        pytest.param(Case(spec("Observe"), untouched), render.without_owner_labels(DESIRED), id="observe-in-sync"),
+        pytest.param(Case(spec("Observe"), scale(5)), render.without_owner_labels(without_replicas(DESIRED)), id="observe-within-bounds"),
+        pytest.param(Case(spec(suspend=True), untouched), render.without_owner_labels(DESIRED), id="suspended"),
+    ],
+)  # fmt: skip
+def test_trim_dry_runs_what_the_operator_holds(case: Case, expected: dict[str, Any]) -> None:
+    """trim() leaves out tolerated fields, and in Observe driftguard's labels, from the dry-run."""
+    live = None
+    if case.edit is not None:
+        live = objects.deployment()
+        case.edit(live)
+
+    assert inspect.trim(key=WEB, spec=case.spec, desired=DESIRED, live=live) == expected
+
+
+# -- the kubeconfig's namespace, with the async client stack alone ------------------
+
+
+def kubeconfig(namespace: str | None) -> str:
+    context = {"cluster": "local", "user": "admin"}
+    if namespace is not None:
+        context["namespace"] = namespace
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Config",
+            # Port 1 refuses connections at once: the CLI fails fast with exit code 2.
+            "clusters": [{"name": "local", "cluster": {"server": "https://127.0.0.1:1"}}],
+            "users": [{"name": "admin", "user": {"token": "t"}}],
+            "contexts": [{"name": "local", "context": context}],
+            "current-context": "local",
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(kubeconfig("team-a"), "team-a", id="context-namespace"),
+        pytest.param(kubeconfig(None), "default", id="no-namespace"),
+        pytest.param(None, "default", id="no-kubeconfig"),
+    ],
+)
+def test_current_namespace(
+    content: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """current_namespace() is the current context's namespace, else `default`."""
+    path = tmp_path / "kubeconfig"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+
+    assert inspect.current_namespace() == expected
+
+
+def test_cli_diff_and_status_load_neither_kubernetes_nor_kopf(tmp_path: Path) -> None:
+    """`driftguard diff` and `status` run on kubernetes_asyncio alone: the sync client and kopf stay unloaded."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(kubeconfig("team-a"))
+    script = textwrap.dedent(
+        """
+        import sys
+        from driftguard import cli
+        codes = [cli.main(["diff", "app"]), cli.main(["status"])]
+        loaded = sorted({m.split(".")[0] for m in sys.modules} & {"kubernetes", "kopf"})
+        print(codes, loaded)
+        """
+    )
+    # No in-cluster config and no proxy: the CLI must reach for the kubeconfig above alone.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("KUBERNETES_") and "proxy" not in k.lower()
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**env, "KUBECONFIG": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.stdout.strip() == "[2, 2] []", done.stderr

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import plan
+from driftguard import diff, plan
 from driftguard.diff import MISSING, ChangeKind, Drift, FieldChange
-from driftguard.model import AllowedChange, Mode, ObjectKey, State
+from driftguard.model import AllowedChange, Mode, ObjectKey, State, parse_spec
 from driftguard.plan import Action
 
 from . import objects
@@ -121,6 +121,51 @@ def test_decide(case: Case, expected: Expected) -> None:
     assert verdict.action is expected.action
     assert tuple(verdict.pointers) == expected.pointers
     assert verdict.tolerated == expected.tolerated
+
+
+@pytest.mark.parametrize(
+    ("mode", "replicas", "expected"),
+    [
+        pytest.param(ENFORCE, None, State.MISSING, id="missing"),
+        pytest.param(ENFORCE, 3, State.IN_SYNC, id="in-sync"),
+        pytest.param(ENFORCE, 5, State.OVERRIDDEN, id="within-bounds"),
+        pytest.param(OBSERVE, 12, State.DRIFTED, id="out-of-bounds"),
+    ],
+)
+def test_judge_computes_the_drift_then_decides(
+    mode: Mode, replicas: int | None, expected: State
+) -> None:
+    """judge() is decide() on the drift of the live object from the stored expectation."""
+    stored = objects.deployment()
+    found = None
+    if replicas is not None:
+        found = objects.deployment()
+        found["spec"]["replicas"] = replicas
+    expectation = diff.expect(stored)
+    facts: dict[str, Any] = {"key": KEY, "mode": mode, "desired": DESIRED, "live": found}
+    facts["rules"] = [REPLICAS_2_TO_10]
+
+    verdict = plan.judge(expectation=expectation, **facts)
+
+    drift = diff.compute(expectation, found) if found is not None else Drift()
+    assert verdict == plan.decide(drift=drift, **facts)
+    assert verdict.state is expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "suspend", "expected"),
+    [
+        pytest.param("Enforce", False, ENFORCE, id="enforce"),
+        pytest.param("Enforce", True, OBSERVE, id="enforce-suspended"),
+        pytest.param("Observe", False, OBSERVE, id="observe"),
+        pytest.param("Observe", True, OBSERVE, id="observe-suspended"),
+    ],
+)
+def test_mode_of(mode: str, suspend: bool, expected: Mode) -> None:
+    """mode_of() is the spec's mode, except that a suspended Environment only reports."""
+    spec = parse_spec({"mode": mode, "suspend": suspend, "resources": [DESIRED]})
+
+    assert plan.mode_of(spec) is expected
 
 
 @pytest.mark.parametrize(
