@@ -1,19 +1,18 @@
-"""Runs decisions through the cluster and says what happened, as closed outcomes.
+"""Every write driftguard makes to a managed object, and what it came to.
 
-Every write driftguard makes to a managed object goes through here: a
-server-side apply (field manager `driftguard`, forced), a JSON patch that takes
-out list items others added, a delete guarded by the object's uid.
+A server-side apply (field manager `driftguard`, forced), a JSON patch that
+takes out list items others added, deletes guarded by the object's uid. Deletes
+return closed change records; nothing here decides what to write or reports.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar
 
 from driftguard import plan
+from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.diff import ChangeKind, FieldChange
 from driftguard.model import ObjectKey
@@ -21,26 +20,6 @@ from driftguard.model import ObjectKey
 T = TypeVar("T")
 
 RETRIES = 4
-
-
-class Outcome(StrEnum):
-    CREATED = "created"
-    CONFIGURED = "configured"
-    REVERTED = "reverted"
-    FLAGGED = "flagged"
-    TOLERATED = "tolerated"
-    UNCHANGED = "unchanged"
-    PRUNED = "pruned"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    key: ObjectKey
-    outcome: Outcome
-    message: str = ""
-    is_forbidden: bool = False  # a FAILED change the server refused for lack of RBAC
 
 
 async def retrying(call: Callable[[], Awaitable[T]]) -> T:
@@ -98,6 +77,19 @@ def _index(pointer: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
+def failure(key: ObjectKey, exc: ApiError, doing: str = "") -> Change:
+    """A refused request about one object as a closed record: Forbidden for RBAC, else Failed."""
+    outcome = Outcome.FORBIDDEN if exc.is_forbidden else Outcome.FAILED
+    return Change(key, outcome, message=f"{doing}{key}: {exc.describe()}")
+
+
+def refusal(exc: ApiError) -> Change:
+    """A refused request about a whole kind (a list, a watch) as a closed record."""
+    outcome = Outcome.FORBIDDEN if exc.is_forbidden else Outcome.FAILED
+    key = ObjectKey("", "", exc.kind, exc.namespace or "", "*")
+    return Change(key, outcome, message=exc.describe())
+
+
 async def prune(
     cluster: Cluster, victims: Iterable[tuple[Resource, dict[str, Any]]]
 ) -> list[Change]:
@@ -112,11 +104,25 @@ async def prune(
                     r, m.get("namespace", ""), m["name"], m["uid"]
                 )
             )
-            changes.append(Change(key, Outcome.PRUNED, f"{key} removed from the blueprint"))
+            changes.append(Change(key, Outcome.PRUNED, message=f"{key} removed from the blueprint"))
         except ApiError as exc:
-            message = f"prune {key}: {exc.message}"
-            changes.append(Change(key, Outcome.FAILED, message, is_forbidden=exc.is_forbidden))
+            changes.append(failure(key, exc, "prune "))
     return changes
+
+
+async def delete_labelled(
+    cluster: Cluster, scopes: Iterable[tuple[Resource, str | None]], selector: str
+) -> list[Change]:
+    """deletionPolicy Delete: removes every object carrying an Environment's labels."""
+    victims: list[tuple[Resource, dict[str, Any]]] = []
+    for resource, namespace in scopes:
+        items, _ = await retrying(
+            lambda r=resource, n=namespace: cluster.list_objects(  # type: ignore[misc]
+                r, namespace=n, selector=selector
+            )
+        )
+        victims.extend((resource, item) for item in items)
+    return await prune(cluster, victims)
 
 
 def strip(manifest: dict[str, Any], tolerated: frozenset[str]) -> dict[str, Any]:

@@ -24,6 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
     run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--liveness-watch-grace",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the liveness probe fails once a watch has been down this long (default 120)",
+    )
 
     diff = commands.add_parser("diff", help="show drift, live vs blueprint; exit 1 if any")
     diff.add_argument("environment")
@@ -47,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics_port=args.metrics_port,
             liveness=args.liveness,
             log_level=args.log_level,
+            watch_grace=args.liveness_watch_grace,
         )
     from driftguard import inspect
 

@@ -9,9 +9,10 @@ exceptions; nothing from the client library escapes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,6 +23,9 @@ from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
 from driftguard import model
+from driftguard.model import Resource
+
+__all__ = ["ENVIRONMENTS", "ApiError", "Cluster", "KubeCluster", "Resource", "WatchEvent"]
 
 USER_AGENT = "driftguard/0.1.0"
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
@@ -36,6 +40,18 @@ class ApiError(Exception):
         self.status = status
         self.reason = reason
         self.message = message
+        # What was refused, filled in where the request is made: a person reading
+        # "Forbidden" needs the verb, the kind and the namespace to fix their RBAC.
+        self.verb = ""
+        self.kind = ""
+        self.namespace: str | None = None
+
+    def describe(self) -> str:
+        """`cannot list RoleBinding in namespace team-a: <the server's message>`."""
+        if not self.verb:
+            return self.message
+        where = f" in namespace {self.namespace}" if self.namespace else " (all namespaces)"
+        return f"cannot {self.verb} {self.kind}{where}: {self.message}"
 
     @property
     def is_transient(self) -> bool:
@@ -58,26 +74,15 @@ class UnknownKindError(LookupError):
     """The server serves no such apiVersion and kind."""
 
 
-@dataclass(frozen=True, slots=True)
-class Resource:
-    """A kind as the API serves it."""
-
-    group: str
-    version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    def path(self, namespace: str | None = None, name: str | None = None) -> str:
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{quote(namespace)}"
-        base += f"/{self.plural}"
-        return f"{base}/{quote(name)}" if name else base
+@contextlib.contextmanager
+def _refusal(verb: str, kind: str, namespace: str | None) -> Iterator[None]:
+    """Names the request on any ApiError raised inside."""
+    try:
+        yield
+    except ApiError as exc:
+        if not exc.verb:
+            exc.verb, exc.kind, exc.namespace = verb, kind, namespace
+        raise
 
 
 ENVIRONMENTS = Resource(model.GROUP, model.VERSION, model.KIND, model.PLURAL, namespaced=True)
@@ -85,8 +90,11 @@ ENVIRONMENTS = Resource(model.GROUP, model.VERSION, model.KIND, model.PLURAL, na
 
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
-    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    type: str  # CONNECTED (the server accepted the watch), ADDED, MODIFIED, DELETED, BOOKMARK
     object: dict[str, Any]
+
+
+CONNECTED = WatchEvent("CONNECTED", {})
 
 
 class Cluster(Protocol):
@@ -128,8 +136,9 @@ class Cluster(Protocol):
         namespace: str | None,
         selector: str,
         resource_version: str,
+        timeout_seconds: int = 600,
         accept: Callable[[bytes], bool] | None = None,
-    ) -> AsyncIterator[WatchEvent]: ...
+    ) -> AsyncGenerator[WatchEvent, None]: ...
 
 
 class KubeCluster:
@@ -241,11 +250,14 @@ class KubeCluster:
         if dry_run:
             query["dryRun"] = "All"
         path = resource.path(meta.get("namespace"), meta["name"])
-        return await self._json("PATCH", path, query=query, body=manifest, content_type=_APPLY)
+        verb = "dry-run apply" if dry_run else "apply"
+        with _refusal(verb, resource.kind, meta.get("namespace")):
+            return await self._json("PATCH", path, query=query, body=manifest, content_type=_APPLY)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self._json("GET", resource.path(namespace, name))
+            with _refusal("get", resource.kind, namespace):
+                return await self._json("GET", resource.path(namespace, name))
         except ApiError as exc:
             if exc.is_not_found:
                 return None
@@ -262,7 +274,8 @@ class KubeCluster:
         query = {"labelSelector": selector} if selector else {}
         if limit:
             query["limit"] = str(limit)
-        listing = await self._json("GET", resource.path(namespace), query=query)
+        with _refusal("list", resource.kind, namespace):
+            listing = await self._json("GET", resource.path(namespace), query=query)
         items: list[dict[str, Any]] = listing.get("items") or []
         for item in items:
             item.setdefault("apiVersion", resource.api_version)
@@ -272,7 +285,8 @@ class KubeCluster:
     async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
         try:
-            await self._json("DELETE", resource.path(namespace, name), body=body)
+            with _refusal("delete", resource.kind, namespace):
+                await self._json("DELETE", resource.path(namespace, name), body=body)
         except ApiError as exc:
             if not exc.is_not_found:
                 raise
@@ -282,9 +296,10 @@ class KubeCluster:
     ) -> dict[str, Any]:
         query = {"fieldManager": model.FIELD_MANAGER}
         path = resource.path(namespace, name)
-        return await self._json(
-            "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
-        )
+        with _refusal("patch", resource.kind, namespace):
+            return await self._json(
+                "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
+            )
 
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A merge patch of the status subresource replaces lists whole, which is
@@ -327,31 +342,42 @@ class KubeCluster:
         namespace: str | None,
         selector: str,
         resource_version: str,
+        timeout_seconds: int = 600,
         accept: Callable[[bytes], bool] | None = None,
-    ) -> AsyncIterator[WatchEvent]:
-        """Events from resource_version on; `accept(line)` may skip a raw event undecoded."""
+    ) -> AsyncGenerator[WatchEvent, None]:
+        """CONNECTED, then events from resource_version on, until the server ends the stream.
+
+        `accept(line)` may skip a raw event undecoded. Every failure, including a
+        connection that breaks mid-stream, is an ApiError: the caller restarts.
+        """
         query = {
             "watch": "1",
             "allowWatchBookmarks": "true",
             "resourceVersion": resource_version,
-            "timeoutSeconds": "600",
+            "timeoutSeconds": str(timeout_seconds),
         }
         if selector:
             query["labelSelector"] = selector
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
-        response = await self._request(
-            "GET", resource.path(namespace), query=query, timeout=timeout
-        )
-        async with response:
-            buffer = b""
-            # Lines are split by hand: aiohttp's readline() refuses lines over
-            # its buffer size, and an object in a watch can be up to 1.5 MiB.
-            async for chunk in response.content.iter_any():
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip() and (accept is None or accept(line)):
-                        yield _watch_event(line, resource)
+        with _refusal("watch", resource.kind, namespace):
+            response = await self._request(
+                "GET", resource.path(namespace), query=query, timeout=timeout
+            )
+            async with response:
+                yield CONNECTED
+                buffer = b""
+                try:
+                    # Lines are split by hand: aiohttp's readline() refuses lines over
+                    # its buffer size, and an object in a watch can be up to 1.5 MiB.
+                    async for chunk in response.content.iter_any():
+                        buffer += chunk
+                        *lines, buffer = buffer.split(b"\n")
+                        for line in lines:
+                            if line.strip() and (accept is None or accept(line)):
+                                yield _watch_event(line, resource)
+                except (aiohttp.ClientError, ConnectionError) as exc:
+                    # A server killed mid-stream: "Response payload is not completed".
+                    raise ApiError(0, "StreamBroken", str(exc) or type(exc).__name__) from exc
 
 
 def _watch_event(line: bytes, resource: Resource) -> WatchEvent:

@@ -10,7 +10,14 @@ import prometheus_client
 from driftguard import handlers, logs
 
 
-def run(*, namespaces: list[str], metrics_port: int, liveness: str | None, log_level: str) -> int:
+def run(
+    *,
+    namespaces: list[str],
+    metrics_port: int,
+    liveness: str | None,
+    log_level: str,
+    watch_grace: float = handlers.WATCH_GRACE_S,
+) -> int:
     logs.configure(level=log_level)
     # The contract's families only: no `_created` timestamp series beside each counter.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -18,7 +25,7 @@ def run(*, namespaces: list[str], metrics_port: int, liveness: str | None, log_l
         prometheus_client.start_http_server(metrics_port)
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
-    memo = kopf.Memo(namespaced=bool(namespaces))
+    memo = kopf.Memo(namespaced=bool(namespaces), watch_grace=watch_grace)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

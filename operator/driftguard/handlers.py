@@ -18,12 +18,32 @@ from driftguard.engine import Engine
 
 _RESOURCE = (model.GROUP, model.VERSION, model.PLURAL)
 
+WATCH_GRACE_S = 120.0
+"""How long a watch may stay down before the liveness probe fails."""
+
 
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
     cluster = await KubeCluster.connect()
     memo.engine = Engine(cluster, namespaced=bool(memo.get("namespaced")))
     memo.cluster = cluster
+
+
+@kopf.on.probe(id="watches")
+def watches(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness: unhealthy while a watch has been down longer than the grace period.
+
+    The watches restart themselves; one that cannot for this long (a broken client,
+    a stuck connection pool) is what a restart of the operator can still fix.
+    """
+    engine: Engine | None = memo.get("engine")
+    if engine is None:
+        return "starting"
+    down = engine.watches.lost_for(float(memo.get("watch_grace", WATCH_GRACE_S)))
+    if down:
+        detail = ", ".join(f"{scope.resource.kind} down {seconds:.0f}s" for scope, seconds in down)
+        raise kopf.PermanentError(f"watches down: {detail}")
+    return "ok"
 
 
 def configure(kopf_settings: kopf.OperatorSettings) -> None:

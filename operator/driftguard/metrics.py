@@ -47,6 +47,18 @@ reconcile_errors = Counter(
 )
 
 
+watches = Gauge(
+    "driftguard_watches",
+    "Watches of managed kinds by state: healthy, lost (restarting) or forbidden (no RBAC).",
+    ["state"],
+)
+watch_restarts = Counter(
+    "driftguard_watch_restarts_total",
+    "Watches that were lost (error, end of stream, silence) and started again, by kind.",
+    ["kind"],
+)
+
+
 def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> None:
     """Drops every series of an Environment that is gone, so series do not pile up."""
     for gauge in (managed_resources, drifted_resources, environment_in_sync):

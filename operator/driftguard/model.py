@@ -7,8 +7,10 @@ Pure: no I/O, no clock, no client.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
+from urllib.parse import quote
 
 from pydantic import (
     BaseModel,
@@ -86,6 +88,31 @@ class ObjectKey(NamedTuple):
         return cls(
             group, version, str(manifest.get("kind", "")), meta.get("namespace") or "", meta["name"]
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """A kind as the API serves it (from discovery)."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace)}"
+        base += f"/{self.plural}"
+        return f"{base}/{quote(name)}" if name else base
+
+    def __str__(self) -> str:
+        return self.kind
 
 
 _FROZEN = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")

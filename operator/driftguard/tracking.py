@@ -1,7 +1,9 @@
-"""What driftguard knows of each managed object, and the status that sums it up.
+"""The ledger of one Environment: what driftguard knows of each managed object.
 
-No I/O (the clock aside): the Runner in reconcile.py keeps these records and writes what
-`summarize` makes of them.
+`judge` is the one judging step: a live object against what driftguard set,
+through the policy, giving the object's new state and the closed records worth
+reporting. The status is summed up from the same ledger. Pure: no I/O, and the
+clock is passed in (`at` for intervals, `now` for timestamps).
 """
 
 from __future__ import annotations
@@ -9,19 +11,16 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from driftguard import conditions, diff, model, plan
-from driftguard.cluster import Resource
+from driftguard import conditions, diff, model, plan, render
+from driftguard.changes import Change, Outcome
 from driftguard.conditions import Reason
-from driftguard.model import ObjectKey, State
+from driftguard.model import EnvironmentSpec, Mode, ObjectKey, Resource, State
 
 MESSAGE_LIMIT = 900
 
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+DRIFTING = (State.DRIFTED, State.CONFLICT, State.FIGHTING, State.ERROR)
 
 
 @dataclass
@@ -47,12 +46,19 @@ class Tracked:
 
     def is_stale(self, live: dict[str, Any]) -> bool:
         """An event older than our own last write: its successor is on the way."""
-        seen = str(live.get("metadata", {}).get("resourceVersion", ""))
+        seen = rv(live)
         # resourceVersions are opaque, but etcd revisions are integers; when they
         # are not, every event is judged, which costs a request, never a miss.
         if seen.isdigit() and self.written_rv.isdigit():
             return int(seen) < int(self.written_rv)
         return False
+
+    def learn(self, stored: dict[str, Any], *, mode: Mode) -> None:
+        """The server's answer to our (dry-run) apply is what the object must hold."""
+        self.expectation = diff.expect(stored)
+        if mode is Mode.ENFORCE:
+            self.written_rv = rv(stored)
+        self.message = None
 
     def to_status(self) -> model.ResourceStatus:
         return model.ResourceStatus(
@@ -69,10 +75,88 @@ class Tracked:
         )
 
 
+@dataclass
+class Ledger:
+    """One Environment's state, shared by its full pass, its event judge and its status."""
+
+    owner: render.Owner
+    status: model.EnvironmentStatus
+    spec: EnvironmentSpec | None = None
+    tracked: dict[ObjectKey, Tracked] = field(default_factory=dict)
+    ready: tuple[bool, str, str] = (False, Reason.PROGRESSING, "first pass pending")
+    applied_generation: int | None = None
+
+    @property
+    def mode(self) -> Mode:
+        """Observe while suspended: drift is reported, not reverted."""
+        if self.spec is None or self.spec.suspend:
+            return Mode.OBSERVE
+        return self.spec.mode
+
+    def is_mine(self, obj: dict[str, Any]) -> bool:
+        return render.owner_of(obj) == self.owner
+
+    def note(self, change: Change, now: str) -> None:
+        """Drift seen: the object's record and lastDrift remember when, where and by whom."""
+        if change.outcome not in (Outcome.REVERTED, Outcome.FLAGGED):
+            return
+        tracked = self.tracked.get(change.key)
+        if tracked is not None:
+            tracked.last_drift_time = now
+            tracked.changed_by = change.changed_by or tracked.changed_by
+        self.status.last_drift = model.LastDrift(
+            time=now,
+            object=str(change.key),
+            paths=list(change.paths) or ["/"],
+            changed_by=change.changed_by,
+        )
+
+
+def judge(
+    ledger: Ledger, tracked: Tracked, live: dict[str, Any] | None, at: float
+) -> tuple[plan.Verdict, list[Change]]:
+    """The one judging step, shared by the operator and `driftguard diff`'s policy.
+
+    Updates the object's record and returns what is news: a new flag, a new fight,
+    a newly tolerated change. Reverts are reported by whoever makes them.
+    """
+    assert ledger.spec is not None
+    assert tracked.expectation is not None
+    drift = diff.compute(tracked.expectation, live) if live else diff.Drift()
+    verdict = plan.decide(
+        key=tracked.key,
+        mode=ledger.mode,
+        desired=tracked.desired,
+        live=live,
+        drift=drift,
+        rules=ledger.spec.allowed_changes,
+        recent_reverts=tracked.recent_reverts(at),
+    )
+    is_news = verdict.state != tracked.state or tuple(verdict.pointers) != tracked.pointers
+    news: list[Change] = []
+    key, paths = tracked.key, tuple(verdict.pointers)
+    if is_news and verdict.state is State.FIGHTING:
+        message = fighting_message(key, verdict)
+        news.append(Change(key, Outcome.FIGHTING, paths, verdict.changed_by, message))
+    elif is_news and verdict.action is plan.Action.FLAG:
+        missing = live is None
+        news.append(Change(key, Outcome.FLAGGED, paths, verdict.changed_by, is_missing=missing))
+    elif verdict.state is State.OVERRIDDEN and verdict.tolerated != tracked.tolerated:
+        by = next((c.manager for c in drift.changes if c.manager), None)
+        news.append(Change(key, Outcome.TOLERATED, tuple(sorted(verdict.tolerated)), by))
+    tracked.tolerated = verdict.tolerated
+    tracked.state, tracked.pointers = verdict.state, paths
+    if verdict.drifted:
+        tracked.changed_by = verdict.changed_by or tracked.changed_by
+    return verdict, news
+
+
 def summarize(
     previous: model.EnvironmentStatus,
     tracked: Iterable[Tracked],
     ready: tuple[bool, str, str],
+    *,
+    now: str,
 ) -> model.EnvironmentStatus:
     """The status to write: conditions, summary and one entry per object."""
     records = sorted(tracked, key=lambda t: (t.key.kind, t.key.name))
@@ -84,8 +168,8 @@ def summarize(
         overridden=sum(t.state is State.OVERRIDDEN for t in records),
     )
     generation = previous.observed_generation
-    ready_condition = conditions.make(conditions.READY, *ready, generation=generation, now=now())
-    in_sync = _in_sync_condition(records, generation)
+    ready_condition = conditions.make(conditions.READY, *ready, generation=generation, now=now)
+    in_sync = _in_sync_condition(records, generation, now)
     return previous.model_copy(
         update={
             "conditions": conditions.merge(previous.conditions, [ready_condition, in_sync]),
@@ -95,20 +179,17 @@ def summarize(
     )
 
 
-DRIFTING = (State.DRIFTED, State.CONFLICT, State.FIGHTING, State.ERROR)
-
-
-def _in_sync_condition(tracked: list[Tracked], generation: int | None) -> model.Condition:
+def _in_sync_condition(tracked: list[Tracked], generation: int | None, now: str) -> model.Condition:
     off = [t for t in tracked if t.state in (*DRIFTING, State.MISSING)]
     if not off:
         message = f"{len(tracked)} of {len(tracked)} objects match the blueprint"
         return conditions.make(
-            conditions.IN_SYNC, True, Reason.IN_SYNC, message, generation=generation, now=now()
+            conditions.IN_SYNC, True, Reason.IN_SYNC, message, generation=generation, now=now
         )
     details = "; ".join(f"{t.key} {' '.join(t.pointers) or t.state.value}" for t in off[:10])
     message = f"{len(off)} of {len(tracked)} objects drifted: {details}"[:MESSAGE_LIMIT]
     return conditions.make(
-        conditions.IN_SYNC, False, Reason.DRIFTED, message, generation=generation, now=now()
+        conditions.IN_SYNC, False, Reason.DRIFTED, message, generation=generation, now=now
     )
 
 

@@ -24,8 +24,10 @@ ROWS: list[Row] = [
     (metrics.revert_latency, "driftguard_revert_latency_seconds", "histogram", ("kind",)),
     (metrics.reconcile_duration, "driftguard_reconcile_duration_seconds", "histogram", ()),
     (metrics.reconcile_errors, "driftguard_reconcile_errors_total", "counter", (*ENV, "reason")),
+    (metrics.watches, "driftguard_watches", "gauge", ("state",)),
+    (metrics.watch_restarts, "driftguard_watch_restarts_total", "counter", ("kind",)),
 ]
-"""The contract's table: collector, name, type, label names."""
+"""The contract's table, then the watcher's health: collector, name, type, label names."""
 
 CONTRACT = [pytest.param(*row, id=row[1]) for row in ROWS]
 
@@ -82,13 +84,13 @@ def test_exposition(
 
 
 def test_no_other_metrics(registry: CollectorRegistry) -> None:
-    """driftguard exposes the contract's eight families and nothing else."""
+    """driftguard exposes the contract's eight families, the watcher's two, and nothing else."""
     expected = {name.removesuffix("_total") for _, name, _, _ in ROWS}
     assert set(families(registry)) == expected
 
 
 def test_module_has_no_unlisted_collectors() -> None:
-    """Every collector defined in metrics.py is one the contract names."""
+    """Every collector defined in metrics.py is one the table above names."""
     defined = {
         id(value) for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)
     }
@@ -98,7 +100,7 @@ def test_module_has_no_unlisted_collectors() -> None:
 def test_no_per_object_labels(registry: CollectorRegistry) -> None:
     """No label names an object, so cardinality is bounded by Environments, kinds and reasons."""
     used = set().union(*(labels for _, _, labels in families(registry).values()))
-    assert used <= {"namespace", "environment", "kind", "reason"}
+    assert used <= {"namespace", "environment", "kind", "reason", "state"}
 
 
 def test_help_texts(registry: CollectorRegistry) -> None:

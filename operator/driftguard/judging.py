@@ -1,0 +1,129 @@
+"""Watch events on managed objects, judged one by one in memory; only drift costs a request.
+
+Events for one object coalesce: while it is being judged, newer events replace
+the pending one, so a burst costs one judgement. Nothing is judged while a full
+pass runs: the pass re-learns every object, and the events are judged after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from driftguard import apply, plan, tracking
+from driftguard.changes import Change, Outcome
+from driftguard.cluster import ApiError, Cluster
+from driftguard.model import ObjectKey, State
+from driftguard.tracking import Ledger, Tracked
+
+Report = Callable[[Iterable[Change]], None]
+
+
+class EventJudge:
+    """Judges watch events for one Environment and reverts what Enforce must."""
+
+    def __init__(
+        self, cluster: Cluster, ledger: Ledger, *, report: Report, settled: Callable[[], None]
+    ) -> None:
+        self._cluster = cluster
+        self._ledger = ledger
+        self._report = report
+        self._settled = settled
+        self._pending: dict[ObjectKey, tuple[dict[str, Any] | None, float]] = {}
+        self._active: dict[ObjectKey, asyncio.Task[None]] = {}
+        self._open = asyncio.Event()
+        self._open.set()
+        self._stopped = False
+
+    @property
+    def is_busy(self) -> bool:
+        return bool(self._active) and self._open.is_set()
+
+    def pause(self) -> None:
+        """A full pass starts: events wait until it is done."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+        for key in list(self._pending):
+            self._kick(key)
+
+    def observe(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
+        """A watch saw a managed object change (live) or go (None)."""
+        tracked = self._ledger.tracked.get(key)
+        if tracked is None or (live is not None and tracked.is_stale(live)):
+            return
+        self._pending[key] = (live, received)
+        self._kick(key)
+
+    def stop(self) -> None:
+        self._stopped = True
+        for task in self._active.values():
+            task.cancel()
+
+    def _kick(self, key: ObjectKey) -> None:
+        if key not in self._active and not self._stopped:
+            self._active[key] = asyncio.create_task(self._settle(key))
+
+    async def _settle(self, key: ObjectKey) -> None:
+        try:
+            await self._open.wait()
+            while key in self._pending and self._open.is_set():
+                live, received = self._pending.pop(key)
+                await self._evaluate(key, live, received)
+        finally:
+            self._active.pop(key, None)
+            self._settled()
+
+    async def _evaluate(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
+        tracked = self._ledger.tracked.get(key)
+        if tracked is None or tracked.expectation is None or self._ledger.spec is None:
+            return
+        try:
+            if live is None:
+                # A label change takes an object out of the watch's selector too.
+                live = await apply.retrying(
+                    lambda: self._cluster.get(tracked.resource, key.namespace, key.name)
+                )
+        except ApiError as exc:
+            self._failed(tracked, exc, "read ")
+            return
+        if live is not None and tracked.is_stale(live):
+            return
+        verdict, news = tracking.judge(self._ledger, tracked, live, received)
+        self._report(news)
+        if verdict.action in (plan.Action.REVERT, plan.Action.RECREATE):
+            await self._revert(tracked, verdict, received)
+
+    async def _revert(self, tracked: Tracked, verdict: plan.Verdict, received: float) -> None:
+        manifest = apply.strip(tracked.desired, verdict.tolerated)
+        try:
+            if verdict.action is plan.Action.RECREATE:
+                stored = await apply.put(self._cluster, tracked.resource, manifest)
+            else:
+                stored = await apply.revert(
+                    self._cluster, tracked.resource, manifest, verdict.drifted
+                )
+        except ApiError as exc:
+            self._failed(tracked, exc, "revert ")
+            return
+        latency = time.monotonic() - received
+        tracked.learn(stored, mode=self._ledger.mode)
+        tracked.reverts += 1
+        tracked.recent.append(received)
+        change = Change(
+            tracked.key,
+            Outcome.REVERTED,
+            tuple(verdict.pointers),
+            verdict.changed_by,
+            is_missing=verdict.state is State.MISSING,
+            latency=latency,
+        )
+        _, news = tracking.judge(self._ledger, tracked, stored, received)
+        self._report([change, *news])
+
+    def _failed(self, tracked: Tracked, exc: ApiError, doing: str) -> None:
+        tracked.state, tracked.message = State.ERROR, exc.describe()
+        self._report([apply.failure(tracked.key, exc, doing)])

@@ -1,0 +1,232 @@
+"""The watcher and the loop through faults, on a fake of driftguard's own Cluster protocol.
+
+Each test runs in milliseconds: the engine gets short backoffs and inactivity timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from driftguard import metrics, plan
+from driftguard.engine import Engine
+from driftguard.watcher import Timing
+
+from .fakecluster import FakeCluster
+
+FAST = Timing(backoff=0.01, backoff_cap=0.05, forbidden_retry=0.05, inactivity=0.3, quick_end=0.0)
+NS = "team-a"
+
+
+def configmap(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def environment(name: str, resources: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": f"uid-{name}"},
+        "spec": {"resources": resources, **spec},
+    }
+
+
+async def until(predicate: Callable[[], Any], *, timeout: float = 3.0) -> Any:
+    """Polls the event loop until `predicate()` holds; fails at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {predicate.__doc__ or predicate}")
+        await asyncio.sleep(0.005)
+    return result
+
+
+@pytest.fixture
+async def fake() -> FakeCluster:
+    return FakeCluster()
+
+
+@pytest.fixture
+async def engine(fake: FakeCluster) -> AsyncIterator[Engine]:
+    engine = Engine(fake, timing=FAST)
+    yield engine
+    await engine.close()
+
+
+def value(fake: FakeCluster, name: str, key: str = "DB_VERSION") -> str:
+    return str(fake.objects[(NS, name)]["data"][key])
+
+
+def last_status(fake: FakeCluster) -> dict[str, Any]:
+    return fake.statuses[-1] if fake.statuses else {}
+
+
+def condition(fake: FakeCluster, type_: str) -> dict[str, Any]:
+    found = [c for c in last_status(fake).get("conditions", []) if c["type"] == type_]
+    return found[0] if found else {}
+
+
+async def in_sync(
+    engine: Engine, fake: FakeCluster, *resources: dict[str, Any], **spec: Any
+) -> None:
+    await engine.environment_changed(environment("web", list(resources), **spec))
+    await until(lambda: condition(fake, "InSync").get("status") == "True")
+
+
+async def test_edit_is_reverted_from_the_watch_event(engine: Engine, fake: FakeCluster) -> None:
+    """With healthy watches, a manual edit is reverted from its watch event alone."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    lists = fake.lists
+
+    fake.edit(NS, "web", "kubectl-patch", DB_VERSION="5.5")
+
+    await until(lambda: value(fake, "web") == "5.7")
+    assert fake.lists == lists  # judged in memory: no list, no get
+    message = (
+        "ConfigMap/team-a/web drifted at /data/DB_VERSION by kubectl-patch; "
+        "reverted to the blueprint"
+    )
+    await until(lambda: ("DriftReverted", message) in fake.events)
+
+
+async def test_dropped_stream_restarts_and_judges_what_changed_meanwhile(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """A stream that breaks is restarted after a backoff, and an edit made in the gap is reverted."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    restarts = metrics.watch_restarts.labels("ConfigMap")._value.get()
+    fake.stall()  # the edit below happens while no watch delivers
+    fake.break_streams()
+    await until(lambda: fake.open_streams == 0)
+    fake.edit(NS, "web", "kubectl-patch", DB_VERSION="5.5")
+
+    await until(lambda: value(fake, "web") == "5.7")
+    await until(lambda: metrics.watch_restarts.labels("ConfigMap")._value.get() == restarts + 1)
+    assert metrics.watches.labels("healthy")._value.get() >= 1
+
+
+async def test_gone_relists_and_judges_every_object(engine: Engine, fake: FakeCluster) -> None:
+    """A 410 Gone in the stream re-lists the scope and reverts what drifted unseen."""
+    await in_sync(
+        engine, fake, configmap("web", DB_VERSION="5.7"), configmap("db", DB_VERSION="5.7")
+    )
+    fake.stall()
+    fake.edit(NS, "db", "kubectl-edit", DB_VERSION="5.5")
+    lists = fake.lists
+
+    fake.expire_streams()
+
+    await until(lambda: value(fake, "db") == "5.7")
+    assert fake.lists > lists
+    assert value(fake, "web") == "5.7"
+
+
+async def test_stalled_connection_is_noticed_by_the_inactivity_timeout(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """A half-open watch that delivers nothing is dropped after the inactivity timeout."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    fake.stall()
+    fake.edit(NS, "web", "kubectl-patch", DB_VERSION="5.5")
+    await asyncio.sleep(0)  # the stalled watch saw nothing
+    assert value(fake, "web") == "5.5"
+
+    await until(lambda: value(fake, "web") == "5.7", timeout=3 * FAST.inactivity + 1)
+
+
+async def test_server_ending_the_stream_resumes_without_a_list(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """The server's own timeout ends a stream; the watch resumes from its version, no re-list."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    lists = fake.lists
+    calls = fake.watch_calls
+    fake.end_streams()
+    await until(lambda: fake.watch_calls > calls)
+
+    fake.edit(NS, "web", "kubectl-patch", DB_VERSION="5.5")
+
+    await until(lambda: value(fake, "web") == "5.7")
+    assert fake.lists == lists
+
+
+async def test_a_burst_of_events_settles_into_few_status_writes(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """Twenty edits in one burst (Observe) end in one status naming all twenty, in few writes."""
+    names = [f"cm-{i:02d}" for i in range(20)]
+    for name in names:
+        fake.create(NS, name, "kubectl-create", DB_VERSION="5.7")
+    await in_sync(engine, fake, *(configmap(n, DB_VERSION="5.7") for n in names), mode="Observe")
+    writes = len(fake.statuses)
+
+    for name in names:
+        fake.edit(NS, name, "kubectl-patch", DB_VERSION="5.5")
+
+    await until(lambda: last_status(fake).get("summary", {}).get("drifted") == 20)
+    assert len(fake.statuses) - writes <= 3
+    assert all(value(fake, name) == "5.5" for name in names)  # Observe changes nothing
+
+
+async def test_a_fight_pauses_reverts_and_says_with_whom(engine: Engine, fake: FakeCluster) -> None:
+    """A rival that keeps changing an object is Fighting after the limit, and reverts pause."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+
+    for _ in range(plan.FIGHT_LIMIT):
+        fake.edit(NS, "web", "rival", DB_VERSION="5.5")
+        await until(lambda: value(fake, "web") == "5.7")
+    fake.edit(NS, "web", "rival", DB_VERSION="5.5")
+
+    await until(lambda: any(reason == "Fighting" for reason, _ in fake.events))
+    assert value(fake, "web") == "5.5"
+    fighting = [message for reason, message in fake.events if reason == "Fighting"]
+    assert "with rival" in fighting[0]
+    await until(lambda: last_status(fake)["resources"][0]["state"] == "Fighting")
+
+
+async def test_forbidden_list_is_a_state_not_an_exception(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """A list RBAC refuses makes Ready False/Forbidden naming verb, kind and namespace; nothing applied."""
+    fake.forbidden.add("list")
+
+    await engine.environment_changed(environment("web", [configmap("web", DB_VERSION="5.7")]))
+
+    ready = await until(
+        lambda: condition(fake, "Ready").get("reason") == "Forbidden" and condition(fake, "Ready")
+    )
+    assert ready["status"] == "False"
+    assert "cannot list ConfigMap" in ready["message"]
+    assert fake.applies == 0
+    await until(lambda: any(reason == "Forbidden" for reason, _ in fake.events))
+
+
+async def test_forbidden_watch_is_reported_and_recovers(engine: Engine, fake: FakeCluster) -> None:
+    """A watch RBAC refuses sets Forbidden; once allowed, a new pass applies and Ready returns."""
+    fake.forbidden.add("watch")
+
+    await engine.environment_changed(environment("web", [configmap("web", DB_VERSION="5.7")]))
+    await until(lambda: condition(fake, "Ready").get("reason") == "Forbidden")
+    assert "cannot watch ConfigMap" in condition(fake, "Ready")["message"]
+    assert fake.applies == 0
+    assert engine.watches.lost_for(0) == []  # RBAC is not a liveness failure
+
+    fake.forbidden.clear()
+
+    await until(lambda: condition(fake, "Ready").get("status") == "True", timeout=5)
+    assert value(fake, "web") == "5.7"
+
+
+async def test_lost_watch_is_reported_for_liveness(engine: Engine, fake: FakeCluster) -> None:
+    """A watch that stays down is what the liveness probe reports, until it is back."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    fake.unreachable = True
+    fake.break_streams()
+
+    await until(lambda: engine.watches.lost_for(0.05))
+    assert metrics.watches.labels("lost")._value.get() >= 1
+
+    fake.unreachable = False
+    await until(lambda: not engine.watches.lost_for(0))
