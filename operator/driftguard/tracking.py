@@ -89,9 +89,7 @@ class Ledger:
     @property
     def mode(self) -> Mode:
         """Observe while suspended: drift is reported, not reverted."""
-        if self.spec is None or self.spec.suspend:
-            return Mode.OBSERVE
-        return self.spec.mode
+        return Mode.OBSERVE if self.spec is None else plan.mode_of(self.spec)
 
     def is_mine(self, obj: dict[str, Any]) -> bool:
         return render.owner_of(obj) == self.owner
@@ -115,20 +113,19 @@ class Ledger:
 def judge(
     ledger: Ledger, tracked: Tracked, live: dict[str, Any] | None, at: float
 ) -> tuple[plan.Verdict, list[Change]]:
-    """The one judging step, shared by the operator and `driftguard diff`'s policy.
+    """The operator's judging step: `plan.judge`, which `driftguard diff` calls too.
 
     Updates the object's record and returns what is news: a new flag, a new fight,
     a newly tolerated change. Reverts are reported by whoever makes them.
     """
     assert ledger.spec is not None
     assert tracked.expectation is not None
-    drift = diff.compute(tracked.expectation, live) if live else diff.Drift()
-    verdict = plan.decide(
+    verdict = plan.judge(
         key=tracked.key,
         mode=ledger.mode,
         desired=tracked.desired,
+        expectation=tracked.expectation,
         live=live,
-        drift=drift,
         rules=ledger.spec.allowed_changes,
         recent_reverts=tracked.recent_reverts(at),
     )
@@ -142,7 +139,7 @@ def judge(
         missing = live is None
         news.append(Change(key, Outcome.FLAGGED, paths, verdict.changed_by, is_missing=missing))
     elif verdict.state is State.OVERRIDDEN and verdict.tolerated != tracked.tolerated:
-        by = next((c.manager for c in drift.changes if c.manager), None)
+        by = diff.last_writer(live) if live else None
         news.append(Change(key, Outcome.TOLERATED, tuple(sorted(verdict.tolerated)), by))
     tracked.tolerated = verdict.tolerated
     tracked.state, tracked.pointers = verdict.state, paths
