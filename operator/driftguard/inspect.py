@@ -124,6 +124,20 @@ def judge(
     )
 
 
+def comparable(
+    *, spec: model.EnvironmentSpec, live: dict[str, Any] | None, wanted: dict[str, Any]
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """Live and wanted as the diff shows them: in Observe without driftguard's labels.
+
+    Observe judges without those labels (it never sets them), so an object that
+    still carries them from an earlier Enforce must not show them as a difference.
+    """
+    if plan.mode_of(spec) is not model.Mode.OBSERVE:
+        return live, wanted
+    shown = render.without_owner_labels(live) if live is not None else None
+    return shown, render.without_owner_labels(wanted)
+
+
 def is_reported(verdict: plan.Verdict) -> bool:
     """True when the operator reports the object drifted (Fighting too) or missing."""
     return bool(verdict.drifted) or verdict.state is model.State.MISSING
@@ -161,7 +175,7 @@ async def _diff(name: str, namespace: str | None) -> int:
                 print(f"{key} is managed by another Environment; not compared", file=sys.stderr)
             if is_reported(verdict):
                 reported += 1
-                sys.stdout.write(unified(key, live, wanted))
+                sys.stdout.write(unified(key, *comparable(spec=spec, live=live, wanted=wanted)))
         return 1 if reported else 0
     except (ApiError, model.InvalidSpecError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)

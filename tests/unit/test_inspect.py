@@ -317,6 +317,33 @@ def test_trim_dry_runs_what_the_operator_holds(case: Case, expected: dict[str, A
     assert inspect.trim(key=WEB, spec=case.spec, desired=DESIRED, live=live) == expected
 
 
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        pytest.param(Case(spec(), untouched), True, id="enforce-keeps-them"),
+        pytest.param(Case(spec("Observe"), untouched), False, id="observe-drops-them"),
+        pytest.param(Case(spec(suspend=True), untouched), False, id="suspended-drops-them"),
+        pytest.param(Case(spec("Observe"), None), False, id="observe-missing"),
+    ],
+)
+def test_comparable_shows_owner_labels_only_where_judged(case: Case, expected: bool) -> None:
+    """comparable() leaves driftguard's labels out of both sides exactly where they are not judged."""
+    live = None
+    if case.edit is not None:
+        live = objects.deployment()
+        case.edit(live)
+
+    shown_live, shown_wanted = inspect.comparable(
+        spec=case.spec, live=live, wanted=objects.deployment()
+    )
+
+    for side in (shown_live, shown_wanted):
+        if side is not None:
+            labels = side["metadata"].get("labels") or {}
+            assert (model.LABEL_ENVIRONMENT in labels) is expected
+            assert labels.get("app") == "web"
+
+
 # -- the kubeconfig's namespace, with the async client stack alone ------------------
 
 
