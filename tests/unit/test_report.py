@@ -1,0 +1,118 @@
+"""report: each closed change record becomes exactly the Events, log event and metrics its table says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from driftguard import metrics, model, render, report, tracking
+from driftguard.changes import Change, Outcome
+from driftguard.model import ObjectKey
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+KEY = ObjectKey("apps", "v1", "Deployment", "shop", "web")
+
+
+def readme_rows() -> dict[str, tuple[set[str], str | None]]:
+    """outcome -> (Event reasons, log event) from the README's outcome table."""
+    rows = {}
+    for line in README.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"`[a-z]+`", cells[0]):
+            events = set(re.findall(r"`([A-Za-z]+)`", cells[2])) - {"Applied"}
+            logs = re.findall(r"`([a-z_]+)`", cells[3])
+            rows[cells[0].strip("`")] = (events, logs[0] if logs else None)
+    return rows
+
+
+@pytest.mark.parametrize("outcome", list(Outcome), ids=str)
+def test_readme_table_is_the_reporters_table(outcome: Outcome) -> None:
+    """The README's outcome table names the same Events and log event as report.TABLE."""
+    reporting = report.TABLE[outcome]
+
+    events, log_event = readme_rows()[outcome.value]
+
+    assert events == {reason for reason, _ in reporting.events}
+    assert log_event == reporting.log_event
+
+
+class Recorder:
+    """Collects posted Events."""
+
+    def __init__(self) -> None:
+        self.posted: list[tuple[str, str, bool]] = []
+
+    def __call__(self, reason: str, message: str, warning: bool) -> None:
+        self.posted.append((reason, message, warning))
+
+
+@pytest.fixture
+def ledger() -> tracking.Ledger:
+    return tracking.Ledger(owner=render.Owner("staging", "shop"), status=model.EnvironmentStatus())
+
+
+def sample(name: str, **labels: str) -> float:
+    """The current value of one counter child."""
+    counters: dict[str, Any] = {
+        "detected": metrics.drift_detected,
+        "reverted": metrics.drift_reverted,
+        "errors": metrics.reconcile_errors,
+    }
+    return float(counters[name].labels(**labels)._value.get())
+
+
+def test_reverted_record_posts_counts_and_remembers(ledger: tracking.Ledger) -> None:
+    """A revert posts DriftDetected and DriftReverted, counts both, and becomes lastDrift."""
+    post = Recorder()
+    labels = {"namespace": "shop", "environment": "staging", "kind": "Deployment"}
+    before = sample("detected", **labels), sample("reverted", **labels)
+    change = Change(KEY, Outcome.REVERTED, ("/spec/replicas",), "kubectl", latency=0.004)
+
+    with capture_logs() as logs:
+        report.Reporter(ledger, post).record([change])
+
+    assert [reason for reason, _, _ in post.posted] == ["DriftDetected", "DriftReverted"]
+    assert post.posted[1][1] == (
+        "Deployment/shop/web drifted at /spec/replicas by kubectl; reverted to the blueprint"
+    )
+    assert (sample("detected", **labels), sample("reverted", **labels)) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
+    assert [entry["event"] for entry in logs] == ["drift_reverted"]
+    assert logs[0]["latency_ms"] == 4.0
+    assert ledger.status.last_drift is not None
+    assert ledger.status.last_drift.paths == ["/spec/replicas"]
+    assert ledger.status.last_drift.changed_by == "kubectl"
+
+
+def test_failed_record_posts_logs_and_counts_an_error(ledger: tracking.Ledger) -> None:
+    """A failed revert posts ApplyFailed, logs apply_failed and counts a reconcile error."""
+    post = Recorder()
+    labels = {"namespace": "shop", "environment": "staging", "reason": "ApplyFailed"}
+    before = sample("errors", **labels)
+    change = Change(KEY, Outcome.FAILED, message="revert Deployment/shop/web: 422 Invalid")
+
+    with capture_logs() as logs:
+        report.Reporter(ledger, post).record([change])
+
+    assert post.posted == [("ApplyFailed", "revert Deployment/shop/web: 422 Invalid", True)]
+    assert [entry["event"] for entry in logs] == ["apply_failed"]
+    assert sample("errors", **labels) == before + 1
+
+
+@pytest.mark.parametrize(
+    "outcome", [Outcome.UNCHANGED, Outcome.CREATED, Outcome.TOLERATED, Outcome.RELEASED], ids=str
+)
+def test_quiet_outcomes_post_nothing(ledger: tracking.Ledger, outcome: Outcome) -> None:
+    """Outcomes without an Event in the table post none, and leave lastDrift alone."""
+    post = Recorder()
+
+    report.Reporter(ledger, post).record([Change(KEY, outcome)])
+
+    assert post.posted == []
+    assert ledger.status.last_drift is None
