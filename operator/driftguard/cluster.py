@@ -152,17 +152,21 @@ class KubeCluster:
 
     @classmethod
     async def connect(cls, *, kubeconfig: str | None = None, pool: int = 64) -> KubeCluster:
-        """Uses the given kubeconfig, else the in-cluster config, else the default kubeconfig."""
+        """Uses the given kubeconfig or $KUBECONFIG, else the in-cluster config, else ~/.kube."""
         configuration = kclient.Configuration()
-        if kubeconfig is None:
+        if kubeconfig is not None:
+            await kconfig.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        elif os.environ.get("KUBECONFIG"):
+            # An explicit --kubeconfig (or $KUBECONFIG) wins over a Pod's own identity;
+            # the library reads the variable itself, colon-separated lists included.
+            await kconfig.load_kube_config(client_configuration=configuration)
+        else:
             try:
                 kconfig.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             except kconfig.ConfigException:
                 await kconfig.load_kube_config(client_configuration=configuration)
-        else:
-            await kconfig.load_kube_config(
-                config_file=kubeconfig, client_configuration=configuration
-            )
         configuration.connection_pool_maxsize = pool
         api = kclient.ApiClient(configuration)
         api.user_agent = USER_AGENT
