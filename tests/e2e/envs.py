@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,11 @@ def free_port() -> int:
 class Operator:
     """A `driftguard run` process; it can be stopped and started again, as in a rollout."""
 
-    def __init__(self, kubeconfig: Path, log: Path, audit_log: Path) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, audit_log: Path, *, extra_args: Sequence[str] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.extra_args = list(extra_args)
         self.metrics_port = free_port()
         self.log = log
         self.audit_log = audit_log
@@ -46,6 +49,7 @@ class Operator:
     def start(self) -> None:
         binary = Path(sys.executable).parent / "driftguard"
         argv = [str(binary), "run", "--all-namespaces", "--metrics-port", str(self.metrics_port)]
+        argv += self.extra_args
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
                 argv,

@@ -2,6 +2,8 @@
 
 Owns the life cycle: certificates, ports, processes, kubeconfigs, and their removal. Works as
 a context manager; the reaper stops it at exit or on SIGTERM / SIGHUP if its owner did not.
+Each component can be SIGKILLed and started again with its first command line
+(``kill``, ``start_component``, ``restart``), for tests of how clients live through an outage.
 It does not build binaries (``make controlplane``) and knows nothing about driftguard.
 """
 
@@ -23,6 +25,7 @@ from driftguard.controlplane import flags, kubeconfig, pki, reaper, tokens
 from driftguard.controlplane.errors import ControlPlaneError
 from driftguard.controlplane.process import ManagedProcess, free_port
 
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
 _PREFIX = "driftguard-cp-"
 _ORPHAN = re.compile(rf"^{_PREFIX}(\d+)-")
 
@@ -82,6 +85,10 @@ class ControlPlane:
         self._admin: pki.KeyPair | None = None
         self._server = ""
         self._processes: list[ManagedProcess] = []
+        # Each component's start-up probe, kept to judge it ready again after a restart.
+        self._probes: dict[str, Callable[[], bool]] = {}
+        # Components killed on purpose: check() must not report them as crashed.
+        self._killed: set[str] = set()
         self._minted = 0
         self.startup_seconds = 0.0
 
@@ -153,11 +160,52 @@ class ControlPlane:
             shutil.rmtree(self._layout.root, ignore_errors=True)
 
     def check(self) -> None:
-        """Raise ``StartupError`` with its log's tail if a component has exited."""
+        """Raise ``StartupError`` with its log's tail if a component has exited unbidden."""
         for process in self._processes:
             code = process.exit_code()
-            if code is not None:
+            if code is not None and process.name not in self._killed:
                 raise process.failure(f"exited with code {code}")
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component (see ``COMPONENTS``) and return once it has exited.
+
+        Nothing else changes: its ports, certificates, log and etcd's data directory stay,
+        and the other components keep running, seeing what a crash looks like from outside.
+        """
+        process = self._component(name)
+        # Marked first: a check() from another thread must never call this kill a crash.
+        self._killed.add(name)
+        process.kill()
+
+    def start_component(self, name: str) -> None:
+        """Start a killed component again with the same argv; return when the plane is ready.
+
+        The same command line means the same ports, certificates and ``--data-dir``: etcd
+        comes back with its data, and clients (kubeconfigs, the API server's etcd client)
+        reconnect without being told anything. Ready means the component's start-up probe
+        passes, then every other running component's, because the one started may be what
+        they depend on: the API server's /readyz fails until etcd answers again. The
+        controller manager's probe (its ServiceAccount exists) already holds on a restart,
+        so for it ready says only that the process runs and the API server answers.
+        A port taken by someone else while the component was down fails the start, with the
+        component's log. Start it from a thread that outlives it (see ``process``).
+        """
+        process = self._component(name)
+        if process.running:
+            raise ControlPlaneError(f"{name} is running: kill() it before starting it again")
+        process.start()
+        self._killed.discard(name)
+        process.wait_ready(self._probes[name], timeout=self._timeout)
+        for other in self._processes:
+            if other is not process and other.running:
+                other.wait_ready(self._probes[other.name], timeout=self._timeout)
+
+    def restart(self, name: str, *, down_seconds: float = 0.0) -> None:
+        """``kill(name)``, stay down ``down_seconds``, then ``start_component(name)``."""
+        self.kill(name)
+        # A deliberate outage of known length, the point of the call: not a wait for a state.
+        time.sleep(down_seconds)
+        self.start_component(name)
 
     def user_kubeconfig(self, user: str, groups: Iterable[str] = ()) -> Path:
         """Write a kubeconfig for a client-certificate identity whose rights come from RBAC."""
@@ -179,6 +227,15 @@ class ControlPlane:
         ca_pem = self._authority().pair.cert_pem
         text = kubeconfig.render(server=self.server, ca_pem=ca_pem, user=user, token=token)
         return self._write_kubeconfig(user, text)
+
+    def _component(self, name: str) -> ManagedProcess:
+        self._started()
+        for process in self._processes:
+            if process.name == name:
+                return process
+        if name in COMPONENTS:
+            raise ControlPlaneError(f"{name} is not part of this control plane")
+        raise ControlPlaneError(f"unknown component {name!r}: one of {', '.join(COMPONENTS)}")
 
     def _started(self) -> flags.Layout:
         if self._layout is None or not self._server:
@@ -220,22 +277,24 @@ class ControlPlane:
         ]:
             _write_private(path, data)
 
-    def _launch(self, name: str, argv: list[str]) -> ManagedProcess:
+    def _launch(self, name: str, argv: list[str], ready: Callable[[], bool]) -> None:
+        """Start a component and wait until ``ready``; both are kept for ``start_component``."""
         assert self._layout is not None
         process = ManagedProcess(name, argv, self._layout.log(name))
         self._processes.append(process)
+        self._probes[name] = ready
         process.start()
-        return process
+        process.wait_ready(ready, timeout=self._timeout)
 
     def _start_etcd(self, binaries: binaries_module.Binaries) -> str:
         assert self._layout is not None
         client_port, peer_port = free_port(), free_port()
         argv = flags.etcd(binaries, self._layout, client_port=client_port, peer_port=peer_port)
-        etcd = self._launch("etcd", argv)
         url = f"http://127.0.0.1:{client_port}"
-        etcd.wait_ready(
+        self._launch(
+            "etcd",
+            argv,
             lambda: _probe(f"{url}/health", None, lambda body: b'"health":"true"' in body),
-            timeout=self._timeout,
         )
         return url
 
@@ -252,11 +311,11 @@ class ControlPlane:
         argv = flags.apiserver(
             binaries, self._layout, etcd_url=etcd_url, port=port, feature_gates=self._feature_gates
         )
-        apiserver = self._launch("kube-apiserver", argv)
         server, context = f"https://127.0.0.1:{port}", self._admin_tls()
-        apiserver.wait_ready(
+        self._launch(
+            "kube-apiserver",
+            argv,
             lambda: _probe(f"{server}/readyz", context, lambda body: body == b"ok"),
-            timeout=self._timeout,
         )
         self._server = server
         ca_pem = self._authority().pair.cert_pem
@@ -273,10 +332,11 @@ class ControlPlane:
             server=self._server, ca_pem=ca.pair.cert_pem, user="kcm", client=identity
         )
         _write_private(layout.controller_manager_kubeconfig, text.encode())
-        manager = self._launch(
-            "kube-controller-manager", flags.controller_manager(binaries, layout)
-        )
         # Ready when its controllers run: the ServiceAccount controller made default/default.
         url = f"{self._server}/api/v1/namespaces/default/serviceaccounts/default"
         context = self._admin_tls()
-        manager.wait_ready(lambda: _probe(url, context, lambda _: True), timeout=self._timeout)
+        self._launch(
+            "kube-controller-manager",
+            flags.controller_manager(binaries, layout),
+            lambda: _probe(url, context, lambda _: True),
+        )

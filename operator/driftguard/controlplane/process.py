@@ -1,11 +1,12 @@
-"""One child process of the control plane: start with its log in a file, probe, stop.
+"""One child process of the control plane: start with its log in a file, probe, kill, stop.
 
 Children run in their own session, so a Ctrl-C at the terminal reaches only Python, which
 then stops them in order (controller manager, API server, etcd). On Linux each child also
 asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), so a parent killed
 with SIGKILL orphans nothing. That signal fires when the *thread* that spawned the child
 exits: start control planes from a thread that outlives them (pytest and ``__main__`` use
-the main thread). Knows nothing about Kubernetes.
+the main thread). A killed child can be started again with the same command line; its log
+file is appended to, so one file tells every run's story. Knows nothing about Kubernetes.
 """
 
 import contextlib
@@ -72,8 +73,17 @@ class ManagedProcess:
         """The child's pid once started (it stays known after the child is reaped)."""
         return None if self._popen is None else self._popen.pid
 
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and the child's exit (a kill, a crash or ``stop()``)."""
+        return self._popen is not None and self._popen.poll() is None
+
     def start(self) -> None:
-        """Spawn the child; raise ``StartupError`` when the executable cannot run."""
+        """Spawn the child (again, if it has exited); raise ``StartupError`` if it cannot run."""
+        if self.running:
+            raise StartupError(f"{self.name} is already running (pid {self.pid})")
+        # A previous run's handle is still open when that child died on its own.
+        self._close_log()
         self._log = self.log_path.open("ab")
         try:
             self._popen = subprocess.Popen(
@@ -112,6 +122,19 @@ class ManagedProcess:
             if time.monotonic() > deadline:
                 raise self.failure(f"not ready after {timeout:.0f}s")
             time.sleep(0.1)
+
+    def kill(self, *, timeout: float = 10.0) -> None:
+        """SIGKILL the child and reap it: no shutdown path runs, as in a crash. Idempotent."""
+        popen = self._popen
+        if popen is not None and popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                popen.kill()
+            try:
+                popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired as exc:
+                # Only a child stuck in the kernel (uninterruptible sleep) outlives SIGKILL.
+                raise self.failure(f"still alive {timeout:.0f}s after SIGKILL") from exc
+        self._close_log()
 
     def stop(self, *, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; always reap. Idempotent."""

@@ -1,0 +1,309 @@
+"""Faults: etcd and kube-apiserver are SIGKILLed and started again under a running operator.
+
+The module runs its own control plane, never the session's, because it kills components,
+and one operator process for all its tests. Each outage lasts a few seconds on purpose;
+afterwards the operator must log and restore every watch it lost, report its watches
+healthy, stay live, and revert a manual change made as soon as the API server answers again.
+"""
+
+import json
+import secrets
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from envs import (
+    OPERATOR_USER,
+    Operator,
+    apply,
+    environment,
+    free_port,
+    install_crd,
+    wait_condition,
+)
+from helpers import Kubectl, KubectlError, is_process_alive, start_control_plane, wait_for
+
+from driftguard.controlplane import ControlPlane
+
+ENV = "app"
+# Long enough for every client to see refused connections and back off at least once.
+OUTAGE_SECONDS = 3.0
+REVERT_SECONDS = 20.0
+# etcd first: with the API server up, a client's watch may outlive an etcd outage, so the
+# milder fault's result is not hidden by whatever the API server's outage leaves broken.
+FAULTS = ["etcd", "kube-apiserver"]
+# Whether an outage must cost the operator its watches. Killing kube-apiserver cuts every
+# connection. With etcd killed, the API server keeps its clients' watches open and resumes
+# its own etcd watch (checked: a kubectl watch across a 3 s etcd outage stays open and then
+# delivers the next change), so an operator that logs nothing is right; what must hold for
+# both is that every watch it lost is restored.
+LOSES_WATCHES = {"kube-apiserver": True, "etcd": False}
+WATCH_EVENTS = {"watch_lost", "watch_restored"}
+
+
+@dataclass(frozen=True)
+class Outage:
+    """One component's kill and restart under the operator, and what the tests need of it."""
+
+    component: str
+    namespace: str
+    log_offset: int  # the operator's log size just before the kill
+    ready_again: float  # time.monotonic() when the API server's /readyz was ok again
+
+
+def deployment() -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]},
+            },
+        },
+    }
+
+
+def new_namespace(admin: Kubectl) -> str:
+    name = f"f-{secrets.token_hex(4)}"
+    admin("create", "namespace", name)
+    return name
+
+
+def succeeds(admin: Kubectl, *args: str) -> bool:
+    return admin(*args, check=False).returncode == 0
+
+
+def replicas(admin: Kubectl, namespace: str) -> int:
+    return int(admin.json("get", "deployment", "web", "-n", namespace)["spec"]["replicas"])
+
+
+def scale(admin: Kubectl, namespace: str, count: int) -> None:
+    """``kubectl scale``, retried while the API server still refuses (it may just be back)."""
+    wait_for(
+        lambda: succeeds(
+            admin, "scale", "deployment", "web", f"--replicas={count}", "-n", namespace
+        ),
+        timeout=10,
+        message=f"kubectl scale --replicas={count} in {namespace}",
+    )
+
+
+def log_events(operator: Operator, offset: int) -> list[dict[str, Any]]:
+    """The operator's JSON log records written after ``offset`` bytes, in order."""
+    with operator.log.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8", errors="replace")
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a partial last line, or something not from structlog
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def watch_records(operator: Operator, offset: int) -> list[dict[str, Any]]:
+    """The operator's watch_lost and watch_restored records after ``offset``, in order."""
+    return [r for r in log_events(operator, offset) if r.get("event") in WATCH_EVENTS]
+
+
+def liveness_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+@pytest.fixture(scope="module")
+def plane() -> Iterator[ControlPlane]:
+    """This module's own control plane: its components get killed."""
+    plane = start_control_plane()
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="module")
+def admin(plane: ControlPlane) -> Kubectl:
+    """kubectl as admin on this module's control plane."""
+    return Kubectl(plane.kubeconfig)
+
+
+@pytest.fixture
+def namespace(admin: Kubectl) -> Iterator[str]:
+    """A fresh namespace on this module's control plane, deleted without waiting."""
+    name = new_namespace(admin)
+    yield name
+    admin("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def liveness_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/healthz"
+
+
+@pytest.fixture(scope="module")
+def watcher(
+    plane: ControlPlane,
+    admin: Kubectl,
+    liveness_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    """`driftguard run` with a liveness endpoint, on this module's control plane."""
+    install_crd(admin)
+    kubeconfig = plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
+    log = tmp_path_factory.mktemp("faults-operator") / "operator.log"
+    handle = Operator(kubeconfig, log, plane.audit_log, extra_args=["--liveness", liveness_url])
+    try:
+        handle.start()
+        yield handle
+    finally:
+        handle.stop()
+
+
+@pytest.fixture(scope="module", params=FAULTS)
+def outage(
+    request: pytest.FixtureRequest, plane: ControlPlane, admin: Kubectl, watcher: Operator
+) -> Iterator[Outage]:
+    """An Environment in sync, then its component SIGKILLed, down a while and started again."""
+    component: str = request.param
+    namespace = new_namespace(admin)
+    apply(admin, environment(ENV, namespace, [deployment()]))
+    wait_condition(admin, ENV, namespace, "InSync", "True", reason="InSync", timeout=30)
+    offset = watcher.log.stat().st_size
+    # The one fixed wait: an outage of known length is what is being tested.
+    plane.restart(component, down_seconds=OUTAGE_SECONDS)
+    yield Outage(component, namespace, offset, time.monotonic())
+    admin("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("component", ["etcd", "kube-apiserver"])
+def test_killed_component_restarts_with_its_data(
+    plane: ControlPlane, admin: Kubectl, namespace: str, component: str
+) -> None:
+    """A SIGKILLed component started again with the same command line serves the old objects."""
+    admin("create", "configmap", "before", "-n", namespace, "--from-literal=key=value")
+    old_pid = plane.pids[component]
+
+    plane.kill(component)
+    assert not is_process_alive(old_pid)
+    down = admin("get", "configmap", "before", "-n", namespace, "--request-timeout=2s", check=False)
+    assert down.returncode != 0, f"kubectl still worked with {component} killed"
+    plane.start_component(component)
+
+    assert plane.pids[component] != old_pid
+    found = admin.json("get", "configmap", "before", "-n", namespace)
+    assert found["data"] == {"key": "value"}
+    admin("create", "configmap", "after", "-n", namespace)
+    assert admin("get", "namespaces").returncode == 0
+    plane.check()  # and no other component died meanwhile
+
+
+def test_restarted_controller_manager_runs_controllers_again(
+    plane: ControlPlane, admin: Kubectl
+) -> None:
+    """After a restart of kube-controller-manager, a new namespace gets its ServiceAccount."""
+    plane.restart("kube-controller-manager")
+    fresh = new_namespace(admin)
+    try:
+        wait_for(
+            lambda: succeeds(admin, "get", "serviceaccount", "default", "-n", fresh),
+            timeout=30,
+            message=f"the default ServiceAccount in {fresh}",
+        )
+    finally:
+        admin("delete", "namespace", fresh, "--wait=false", check=False)
+    plane.check()
+
+
+def test_drift_is_reverted_before_any_outage(
+    admin: Kubectl, watcher: Operator, namespace: str
+) -> None:
+    """The control: with every component up, a manual scale is reverted to 2."""
+    apply(admin, environment(ENV, namespace, [deployment()]))
+    wait_condition(admin, ENV, namespace, "InSync", "True", reason="InSync", timeout=30)
+    scale(admin, namespace, 5)
+    wait_for(
+        lambda: replicas(admin, namespace) == 2,
+        timeout=REVERT_SECONDS,
+        interval=0.1,
+        retry_on=(KubectlError,),
+        message="the scale to be reverted to 2",
+    )
+
+
+def test_drift_after_outage_is_reverted(admin: Kubectl, outage: Outage) -> None:
+    """A manual scale made as soon as the API server is ready again is reverted to 2 in 20 s."""
+    scale(admin, outage.namespace, 5)
+    wait_for(
+        lambda: replicas(admin, outage.namespace) == 2,
+        timeout=REVERT_SECONDS,
+        interval=0.1,
+        retry_on=(KubectlError,),
+        message=f"the scale to be reverted to 2 after the {outage.component} outage",
+    )
+    seconds = time.monotonic() - outage.ready_again
+    print(
+        f"\n{outage.component} down {OUTAGE_SECONDS:.0f}s: drift reverted {seconds:.2f}s"
+        " after the API server was ready again"
+    )
+
+
+def test_operator_logs_watch_lost_then_restored(watcher: Operator, outage: Outage) -> None:
+    """Each watch the outage cost is logged watch_lost, then watch_restored with down_seconds."""
+    least_lost = 1 if LOSES_WATCHES[outage.component] else 0
+
+    def settled() -> bool:
+        names = [record["event"] for record in watch_records(watcher, outage.log_offset)]
+        lost, restored = names.count("watch_lost"), names.count("watch_restored")
+        return lost >= least_lost and restored >= lost
+
+    wait_for(
+        settled,
+        timeout=30,
+        message=f"watch_lost then watch_restored in the operator's log ({outage.component})",
+    )
+    records = watch_records(watcher, outage.log_offset)
+    names = [record["event"] for record in records]
+    if "watch_lost" in names:
+        assert names.index("watch_lost") < names.index("watch_restored"), names
+    restored = [record for record in records if record["event"] == "watch_restored"]
+    for record in restored:
+        assert isinstance(record.get("down_seconds"), int | float), record
+        assert record["down_seconds"] >= 0, record
+    print(
+        f"\n{outage.component}: {names.count('watch_lost')} watch_lost, down_seconds"
+        f" {[record['down_seconds'] for record in restored]}"
+    )
+
+
+def test_watches_report_healthy_after_outage(watcher: Operator, outage: Outage) -> None:
+    """After the outage /metrics counts at least one healthy watch."""
+    wait_for(
+        lambda: watcher.metric("driftguard_watches", state="healthy") >= 1,
+        timeout=30,
+        retry_on=(OSError,),
+        message=f'driftguard_watches{{state="healthy"}} >= 1 after the {outage.component} outage',
+    )
+
+
+def test_liveness_answers_200_after_outage(liveness_url: str, outage: Outage) -> None:
+    """After the outage the operator's liveness endpoint answers 200."""
+    wait_for(
+        lambda: liveness_status(liveness_url) == 200,
+        timeout=30,
+        retry_on=(OSError,),
+        message=f"the liveness endpoint to answer 200 after the {outage.component} outage",
+    )
