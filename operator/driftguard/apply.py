@@ -11,7 +11,9 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from driftguard import plan
+from jsonpointer import escape
+
+from driftguard import model, plan
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.diff import ChangeKind, FieldChange
@@ -90,24 +92,90 @@ def refusal(exc: ApiError) -> Change:
     return Change(key, outcome, message=exc.describe())
 
 
+def is_adopted(live: dict[str, Any]) -> bool:
+    return (live["metadata"].get("labels") or {}).get(model.LABEL_ADOPTED) == "true"
+
+
 async def prune(
-    cluster: Cluster, victims: Iterable[tuple[Resource, dict[str, Any]]]
+    cluster: Cluster,
+    victims: Iterable[tuple[Resource, dict[str, Any]]],
+    *,
+    dry_run: bool = False,
 ) -> list[Change]:
-    """Deletes objects no longer in the blueprint; the uid guards against a newer namesake."""
+    """Deletes objects driftguard made and releases those it adopted; never deletes those.
+
+    The uid guards the delete against a newer object of the same name.
+    """
     changes = []
     for resource, live in victims:
         meta = live["metadata"]
         key = ObjectKey.of(live)
         try:
+            if is_adopted(live):
+                if not dry_run:
+                    await release(cluster, resource, live)
+                message = f"{key} removed from the blueprint; adopted, so released, not deleted"
+                changes.append(Change(key, Outcome.RELEASED, message=message))
+                continue
             await retrying(
                 lambda r=resource, m=meta: cluster.delete(  # type: ignore[misc]
-                    r, m.get("namespace", ""), m["name"], m["uid"]
+                    r, m.get("namespace", ""), m["name"], m["uid"], dry_run=dry_run
                 )
             )
             changes.append(Change(key, Outcome.PRUNED, message=f"{key} removed from the blueprint"))
         except ApiError as exc:
             changes.append(failure(key, exc, "prune "))
     return changes
+
+
+async def release(cluster: Cluster, resource: Resource, live: dict[str, Any]) -> None:
+    """Gives an adopted object back: driftguard's labels and field ownership go, values stay.
+
+    An apply that claims nothing would delete the fields only driftguard owned, so
+    the managedFields entry is removed by a patch instead (guarded by the version).
+    """
+    meta = live["metadata"]
+    labels = meta.get("labels") or {}
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+    ]
+    for label in (*model.OWNER_LABELS, model.LABEL_ADOPTED):
+        if label in labels:
+            ops.append({"op": "remove", "path": f"/metadata/labels/{escape(label)}"})
+    others = [
+        entry
+        for entry in meta.get("managedFields") or []
+        if entry.get("manager") != model.FIELD_MANAGER
+    ]
+    ops.append({"op": "replace", "path": "/metadata/managedFields", "value": others})
+    await retrying(
+        lambda: cluster.json_patch(resource, meta.get("namespace", ""), meta["name"], ops)
+    )
+
+
+async def preflight(
+    cluster: Cluster, manifests: Iterable[tuple[Resource, dict[str, Any]]]
+) -> tuple[dict[ObjectKey, dict[str, Any]], list[Change]]:
+    """Dry-runs every apply of a new revision: all of them pass, or none is made.
+
+    Answers the server's view of each object (no resourceVersion: it does not exist
+    yet) and the refusals.
+    """
+    manifests = list(manifests)
+
+    async def one(resource: Resource, manifest: dict[str, Any]) -> dict[str, Any] | Change:
+        try:
+            return await put(cluster, resource, manifest, dry_run=True)
+        except ApiError as exc:
+            return failure(ObjectKey.of(manifest), exc)
+
+    answers = await asyncio.gather(*(one(resource, manifest) for resource, manifest in manifests))
+    stored = {
+        ObjectKey.of(m): a
+        for (_, m), a in zip(manifests, answers, strict=True)
+        if isinstance(a, dict)
+    }
+    return stored, [answer for answer in answers if isinstance(answer, Change)]
 
 
 async def delete_labelled(

@@ -18,6 +18,7 @@ from driftguard.model import ObjectKey
 class Outcome(StrEnum):
     CREATED = "created"  # the object did not exist; the blueprint made it
     CONFIGURED = "configured"  # a new blueprint changed the object
+    ADOPTED = "adopted"  # it existed without driftguard's labels; spec.adopt took it over
     UNCHANGED = "unchanged"  # nothing to do
     REVERTED = "reverted"  # drift put back to the blueprint (Enforce)
     FLAGGED = "flagged"  # drift reported, left as is (Observe, suspend)

@@ -25,6 +25,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--log-level", default="INFO")
     run.add_argument(
+        "--default-service-account",
+        metavar="NAME",
+        help="impersonate this ServiceAccount (in each Environment's namespace) for "
+        "Environments that name none: RBAC then bounds every blueprint",
+    )
+    run.add_argument(
+        "--allow-target-namespaces",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GLOB",
+        help="namespaces an Environment acting as the operator may write to besides its own",
+    )
+    run.add_argument(
+        "--allow-cluster-scoped",
+        action="store_true",
+        help="let Environments acting as the operator write cluster-scoped objects",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -48,8 +67,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.command == "run":
         from driftguard import daemon
+        from driftguard.tenancy import Tenancy
 
+        tenancy = Tenancy(
+            default_service_account=args.default_service_account,
+            allowed_target_namespaces=tuple(args.allow_target_namespaces),
+            allow_cluster_scoped=args.allow_cluster_scoped,
+        )
         return daemon.run(
+            tenancy=tenancy,
             namespaces=args.namespace,
             metrics_port=args.metrics_port,
             liveness=args.liveness,

@@ -85,6 +85,7 @@ def _refusal(verb: str, kind: str, namespace: str | None) -> Iterator[None]:
         raise
 
 
+SERVICEACCOUNTS = Resource("", "v1", "ServiceAccount", "serviceaccounts", namespaced=True)
 ENVIRONMENTS = Resource(model.GROUP, model.VERSION, model.KIND, model.PLURAL, namespaced=True)
 
 
@@ -117,7 +118,13 @@ class Cluster(Protocol):
         limit: int = 0,
     ) -> tuple[list[dict[str, Any]], str]: ...
 
-    async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None: ...
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, uid: str, *, dry_run: bool = False
+    ) -> None: ...
+
+    def as_user(self, user: str) -> Cluster:
+        """The same client, every request impersonating `user` ("" for the client itself)."""
+        ...
 
     async def json_patch(
         self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
@@ -144,11 +151,28 @@ class Cluster(Protocol):
 class KubeCluster:
     """The real client: one aiohttp session, raw JSON."""
 
-    def __init__(self, api: kclient.ApiClient) -> None:
+    def __init__(self, api: kclient.ApiClient, *, user: str = "") -> None:
         self._api = api
         self._host: str = api.configuration.host or ""
         self._kinds: dict[tuple[str, str], Resource] = {}
         self._discovery_lock = asyncio.Lock()
+        self._user = user
+        self._views: dict[str, KubeCluster] = {}
+
+    def as_user(self, user: str) -> KubeCluster:
+        """A view sharing the session and discovery, its requests impersonating `user`.
+
+        The API server then authorizes each request as that user, escalation checks
+        included; the operator needs only the `impersonate` verb on it.
+        """
+        if user == self._user:
+            return self
+        view = self._views.get(user)
+        if view is None:
+            view = self._views[user] = KubeCluster(self._api, user=user)
+            view._kinds = self._kinds  # discovery is the same for every identity
+            view._discovery_lock = self._discovery_lock
+        return view
 
     @classmethod
     async def connect(cls, *, kubeconfig: str | None = None, pool: int = 64) -> KubeCluster:
@@ -193,6 +217,8 @@ class KubeCluster:
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         headers.update(self._api.default_headers)
+        if self._user:
+            headers["Impersonate-User"] = self._user
         await self._api.update_params_for_auth(headers, [], ["BearerToken"])
         try:
             response: aiohttp.ClientResponse = await self._api.rest_client.request(
@@ -286,11 +312,14 @@ class KubeCluster:
             item.setdefault("kind", resource.kind)
         return items, str(listing.get("metadata", {}).get("resourceVersion", ""))
 
-    async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None:
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, uid: str, *, dry_run: bool = False
+    ) -> None:
         body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        query = {"dryRun": "All"} if dry_run else None
         try:
-            with _refusal("delete", resource.kind, namespace):
-                await self._json("DELETE", resource.path(namespace, name), body=body)
+            with _refusal("dry-run delete" if dry_run else "delete", resource.kind, namespace):
+                await self._json("DELETE", resource.path(namespace, name), body=body, query=query)
         except ApiError as exc:
             if not exc.is_not_found:
                 raise

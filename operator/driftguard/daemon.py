@@ -8,6 +8,7 @@ import kopf
 import prometheus_client
 
 from driftguard import handlers, logs
+from driftguard.tenancy import Tenancy
 
 
 def run(
@@ -16,6 +17,7 @@ def run(
     metrics_port: int,
     liveness: str | None,
     log_level: str,
+    tenancy: Tenancy | None = None,
     watch_grace: float = handlers.WATCH_GRACE_S,
 ) -> int:
     logs.configure(level=log_level)
@@ -25,7 +27,9 @@ def run(
         prometheus_client.start_http_server(metrics_port)
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
-    memo = kopf.Memo(namespaced=bool(namespaces), watch_grace=watch_grace)
+    memo = kopf.Memo(
+        namespaced=bool(namespaces), watch_grace=watch_grace, tenancy=tenancy or Tenancy()
+    )
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,

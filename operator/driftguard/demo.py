@@ -173,10 +173,17 @@ def main() -> int:
         port = _free_port()
         log = plane.directory / "operator.log"
         say("Starting the operator: driftguard run --all-namespaces")
+        note("--allow-target-namespaces staging dev: the Environments in platform write there")
         note(f"its JSON logs: {log}")
         with log.open("wb") as sink:
             operator = subprocess.Popen(
-                [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", str(port)],
+                [
+                    *(str(BIN / "driftguard"), "run", "--all-namespaces"),
+                    *("--metrics-port", str(port)),
+                    # The demo's Environments live in platform and write to staging and
+                    # dev: a single-team install allows that explicitly.
+                    *("--allow-target-namespaces", "staging", "dev"),
+                ],
                 env=demo.env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

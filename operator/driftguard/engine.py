@@ -18,6 +18,7 @@ from driftguard import apply, model, render, report, tracking
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.logs import get as get_logger
 from driftguard.reconcile import Environment
+from driftguard.tenancy import Tenancy
 from driftguard.watcher import Scope, Timing, Watches
 
 log = get_logger(__name__)
@@ -28,10 +29,16 @@ Ident = tuple[str, str]
 
 class Engine:
     def __init__(
-        self, cluster: Cluster, *, namespaced: bool = False, timing: Timing | None = None
+        self,
+        cluster: Cluster,
+        *,
+        namespaced: bool = False,
+        timing: Timing | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.cluster = cluster
         self._namespaced = namespaced
+        self._tenancy = tenancy or Tenancy()
         self.environments: dict[Ident, Environment] = {}
         self.watches = Watches(cluster, self, timing=timing or Timing())
         self._events: asyncio.Queue[tuple[dict[str, Any], str, str, bool]] = asyncio.Queue()
@@ -54,7 +61,8 @@ class Engine:
                     self.cluster,
                     body,
                     post=self._poster_for(ident),
-                    need_watches=lambda scopes, observe: self._need(ident, scopes, observe),
+                    need_watches=lambda *need: self._need(ident, *need),
+                    tenancy=self._tenancy,
                 )
                 self.environments[ident] = environment
             await environment.update(body)
@@ -87,7 +95,11 @@ class Engine:
             except LookupError:
                 continue
             scopes.append((resource, target if resource.namespaced else None))
-        changes = await apply.delete_labelled(self.cluster, scopes, owner.selector)
+        # As the Environment's identity: deleting is bounded by its RBAC like applying.
+        account = spec.get("serviceAccountName") or self._tenancy.default_service_account
+        identity = f"system:serviceaccount:{owner.namespace}:{account}" if account else ""
+        acting = self.cluster.as_user(identity)
+        changes = await apply.delete_labelled(acting, scopes, owner.selector)
         ledger = tracking.Ledger(owner=owner, status=status)
         reporter = report.Reporter(ledger, lambda *event: self.post(body, *event))
         reporter.record(changes)
@@ -98,20 +110,27 @@ class Engine:
         return len(changes)
 
     async def _need(
-        self, ident: Ident, scopes: set[tuple[Resource, str | None]], observe: bool
+        self,
+        ident: Ident,
+        scopes: set[tuple[Resource, str | None]],
+        observe: bool,
+        identity: str,
     ) -> list[ApiError]:
         """The watches one Environment needs now; those it no longer needs are released.
 
         An Observe Environment never labels objects, so the ones it reports on may
         carry no driftguard label: for those it gets an unfiltered watch of its
         target namespace too. Enforce never needs one: it labels what it applies.
+        An impersonated identity watches only its target namespaces: a tenant's
+        ServiceAccount can rarely list a kind across the cluster.
         """
         wanted: set[Scope] = set()
         for resource, namespace in scopes:
-            where = namespace if self._namespaced and resource.namespaced else None
-            wanted.add(Scope(resource, where, model.MANAGED_SELECTOR))
+            is_narrow = (self._namespaced or identity) and resource.namespaced
+            where = namespace if is_narrow else None
+            wanted.add(Scope(resource, where, model.MANAGED_SELECTOR, identity))
             if observe and resource.namespaced:
-                wanted.add(Scope(resource, namespace, ""))
+                wanted.add(Scope(resource, namespace, "", identity))
         self.watches.release(ident, keep=frozenset(wanted))
         for scope in wanted:
             accept = None if scope.selector else self._observed(scope)

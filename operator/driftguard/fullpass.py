@@ -14,30 +14,40 @@ from typing import Any
 
 from driftguard import apply, diff, model, plan, render, tracking
 from driftguard.changes import Change, Outcome
-from driftguard.cluster import ApiError, Cluster, Resource, UnknownKindError
+from driftguard.cluster import SERVICEACCOUNTS, ApiError, Cluster, Resource, UnknownKindError
 from driftguard.conditions import Reason
 from driftguard.model import InvalidSpecError, Mode, ObjectKey, State
 from driftguard.report import Reporter
+from driftguard.tenancy import RefusedError, Tenancy
 from driftguard.tracking import Ledger, Tracked
 
 PARALLEL_APPLIES = 16
 
 Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
-NeedWatches = Callable[[set[tuple[Resource, str | None]], bool], Awaitable[list[ApiError]]]
-"""Makes sure these (kind, namespace) scopes are watched (True: unlabelled objects too);
-answers why RBAC refuses any of those watches."""
+NeedWatches = Callable[[set[tuple[Resource, str | None]], bool, str], Awaitable[list[ApiError]]]
+"""Makes sure these (kind, namespace) scopes are watched (True: unlabelled objects too), as
+this identity ("": the operator); answers why RBAC refuses any of those watches."""
 
 
 class FullPass:
     """One Environment's full pass; the Ledger holds what it learns."""
 
     def __init__(
-        self, cluster: Cluster, ledger: Ledger, reporter: Reporter, *, need_watches: NeedWatches
+        self,
+        cluster: Cluster,
+        ledger: Ledger,
+        reporter: Reporter,
+        *,
+        need_watches: NeedWatches,
+        tenancy: Tenancy,
     ) -> None:
-        self._cluster = cluster
+        self._operator = cluster
+        self.cluster = cluster  # who the Environment acts as: see _act_as
+        self.identity = ""
         self._ledger = ledger
         self._reporter = reporter
         self._need_watches = need_watches
+        self._tenancy = tenancy
 
     async def run(self, body: dict[str, Any]) -> None:
         ledger = self._ledger
@@ -45,37 +55,82 @@ class FullPass:
         ledger.applied_generation = generation
         try:
             spec, resources, desired = await self._render(body)
+            await self._act_as(spec)
         except InvalidSpecError as exc:
-            ledger.status.observed_generation = generation
-            ledger.ready = (False, Reason.INVALID_SPEC, str(exc)[: tracking.MESSAGE_LIMIT])
-            self._reporter.invalid(str(exc))
+            is_refused = isinstance(exc, RefusedError)
+            self._invalid(Reason.FORBIDDEN if is_refused else Reason.INVALID_SPEC, exc, generation)
             return
         is_new = generation != ledger.status.observed_generation or not ledger.status.revision
         ledger.spec = spec
         scopes = {(resource, key.namespace or None) for key, resource in resources.items()}
         try:
             # Without its watches no drift could be seen: nothing is applied.
-            for error in await self._need_watches(scopes, ledger.mode is Mode.OBSERVE):
+            observe = ledger.mode is Mode.OBSERVE
+            for error in await self._need_watches(scopes, observe, self.identity):
                 raise error
             live = await self.list_live(scopes)
         except ApiError as exc:
-            refused = [apply.refusal(exc)]
-            self._reporter.record(refused)
-            self._conclude(refused, generation, is_new=False)
+            self._refused([apply.refusal(exc)], generation)
             return
+        victims = self._victims(desired, live)
+        preflight: dict[ObjectKey, dict[str, Any]] = {}
+        if is_new and ledger.mode is Mode.ENFORCE:
+            # All or nothing: every write of the new revision is dry-run first.
+            manifests = [(resources[key], manifest) for key, manifest in desired.items()]
+            preflight, refused = await apply.preflight(self.cluster, manifests)
+            refused += await apply.prune(self.cluster, victims, dry_run=True)
+            if any(change.is_failure for change in refused):
+                self._refused([c for c in refused if c.is_failure], generation)
+                return
         retired = self._retire(desired)
         limit = asyncio.Semaphore(PARALLEL_APPLIES)
 
         async def bounded(key: ObjectKey) -> Change:
             async with limit:
-                return await self._sync(key, resources[key], desired[key], live.get(key), is_new)
+                found = live.get(key)
+                return await self._sync(key, resources[key], desired[key], found, is_new, preflight)
 
         changes = list(await asyncio.gather(*(bounded(key) for key in desired)))
-        pruned = await self._prune(desired, live)
-        gone = {change.key for change in pruned if change.outcome is Outcome.PRUNED}
+        pruned = await apply.prune(self.cluster, victims)
+        gone = {change.key for change in pruned}
         released = [Change(key, Outcome.RELEASED) for key in retired if key not in gone]
         self._reporter.record([*changes, *pruned, *released])
         self._conclude([*changes, *pruned], generation, is_new)
+
+    async def _act_as(self, spec: model.EnvironmentSpec) -> None:
+        """Impersonates the Environment's ServiceAccount, which must exist; else acts as itself."""
+        namespace = self._ledger.owner.namespace
+        name = self._tenancy.service_account(spec)
+        self.identity = self._tenancy.identity(spec, namespace)
+        self.cluster = self._operator.as_user(self.identity)
+        if name is None:
+            return
+        try:
+            account = await apply.retrying(
+                lambda: self._operator.get(SERVICEACCOUNTS, namespace, name)
+            )
+        except ApiError as exc:
+            raise RefusedError(f"spec.serviceAccountName: {exc.describe()}") from exc
+        if account is None:
+            raise RefusedError(
+                f"spec.serviceAccountName: ServiceAccount {namespace}/{name} does not exist; "
+                "nothing is applied until it does"
+            )
+
+    def _invalid(self, reason: str, exc: InvalidSpecError, generation: int | None) -> None:
+        ledger = self._ledger
+        ledger.status.observed_generation = generation
+        ledger.ready = (False, reason, str(exc)[: tracking.MESSAGE_LIMIT])
+        if reason == Reason.FORBIDDEN:
+            owner = ledger.owner
+            key = ObjectKey(model.GROUP, model.VERSION, model.KIND, owner.namespace, owner.name)
+            self._reporter.record([Change(key, Outcome.FORBIDDEN, message=str(exc))])
+        else:
+            self._reporter.invalid(str(exc))
+
+    def _refused(self, refused: list[Change], generation: int | None) -> None:
+        self._reporter.record(refused)
+        self._conclude(refused, generation, is_new=False)
 
     async def _render(
         self, body: dict[str, Any]
@@ -87,12 +142,16 @@ class FullPass:
             if wanted in kinds:
                 continue
             try:
-                kinds[wanted] = await apply.retrying(lambda w=wanted: self._cluster.resource(*w))  # type: ignore[misc]
+                kinds[wanted] = await apply.retrying(lambda w=wanted: self.cluster.resource(*w))  # type: ignore[misc]
             except UnknownKindError as exc:
                 raise InvalidSpecError(f"spec.resources[{index}]: {exc}") from exc
-        desired = render.manifests(
-            spec, self._ledger.owner, is_namespaced=lambda av, kind: kinds[(av, kind)].namespaced
-        )
+
+        def is_namespaced(api_version: str, kind: str) -> bool:
+            return kinds[(api_version, kind)].namespaced
+
+        desired = render.manifests(spec, self._ledger.owner, is_namespaced=is_namespaced)
+        # After rendering: a blueprint at odds with itself is InvalidSpec, not Forbidden.
+        self._tenancy.confine(spec, self._ledger.owner.namespace, is_namespaced=is_namespaced)
         resources = {key: kinds[(key.api_version, key.kind)] for key in desired}
         return spec, resources, desired
 
@@ -105,14 +164,14 @@ class FullPass:
         scopes = set(scopes)
         for entry in self._ledger.status.resources:
             try:
-                resource = await self._cluster.resource(entry.api_version, entry.kind)
+                resource = await self.cluster.resource(entry.api_version, entry.kind)
             except (UnknownKindError, ApiError):
                 continue  # a kind that is gone has nothing left to prune
             scopes.add((resource, entry.namespace or None))
         found: Live = {}
         for resource, namespace in scopes:
             items, _ = await apply.retrying(
-                lambda r=resource, n=namespace: self._cluster.list_objects(  # type: ignore[misc]
+                lambda r=resource, n=namespace: self.cluster.list_objects(  # type: ignore[misc]
                     r, namespace=n, selector=model.MANAGED_SELECTOR
                 )
             )
@@ -132,28 +191,53 @@ class FullPass:
         manifest: dict[str, Any],
         found: tuple[Resource, dict[str, Any]] | None,
         is_new: bool,
+        preflight: dict[ObjectKey, dict[str, Any]],
     ) -> Change:
         tracked = self._ledger.tracked.get(key) or Tracked(key, resource, manifest)
         tracked.resource, tracked.desired = resource, manifest
         self._ledger.tracked[key] = tracked
         live = found[1] if found else None
         try:
-            if live is None and self._ledger.mode is Mode.OBSERVE:
-                # What Observe reports on may carry no label, so the list missed it.
-                live = await apply.retrying(
-                    lambda: self._cluster.get(resource, key.namespace, key.name)
-                )
+            if self._ledger.mode is Mode.OBSERVE:
+                if live is None:
+                    # What Observe reports on may carry no label, so the list missed it.
+                    live = await apply.retrying(
+                        lambda: self.cluster.get(resource, key.namespace, key.name)
+                    )
+                return await self._observe(tracked, live)
             other = render.owner_of(live) if live else None
             if other is not None and other != self._ledger.owner:
-                message = f"{key} is managed by Environment {other}; not applied"
-                tracked.state, tracked.message = State.CONFLICT, message
-                return Change(key, Outcome.CONFLICT, message=message)
-            if self._ledger.mode is Mode.ENFORCE:
-                return await self._enforce(tracked, live, is_new)
-            return await self._observe(tracked, live)
+                return self._conflict(tracked, f"{key} is managed by Environment {other}")
+            if live is None and await self._exists(tracked, preflight):
+                if not self._ledger.spec or not self._ledger.spec.adopt:
+                    message = (
+                        f"{key} exists, not managed by driftguard; set spec.adopt to take it over"
+                    )
+                    return self._conflict(tracked, message)
+                tracked.desired = render.adopted(manifest)
+                change = await self._enforce(tracked, None, is_new=True)
+                return change if change.is_failure else Change(key, Outcome.ADOPTED)
+            if live is not None and apply.is_adopted(live):
+                tracked.desired = render.adopted(manifest)  # the mark stays while it is ours
+            return await self._enforce(tracked, live, is_new)
         except ApiError as exc:
             tracked.state, tracked.message = State.ERROR, exc.describe()
             return apply.failure(key, exc)
+
+    async def _exists(self, tracked: Tracked, preflight: dict[ObjectKey, dict[str, Any]]) -> bool:
+        """Whether an object driftguard does not manage already holds this name."""
+        if tracked.key in preflight:
+            return bool(tracking.rv(preflight[tracked.key]))  # a dry-run create has no version
+        key = tracked.key
+        found = await apply.retrying(
+            lambda: self.cluster.get(tracked.resource, key.namespace, key.name)
+        )
+        return found is not None
+
+    def _conflict(self, tracked: Tracked, message: str) -> Change:
+        message = f"{message}; not applied"
+        tracked.state, tracked.message = State.CONFLICT, message
+        return Change(tracked.key, Outcome.CONFLICT, message=message)
 
     async def _enforce(self, tracked: Tracked, live: dict[str, Any] | None, is_new: bool) -> Change:
         assert self._ledger.spec is not None
@@ -164,7 +248,7 @@ class FullPass:
             # Same blueprint, and every field we set is still ours: nothing to write.
             tracked.learn(live, mode=Mode.ENFORCE)
             return self._judged(tracked, live, Outcome.UNCHANGED)
-        stored = await apply.put(self._cluster, tracked.resource, manifest)
+        stored = await apply.put(self.cluster, tracked.resource, manifest)
         tracked.learn(stored, mode=Mode.ENFORCE)
         if live is None:
             return self._judged(tracked, stored, Outcome.CREATED)
@@ -184,7 +268,7 @@ class FullPass:
         # driftguard's own labels are the mark of an apply; Observe applies nothing,
         # so an object it merely watches need not carry them.
         wanted = render.without_owner_labels(tracked.desired)
-        stored = await apply.put(self._cluster, tracked.resource, wanted, dry_run=True)
+        stored = await apply.put(self.cluster, tracked.resource, wanted, dry_run=True)
         tracked.learn(stored, mode=Mode.OBSERVE)
         return self._judged(tracked, live, Outcome.UNCHANGED)
 
@@ -193,16 +277,18 @@ class FullPass:
         _, news = tracking.judge(self._ledger, tracked, live, time.monotonic())
         return news[0] if news and outcome is Outcome.UNCHANGED else Change(tracked.key, outcome)
 
-    async def _prune(self, desired: dict[ObjectKey, dict[str, Any]], live: Live) -> list[Change]:
+    def _victims(
+        self, desired: dict[ObjectKey, dict[str, Any]], live: Live
+    ) -> list[tuple[Resource, dict[str, Any]]]:
+        """This Environment's objects that its blueprint no longer holds (Enforce, prune on)."""
         spec = self._ledger.spec
         if spec is None or not spec.prune or self._ledger.mode is not Mode.ENFORCE:
             return []
-        victims = [
+        return [
             found
             for key, found in live.items()
             if key not in desired and self._ledger.is_mine(found[1])
         ]
-        return await apply.prune(self._cluster, victims)
 
     def _conclude(self, changes: Iterable[Change], generation: int | None, is_new: bool) -> None:
         ledger = self._ledger

@@ -25,7 +25,9 @@ WATCH_GRACE_S = 120.0
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
     cluster = await KubeCluster.connect()
-    memo.engine = Engine(cluster, namespaced=bool(memo.get("namespaced")))
+    memo.engine = Engine(
+        cluster, namespaced=bool(memo.get("namespaced")), tenancy=memo.get("tenancy")
+    )
     memo.cluster = cluster
 
 

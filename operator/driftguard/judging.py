@@ -25,9 +25,14 @@ class EventJudge:
     """Judges watch events for one Environment and reverts what Enforce must."""
 
     def __init__(
-        self, cluster: Cluster, ledger: Ledger, *, report: Report, settled: Callable[[], None]
+        self,
+        cluster: Callable[[], Cluster],
+        ledger: Ledger,
+        *,
+        report: Report,
+        settled: Callable[[], None],
     ) -> None:
-        self._cluster = cluster
+        self._acting = cluster  # the identity can change with the spec
         self._ledger = ledger
         self._report = report
         self._settled = settled
@@ -85,7 +90,7 @@ class EventJudge:
             if live is None:
                 # A label change takes an object out of the watch's selector too.
                 live = await apply.retrying(
-                    lambda: self._cluster.get(tracked.resource, key.namespace, key.name)
+                    lambda: self._acting().get(tracked.resource, key.namespace, key.name)
                 )
         except ApiError as exc:
             self._failed(tracked, exc, "read ")
@@ -101,10 +106,10 @@ class EventJudge:
         manifest = apply.strip(tracked.desired, verdict.tolerated)
         try:
             if verdict.action is plan.Action.RECREATE:
-                stored = await apply.put(self._cluster, tracked.resource, manifest)
+                stored = await apply.put(self._acting(), tracked.resource, manifest)
             else:
                 stored = await apply.revert(
-                    self._cluster, tracked.resource, manifest, verdict.drifted
+                    self._acting(), tracked.resource, manifest, verdict.drifted
                 )
         except ApiError as exc:
             self._failed(tracked, exc, "revert ")

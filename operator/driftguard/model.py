@@ -30,7 +30,10 @@ FIELD_MANAGER = "driftguard"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_ENVIRONMENT = "driftguard.io/environment"
 LABEL_ENVIRONMENT_NAMESPACE = "driftguard.io/environment-namespace"
+LABEL_ADOPTED = "driftguard.io/adopted"
+"""On an object that existed before its Environment took it over: released, never deleted."""
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={FIELD_MANAGER}"
+OWNER_LABELS = (LABEL_MANAGED_BY, LABEL_ENVIRONMENT, LABEL_ENVIRONMENT_NAMESPACE)
 
 _POINTER = r"^(/([^/~]|~[01])*)+$"
 _DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
@@ -200,6 +203,23 @@ class EnvironmentSpec(BaseModel):
     )
     mode: Mode = Field(
         Mode.ENFORCE, description="Enforce reverts manual changes; Observe only reports them."
+    )
+    service_account_name: str | None = Field(
+        None,
+        alias="serviceAccountName",
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=(
+            "A ServiceAccount in the Environment's namespace: every read and write for this "
+            "Environment impersonates it, so its RBAC bounds what the blueprint can do."
+        ),
+    )
+    adopt: bool = Field(
+        False,
+        description=(
+            "Take over objects that exist without driftguard's labels. Adopted objects are "
+            "released (labels and field ownership removed), never deleted."
+        ),
     )
     prune: bool = Field(
         True, description="Delete objects removed from the blueprint (only ones driftguard made)."

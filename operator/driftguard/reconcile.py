@@ -24,6 +24,7 @@ from driftguard.fullpass import FullPass, NeedWatches
 from driftguard.judging import EventJudge
 from driftguard.model import ObjectKey
 from driftguard.statuswriter import StatusWriter
+from driftguard.tenancy import Tenancy
 from driftguard.tracking import MESSAGE_LIMIT, Ledger
 
 RETRY_FAILED_S = 60.0
@@ -40,6 +41,7 @@ class Environment:
         *,
         post: report.Post,
         need_watches: NeedWatches,
+        tenancy: Tenancy,
     ) -> None:
         meta = body["metadata"]
         owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
@@ -47,11 +49,16 @@ class Environment:
         self.ledger = Ledger(owner=owner, status=status)
         self.body = body
         self.reporter = report.Reporter(self.ledger, post)
-        self.judge = EventJudge(cluster, self.ledger, report=self.report, settled=self._settled)
+        self.passes = FullPass(
+            cluster, self.ledger, self.reporter, need_watches=need_watches, tenancy=tenancy
+        )
+        # Objects are read and written as the Environment's identity; status as the operator.
+        self.judge = EventJudge(
+            lambda: self.passes.cluster, self.ledger, report=self.report, settled=self._settled
+        )
         self.status = StatusWriter(
             cluster, self.ledger, is_busy=lambda: self.judge.is_busy, on_error=self._status_failed
         )
-        self.passes = FullPass(cluster, self.ledger, self.reporter, need_watches=need_watches)
         self.resync = Resync(self)
         self._pass_lock = asyncio.Lock()
 

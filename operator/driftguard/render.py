@@ -51,7 +51,15 @@ def without_owner_labels(manifest: dict[str, Any]) -> dict[str, Any]:
     return trimmed
 
 
-_OWNER_KEYS = (model.LABEL_MANAGED_BY, model.LABEL_ENVIRONMENT, model.LABEL_ENVIRONMENT_NAMESPACE)
+_OWNER_KEYS = (*model.OWNER_LABELS, model.LABEL_ADOPTED)
+
+
+def adopted(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest marked as adopted: it existed before, so it is released, never deleted."""
+    marked = dict(manifest)
+    meta = marked["metadata"] = dict(manifest["metadata"])
+    meta["labels"] = {**(meta.get("labels") or {}), model.LABEL_ADOPTED: "true"}
+    return marked
 
 
 def owner_of(manifest: dict[str, Any]) -> Owner | None:

@@ -39,6 +39,7 @@ _ERRORS = "driftguard_reconcile_errors_total"
 TABLE: dict[Outcome, Reporting] = {
     Outcome.CREATED: Reporting(log_event="object_created", level=logging.DEBUG),
     Outcome.CONFIGURED: Reporting(log_event="object_configured", level=logging.DEBUG),
+    Outcome.ADOPTED: Reporting(log_event="object_adopted"),
     Outcome.UNCHANGED: Reporting(),
     Outcome.REVERTED: Reporting(
         (("DriftDetected", False), ("DriftReverted", False)),

@@ -37,11 +37,13 @@ log = get_logger(__name__)
 
 
 class Scope(NamedTuple):
-    """One watch: a kind, a namespace (None: all) and a label selector ("": none)."""
+    """One watch: a kind, a namespace (None: all), a label selector ("": none), and the
+    identity it is made as ("": the operator; else an impersonated ServiceAccount)."""
 
     resource: Resource
     namespace: str | None
     selector: str
+    identity: str = ""
 
 
 class Health(StrEnum):
@@ -107,7 +109,9 @@ class Watch:
         self._accept = accept
         self._task: asyncio.Task[None] | None = None
         kind, namespace = scope.resource.kind, scope.namespace or ""
-        self._log = log.bind(kind=kind, namespace=namespace, selector=scope.selector)
+        self._log = log.bind(
+            kind=kind, namespace=namespace, selector=scope.selector, identity=scope.identity
+        )
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name=f"watch {self.scope}")
@@ -158,7 +162,7 @@ class Watch:
 
     async def _stream(self, version: str) -> str:
         loop = asyncio.get_running_loop()
-        resource, namespace, selector = self.scope
+        resource, namespace, selector, _ = self.scope
         stream = self._cluster.watch(
             resource,
             namespace=namespace,
@@ -230,7 +234,7 @@ class Watches:
         watch = self._watches.get(scope)
         if watch is None:
             watch = Watch(
-                self._cluster,
+                self._cluster.as_user(scope.identity),
                 scope,
                 self._listener,
                 timing=self._timing,

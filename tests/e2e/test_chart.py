@@ -254,6 +254,8 @@ def release(
     values: dict[str, Any] = {
         "metrics": {"port": free_port()},
         "livenessProbe": {"port": free_port()},
+        # The Environments here live in the release's namespace and write to the target.
+        "tenancy": {"allowTargetNamespaces": [target]},
     }
     if request.param == "watched-namespace":
         values["watchNamespaces"] = [namespace]

@@ -68,6 +68,7 @@ class FakeCluster:
         self.unreachable = False  # every request fails, as with the API server down
         self.bookmark_interval = 0.05
         self.watch_calls = 0
+        self.identities: set[str] = set()
         self._history: list[WatchEvent] = []  # a watch from a version replays what followed it
         self._streams: list[asyncio.Queue[WatchEvent | ApiError | None]] = []
         self._stalled: list[asyncio.Queue[WatchEvent | ApiError | None]] = []
@@ -123,8 +124,16 @@ class FakeCluster:
         ]
         return (items[:limit] if limit else items), str(self.version)
 
-    async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None:
+    def as_user(self, user: str) -> FakeCluster:
+        self.identities.add(user)
+        return self  # RBAC is the real server's part: the e2e tests cover impersonation
+
+    async def delete(
+        self, resource: Resource, namespace: str, name: str, uid: str, *, dry_run: bool = False
+    ) -> None:
         self._check("delete")
+        if dry_run:
+            return
         obj = self.objects.pop((namespace, name), None)
         if obj is not None:
             self.version += 1

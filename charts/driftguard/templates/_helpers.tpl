@@ -76,7 +76,9 @@ No update: the operator never PUTs.
 What the operator itself needs on Environments and Events, in every namespace it serves:
 kopf lists and watches Environments (it never GETs one) and patches them (its
 finalizer, for deletionPolicy Delete) and their status (kopf's progress); driftguard
-writes status and posts Events (always new ones, by generateName).
+writes status and posts Events (always new ones, by generateName). It impersonates
+an Environment's ServiceAccount (spec.serviceAccountName, or tenancy.defaultServiceAccount),
+which lives in the Environment's namespace, after checking that it exists.
 */}}
 {{- define "driftguard.environmentRules" -}}
 - apiGroups: ["driftguard.io"]
@@ -88,4 +90,7 @@ writes status and posts Events (always new ones, by generateName).
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["get", "impersonate"]
 {{- end }}
