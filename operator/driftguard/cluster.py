@@ -345,28 +345,9 @@ class KubeCluster:
     async def post_event(
         self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
-        meta = env["metadata"]
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": f"{model.GROUP}/{model.VERSION}",
-                "kind": model.KIND,
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta.get("uid"),
-                "resourceVersion": meta.get("resourceVersion"),
-            },
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Warning" if warning else "Normal",
-            "source": {"component": model.FIELD_MANAGER},
-            "reportingComponent": model.FIELD_MANAGER,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        await self._json("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body=body)
+        namespace = quote(env["metadata"]["namespace"])
+        body = _event(env, reason=reason, message=message, warning=warning)
+        await self._json("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
 
     async def watch(
         self,
@@ -411,6 +392,31 @@ class KubeCluster:
                 except (aiohttp.ClientError, ConnectionError) as exc:
                     # A server killed mid-stream: "Response payload is not completed".
                     raise ApiError(0, "StreamBroken", str(exc) or type(exc).__name__) from exc
+
+
+def _event(env: dict[str, Any], *, reason: str, message: str, warning: bool) -> dict[str, Any]:
+    """A core/v1 Event on the Environment, named by generateName so each one is new."""
+    meta = env["metadata"]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": f"{model.GROUP}/{model.VERSION}",
+            "kind": model.KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "reason": reason,
+        "message": message[:1024],
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": model.FIELD_MANAGER},
+        "reportingComponent": model.FIELD_MANAGER,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def _watch_event(line: bytes, resource: Resource) -> WatchEvent:

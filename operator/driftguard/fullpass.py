@@ -72,7 +72,7 @@ class FullPass:
         except ApiError as exc:
             self._refused([apply.refusal(exc)], generation)
             return
-        victims = self._victims(desired, live)
+        victims = tracking.victims(ledger, desired, live.values())
         preflight: dict[ObjectKey, dict[str, Any]] = {}
         if is_new and ledger.mode is Mode.ENFORCE:
             # All or nothing: every write of the new revision is dry-run first.
@@ -277,36 +277,7 @@ class FullPass:
         _, news = tracking.judge(self._ledger, tracked, live, time.monotonic())
         return news[0] if news and outcome is Outcome.UNCHANGED else Change(tracked.key, outcome)
 
-    def _victims(
-        self, desired: dict[ObjectKey, dict[str, Any]], live: Live
-    ) -> list[tuple[Resource, dict[str, Any]]]:
-        """This Environment's objects that its blueprint no longer holds (Enforce, prune on)."""
-        spec = self._ledger.spec
-        if spec is None or not spec.prune or self._ledger.mode is not Mode.ENFORCE:
-            return []
-        return [
-            found
-            for key, found in live.items()
-            if key not in desired and self._ledger.is_mine(found[1])
-        ]
-
     def _conclude(self, changes: Iterable[Change], generation: int | None, is_new: bool) -> None:
-        ledger = self._ledger
         changes = list(changes)
-        failed = [change for change in changes if change.is_failure]
-        ledger.status.observed_generation = generation
-        if failed:
-            is_forbidden = any(change.outcome is Outcome.FORBIDDEN for change in failed)
-            reason = Reason.FORBIDDEN if is_forbidden else Reason.APPLY_FAILED
-            message = "; ".join(change.message for change in failed)
-            ledger.ready = (False, reason, message[: tracking.MESSAGE_LIMIT])
-            return
-        if is_new and ledger.mode is Mode.ENFORCE:
-            ledger.status.revision += 1
-            self._reporter.applied(ledger.status.revision, changes)
-        ledger.ready = (True, Reason.APPLIED, f"revision {ledger.status.revision} applied")
-        if ledger.spec is not None and ledger.spec.suspend:
-            ledger.ready = (True, Reason.SUSPENDED, "suspended: drift is reported, not reverted")
-        elif ledger.mode is Mode.OBSERVE:
-            message = "Observe: the blueprint is checked with dry-run applies, nothing is changed"
-            ledger.ready = (True, Reason.OBSERVING, message)
+        if tracking.conclude(self._ledger, changes, generation, is_new=is_new):
+            self._reporter.applied(self._ledger.status.revision, changes)

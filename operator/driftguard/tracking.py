@@ -148,6 +148,45 @@ def judge(
     return verdict, news
 
 
+def conclude(
+    ledger: Ledger, changes: list[Change], generation: int | None, *, is_new: bool
+) -> bool:
+    """Ready after a full pass; True when it put a new revision in place (Enforce)."""
+    failed = [change for change in changes if change.is_failure]
+    ledger.status.observed_generation = generation
+    if failed:
+        is_forbidden = any(change.outcome is Outcome.FORBIDDEN for change in failed)
+        reason = Reason.FORBIDDEN if is_forbidden else Reason.APPLY_FAILED
+        message = "; ".join(change.message for change in failed)
+        ledger.ready = (False, reason, message[:MESSAGE_LIMIT])
+        return False
+    is_applied = is_new and ledger.mode is Mode.ENFORCE
+    if is_applied:
+        ledger.status.revision += 1
+    ledger.ready = (True, Reason.APPLIED, f"revision {ledger.status.revision} applied")
+    if ledger.spec is not None and ledger.spec.suspend:
+        ledger.ready = (True, Reason.SUSPENDED, "suspended: drift is reported, not reverted")
+    elif ledger.mode is Mode.OBSERVE:
+        message = "Observe: the blueprint is checked with dry-run applies, nothing is changed"
+        ledger.ready = (True, Reason.OBSERVING, message)
+    return is_applied
+
+
+def victims(
+    ledger: Ledger, desired: Iterable[ObjectKey], live: Iterable[tuple[Resource, dict[str, Any]]]
+) -> list[tuple[Resource, dict[str, Any]]]:
+    """This Environment's objects that its blueprint no longer holds (Enforce, prune on)."""
+    spec = ledger.spec
+    if spec is None or not spec.prune or ledger.mode is not Mode.ENFORCE:
+        return []
+    keep = set(desired)
+    return [
+        (resource, obj)
+        for resource, obj in live
+        if ObjectKey.of(obj) not in keep and ledger.is_mine(obj)
+    ]
+
+
 def summarize(
     previous: model.EnvironmentStatus,
     tracked: Iterable[Tracked],

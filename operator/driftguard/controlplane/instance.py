@@ -65,6 +65,38 @@ def _probe(url: str, context: ssl.SSLContext | None, accept: Callable[[bytes], b
         return False
 
 
+def _write_files(layout: flags.Layout) -> tuple[pki.CertificateAuthority, pki.KeyPair]:
+    """A new CA, serving and admin pairs, ServiceAccount keys and the audit policy."""
+    ca = pki.CertificateAuthority.create()
+    serving = ca.issue_server(
+        common_name="kube-apiserver",
+        dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
+        ips=["127.0.0.1", "10.0.0.1"],
+    )
+    admin = ca.issue_client(user="driftguard-admin", groups=["system:masters"])
+    sa_private, sa_public = pki.service_account_keys()
+    for path, data in [
+        (layout.ca_cert, ca.pair.cert_pem),
+        (layout.ca_key, ca.pair.key_pem),
+        (layout.serving_cert, serving.cert_pem),
+        (layout.serving_key, serving.key_pem),
+        (layout.admin_cert, admin.cert_pem),
+        (layout.admin_key, admin.key_pem),
+        (layout.sa_key, sa_private),
+        (layout.sa_pub, sa_public),
+        (layout.audit_policy, flags.AUDIT_POLICY.encode()),
+    ]:
+        _write_private(path, data)
+    return ca, admin
+
+
+def _admin_tls(layout: flags.Layout | None) -> ssl.SSLContext:
+    assert layout is not None
+    context = ssl.create_default_context(cafile=str(layout.ca_cert))
+    context.load_cert_chain(str(layout.admin_cert), str(layout.admin_key))
+    return context
+
+
 class ControlPlane:
     """A local Kubernetes control plane; ``start()``/``stop()`` or ``with ControlPlane():``."""
 
@@ -140,7 +172,7 @@ class ControlPlane:
         self._layout = flags.Layout(Path(tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")))
         reaper.register(self)
         try:
-            self._write_files()
+            self._ca, self._admin = _write_files(self._layout)
             etcd_url = self._start_etcd(binaries)
             self._start_apiserver(binaries, etcd_url)
             if self._with_controller_manager:
@@ -253,30 +285,6 @@ class ControlPlane:
         path = self._started().kubeconfigs / f"{self._minted:03d}-{slug}.kubeconfig"
         return _write_private(path, text.encode())
 
-    def _write_files(self) -> None:
-        layout = self._layout
-        assert layout is not None
-        ca = self._ca = pki.CertificateAuthority.create()
-        serving = ca.issue_server(
-            common_name="kube-apiserver",
-            dns_names=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
-            ips=["127.0.0.1", "10.0.0.1"],
-        )
-        admin = self._admin = ca.issue_client(user="driftguard-admin", groups=["system:masters"])
-        sa_private, sa_public = pki.service_account_keys()
-        for path, data in [
-            (layout.ca_cert, ca.pair.cert_pem),
-            (layout.ca_key, ca.pair.key_pem),
-            (layout.serving_cert, serving.cert_pem),
-            (layout.serving_key, serving.key_pem),
-            (layout.admin_cert, admin.cert_pem),
-            (layout.admin_key, admin.key_pem),
-            (layout.sa_key, sa_private),
-            (layout.sa_pub, sa_public),
-            (layout.audit_policy, flags.AUDIT_POLICY.encode()),
-        ]:
-            _write_private(path, data)
-
     def _launch(self, name: str, argv: list[str], ready: Callable[[], bool]) -> None:
         """Start a component and wait until ``ready``; both are kept for ``start_component``."""
         assert self._layout is not None
@@ -298,20 +306,13 @@ class ControlPlane:
         )
         return url
 
-    def _admin_tls(self) -> ssl.SSLContext:
-        layout = self._layout
-        assert layout is not None
-        context = ssl.create_default_context(cafile=str(layout.ca_cert))
-        context.load_cert_chain(str(layout.admin_cert), str(layout.admin_key))
-        return context
-
     def _start_apiserver(self, binaries: binaries_module.Binaries, etcd_url: str) -> None:
         assert self._layout is not None
         port = free_port()
         argv = flags.apiserver(
             binaries, self._layout, etcd_url=etcd_url, port=port, feature_gates=self._feature_gates
         )
-        server, context = f"https://127.0.0.1:{port}", self._admin_tls()
+        server, context = f"https://127.0.0.1:{port}", _admin_tls(self._layout)
         self._launch(
             "kube-apiserver",
             argv,
@@ -334,7 +335,7 @@ class ControlPlane:
         _write_private(layout.controller_manager_kubeconfig, text.encode())
         # Ready when its controllers run: the ServiceAccount controller made default/default.
         url = f"{self._server}/api/v1/namespaces/default/serviceaccounts/default"
-        context = self._admin_tls()
+        context = _admin_tls(self._layout)
         self._launch(
             "kube-controller-manager",
             flags.controller_manager(binaries, layout),
