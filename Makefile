@@ -60,7 +60,7 @@ crds: install ## regenerate crds/ (and the chart's copy) from the pydantic model
 	$(BIN)/python -m driftguard.crd > crds/environments.driftguard.io.yaml
 	cp crds/environments.driftguard.io.yaml charts/driftguard/crds/
 
-bench: install controlplane ## the performance benchmark; figures in bench/results.json
+bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
 	$(BIN)/python bench/run.py
 
 clean: ## remove the virtual environment (the control-plane cache stays)

@@ -1,9 +1,10 @@
 """The benchmark's world: identities, the operator process, the Environment observer.
 
-Everything a phase needs to act and to observe, and nothing it measures. Identities are
-client certificates of the local control plane, so the audit log tells them apart:
-``driftguard-bench`` (the operator), ``bench-manual`` (the "human" making manual changes),
-``bench-floor`` (the floor loop) and the admin (setup, observers, noise).
+Everything a phase needs to act and to observe, and nothing it measures. The operator runs
+as the chart's ServiceAccount with the chart's RBAC and log level (`chartidentity.py`); the
+others are client certificates of the local control plane, so the audit log tells them all
+apart: ``bench-manual`` (the "human" making manual changes), ``bench-floor`` (the floor
+loop) and the admin (setup, observers, noise).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import chartidentity
 import procs
 import workload
 from auditlog import AuditLog
@@ -28,7 +30,6 @@ from procs import Child, free_port
 
 from driftguard.controlplane import ControlPlane
 
-OPERATOR_USER = "driftguard-bench"
 MANUAL_USER = "bench-manual"
 FLOOR_USER = "bench-floor"
 BIN = Path(sys.executable).parent
@@ -86,7 +87,8 @@ class Lab:
     def __init__(self, plane: ControlPlane, workdir: Path) -> None:
         self.plane = plane
         self.workdir = workdir
-        self.audit = AuditLog(plane.audit_log, OPERATOR_USER)
+        self.identity = chartidentity.install(plane)
+        self.audit = AuditLog(plane.audit_log, self.identity.username)
         self.operator: Child | None = None
         self.metrics_port = 0
         self.starts = 0
@@ -102,7 +104,7 @@ class Lab:
         manual_config = self.plane.user_kubeconfig(MANUAL_USER, groups=["system:masters"])
         self.manual = await Kube.connect(manual_config, user_agent="bench-manual/1")
         self.envs = await Informer(self.admin, env_path(None), extract=env_view).start()
-        self._operator_config = self.plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
+        self._operator_config = self.identity.kubeconfig
 
     async def close(self) -> None:
         for child in self.children:
@@ -125,7 +127,7 @@ class Lab:
             "--metrics-port",
             str(self.metrics_port),
             "--log-level",
-            "WARNING",
+            self.identity.log_level,
         ]
         env = {**os.environ, "KUBECONFIG": str(self._operator_config)}
         log = self.workdir / f"operator-{self.starts}.log"

@@ -290,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
             run.results["profiled"] = True
         run.results["sizes"] = {"small": sizes.small, "large": sizes.large, "quick": sizes.quick}
         run.results["environment"] = environment_facts(plane)
+        run.results["operator"] = {
+            "identity": run.lab.identity.username,
+            "rbac": "the chart's ServiceAccount, ClusterRole and ClusterRoleBinding (default values)",
+            "log_level": run.lab.identity.log_level,
+        }
         try:
             asyncio.run(_measure(run, DEADLINE_S[sizes.quick]))
         except (Exception, KeyboardInterrupt) as exc:  # report what was measured
