@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         run.results["environment"] = environment_facts(plane)
         run.results["operator"] = {
             "identity": run.lab.identity.username,
-            "rbac": "the chart's ServiceAccount, ClusterRole and ClusterRoleBinding (default values)",
+            "rbac": "the chart's ServiceAccount, ClusterRole, ClusterRoleBinding (defaults)",
             "log_level": run.lab.identity.log_level,
         }
         try:
