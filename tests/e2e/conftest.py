@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from envs import operator  # noqa: F401  (a session fixture, defined beside its helpers)
-from helpers import Kubectl, start_control_plane
+from envs import chart_rbac, operator  # noqa: F401  (session fixtures, beside their helpers)
+from helpers import HELM_VERSION, Helm, Kubectl, cached_tool, start_control_plane
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -63,6 +63,13 @@ def api_client(kubeconfig: Path) -> Iterator[k8s.ApiClient]:
 def core_api(api_client: k8s.ApiClient) -> k8s.CoreV1Api:
     """CoreV1Api as admin."""
     return k8s.CoreV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    """The cached helm; when it is missing the tests skip, except under CI=true: they fail."""
+    binary = cached_tool("helm", HELM_VERSION, build_time="about 2 minutes")
+    return Helm(binary, tmp_path_factory.mktemp("helm"))
 
 
 @pytest.fixture

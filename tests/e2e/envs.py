@@ -1,7 +1,9 @@
 """The operator under test and helpers to drive Environments through real kubectl.
 
 One operator process per session (`driftguard run`, a subprocess, watching every
-namespace) acting as its own identity, so the audit log can count its writes.
+namespace) acting as the Helm chart's own ServiceAccount, with exactly the RBAC the
+chart renders (never system:masters), so the tests prove the chart's grant suffices
+and the audit log can count the operator's writes. No tenancy flags: the strict default.
 """
 
 import json
@@ -17,13 +19,24 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Kubectl, audit_events, wait_for
+from helpers import Helm, Kubectl, audit_events, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftguard.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[2]
-OPERATOR_USER = "driftguard-e2e"
+# The chart rendered with fullnameOverride names the ServiceAccount and its ClusterRole(Binding).
+OPERATOR_NAMESPACE = "driftguard-system"
+OPERATOR_SERVICEACCOUNT = "driftguard-e2e"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}"
+# rbac.managedResources: every kind the e2e blueprints manage. The chart's default list,
+# plus the Widget custom resource of test_lifecycle.py.
+MANAGED_RESOURCES = [
+    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts"]},
+    {"apiGroups": ["apps"], "resources": ["deployments"]},
+    {"apiGroups": ["example.com"], "resources": ["widgets"]},
+]
+IDENTITY_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 WRITES = {"create", "update", "patch", "delete"}
 
 
@@ -115,12 +128,43 @@ def install_crd(kubectl: Kubectl) -> None:
 
 
 @pytest.fixture(scope="session")
+def chart_rbac(helm: Helm) -> list[dict[str, Any]]:
+    """The chart's ServiceAccount, ClusterRole and ClusterRoleBinding, rendered once a session."""
+    values = {
+        "fullnameOverride": OPERATOR_SERVICEACCOUNT,
+        "rbac": {"managedResources": MANAGED_RESOURCES},
+    }
+    objects = helm.template(values, namespace=OPERATOR_NAMESPACE)
+    found = [obj for obj in objects if obj["kind"] in IDENTITY_KINDS]
+    assert sorted(obj["kind"] for obj in found) == sorted(IDENTITY_KINDS), found
+    return found
+
+
+def chart_kubeconfig(plane: ControlPlane, admin: Kubectl, chart_rbac: list[dict[str, Any]]) -> Path:
+    """Applies the chart's RBAC on a control plane; a kubeconfig with its ServiceAccount's token."""
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}}
+    admin("apply", "-f", "-", input=yaml.safe_dump_all([namespace, *chart_rbac]))
+    kubeconfig = plane.serviceaccount_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICEACCOUNT)
+
+    def is_granted() -> bool:
+        argv = ("auth", "can-i", "watch", "environments.driftguard.io", "--all-namespaces")
+        return admin(*argv, kubeconfig=kubeconfig, check=False).stdout.strip() == "yes"
+
+    # The RBAC authorizer learns of a new binding through its informers: a short wait.
+    wait_for(is_granted, timeout=30, message="the chart's ClusterRoleBinding to take effect")
+    return kubeconfig
+
+
+@pytest.fixture(scope="session")
 def operator(
-    control_plane: ControlPlane, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    kubectl: Kubectl,
+    chart_rbac: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
-    """`driftguard run` against the control plane, as user driftguard-e2e."""
+    """`driftguard run` against the control plane, as the chart's ServiceAccount."""
     install_crd(kubectl)
-    kubeconfig = control_plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
+    kubeconfig = chart_kubeconfig(control_plane, kubectl, chart_rbac)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     handle = Operator(kubeconfig, log, control_plane.audit_log)
     try:

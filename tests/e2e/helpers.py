@@ -1,4 +1,4 @@
-"""Helpers for the e2e tests: polling with a deadline, a kubectl runner, audit-log reading.
+"""Helpers for the e2e tests: polling with a deadline, kubectl and helm runners, audit-log reading.
 
 No fixtures here (they live in conftest.py) and never a bare sleep: wait with ``wait_for``.
 """
@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 
 from driftguard.controlplane import ControlPlane, ControlPlaneError
 from driftguard.controlplane.binaries import cache_root
 
 T = TypeVar("T")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "driftguard"
+HELM_VERSION = "v3.22.0"  # hack/build-tools.sh builds this one
 
 
 def wait_for(
@@ -109,6 +114,44 @@ def cached_tool(name: str, version: str, *, build_time: str) -> Path:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return binary
+
+
+class Helm:
+    """Runs the cached helm with its state in a temporary directory, never in $HOME."""
+
+    def __init__(self, binary: Path, home: Path) -> None:
+        self.binary = binary
+        self.env = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> "subprocess.CompletedProcess[str]":
+        """Run ``helm args...``; fail the test with helm's stderr unless ``check=False``."""
+        done = subprocess.run(
+            [str(self.binary), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=120,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            pytest.fail(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+        return done
+
+    def template(
+        self, values: dict[str, Any], *, namespace: str = "ops", release: str = "dg"
+    ) -> list[dict[str, Any]]:
+        """The chart's objects as `helm template` renders them with these values."""
+        argv = ("template", release, str(CHART), "-n", namespace, "-f", "-")
+        done = self(*argv, input=yaml.safe_dump(values))
+        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 def audit_events(audit_log: Path, *, username: str | None = None) -> list[dict[str, Any]]:

@@ -19,59 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Kubectl, audit_events, cached_tool, wait_for
+from helpers import CHART, ROOT, Helm, Kubectl, audit_events, wait_for
 
 from driftguard.controlplane import ControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "driftguard"
 CRD_NAME = "environments.driftguard.io"
-HELM_VERSION = "v3.22.0"  # hack/build-tools.sh builds this one
 MANAGED_VERBS = ["get", "list", "watch", "create", "patch", "delete"]
-
-
-class Helm:
-    """Runs the cached helm with its state in a temporary directory, never in $HOME."""
-
-    def __init__(self, binary: Path, home: Path) -> None:
-        self.binary = binary
-        self.env = {
-            **os.environ,
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> "subprocess.CompletedProcess[str]":
-        """Run ``helm args...``; fail the test with helm's stderr unless ``check=False``."""
-        done = subprocess.run(
-            [str(self.binary), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=120,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            pytest.fail(f"helm {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
-        return done
-
-    def template(self, values: dict[str, Any], *, namespace: str = "ops") -> list[dict[str, Any]]:
-        """The chart's objects as `helm template` renders them with these values."""
-        done = self(
-            "template", "dg", str(CHART), "-n", namespace, "-f", "-", input=yaml.safe_dump(values)
-        )
-        return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
-@pytest.fixture(scope="session")
-def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """The cached helm; when it is missing the tests skip, except under CI=true: they fail."""
-    binary = cached_tool("helm", HELM_VERSION, build_time="about 2 minutes")
-    return Helm(binary, tmp_path_factory.mktemp("helm"))
 
 
 def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

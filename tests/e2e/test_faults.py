@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 from envs import (
-    OPERATOR_USER,
     Operator,
     apply,
+    chart_kubeconfig,
     environment,
     free_port,
     install_crd,
@@ -158,12 +158,13 @@ def liveness_url() -> str:
 def watcher(
     plane: ControlPlane,
     admin: Kubectl,
+    chart_rbac: list[dict[str, Any]],
     liveness_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Operator]:
-    """`driftguard run` with a liveness endpoint, on this module's control plane."""
+    """`driftguard run` with a liveness endpoint, on this module's plane, as the chart's SA."""
     install_crd(admin)
-    kubeconfig = plane.user_kubeconfig(OPERATOR_USER, groups=["system:masters"])
+    kubeconfig = chart_kubeconfig(plane, admin, chart_rbac)
     log = tmp_path_factory.mktemp("faults-operator") / "operator.log"
     handle = Operator(kubeconfig, log, plane.audit_log, extra_args=["--liveness", liveness_url])
     try:
