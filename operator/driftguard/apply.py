@@ -50,20 +50,40 @@ async def revert(
     resource: Resource,
     manifest: dict[str, Any],
     drifted: Iterable[FieldChange],
+    live: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Puts the blueprint back: removes list items others added, then force-applies."""
-    added = sorted(
-        (change for change in drifted if change.kind is ChangeKind.ADDED),
-        key=lambda change: _index(change.pointer),
-        reverse=True,
-    )
-    if added:
+    """Puts the blueprint back: takes out list items others added, then force-applies.
+
+    Each list is replaced whole, guarded by a test of its current value, so a list
+    that would be left empty (which many kinds refuse) gets the blueprint's items in
+    the same request.
+    """
+    added: dict[str, list[Any]] = {}
+    for change in drifted:
+        if change.kind is ChangeKind.ADDED:
+            added.setdefault(change.pointer.rpartition("/")[0], []).append(change.actual)
+    if added and live is not None:
         meta = manifest["metadata"]
-        ops: list[dict[str, Any]] = []
-        for change in added:
-            # The test op makes the removal a no-op if the list moved meanwhile.
-            ops.append({"op": "test", "path": change.pointer, "value": change.actual})
-            ops.append({"op": "remove", "path": change.pointer})
+        # Guarded by the version; managedFields given as they are, so this patch leaves
+        # no Update entry of driftguard's behind (one would keep a removed value owned,
+        # and a later apply could then never take it out).
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": tracking_rv(live)},
+            {
+                "op": "replace",
+                "path": "/metadata/managedFields",
+                "value": live["metadata"].get("managedFields") or [],
+            },
+        ]
+        for pointer, extra in added.items():
+            current = plan.pointer_get(live, pointer)
+            if not isinstance(current, list):
+                continue
+            kept = [item for item in current if item not in extra]
+            if not kept:
+                ours = plan.pointer_get(manifest, pointer)
+                kept = ours if isinstance(ours, list) else []
+            ops.append({"op": "replace", "path": pointer, "value": kept})
         try:
             await retrying(
                 lambda: cluster.json_patch(resource, meta.get("namespace", ""), meta["name"], ops)
@@ -72,11 +92,6 @@ async def revert(
             if exc.status not in (409, 422):
                 raise
     return await put(cluster, resource, manifest)
-
-
-def _index(pointer: str) -> int:
-    last = pointer.rsplit("/", 1)[-1]
-    return int(last) if last.isdigit() else -1
 
 
 def failure(key: ObjectKey, exc: ApiError, doing: str = "") -> Change:
@@ -196,3 +211,7 @@ async def delete_labelled(
 def strip(manifest: dict[str, Any], tolerated: frozenset[str]) -> dict[str, Any]:
     """What to apply: the blueprint without the fields that are tolerated overrides."""
     return plan.without(manifest, tolerated)
+
+
+def tracking_rv(obj: dict[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))

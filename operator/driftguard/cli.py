@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
         help="let Environments acting as the operator write cluster-scoped objects",
     )
     run.add_argument(
+        "--break-glass-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="members of this group may change what prevention guards (repeat); "
+        "default: driftguard:break-glass",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -76,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return daemon.run(
             tenancy=tenancy,
+            break_glass_groups=tuple(args.break_glass_group or ["driftguard:break-glass"]),
             namespaces=args.namespace,
             metrics_port=args.metrics_port,
             liveness=args.liveness,

@@ -126,6 +126,10 @@ class Cluster(Protocol):
         """The same client, every request impersonating `user` ("" for the client itself)."""
         ...
 
+    async def whoami(self) -> str:
+        """The username the API server knows this client as."""
+        ...
+
     async def json_patch(
         self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> dict[str, Any]: ...
@@ -204,6 +208,13 @@ class KubeCluster:
 
     async def close(self) -> None:
         await self._api.close()
+
+    async def whoami(self) -> str:
+        """The username the API server authenticates this client as (a SelfSubjectReview)."""
+        review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        path = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+        answer = await self._json("POST", path, body=review)
+        return str(answer.get("status", {}).get("userInfo", {}).get("username", ""))
 
     async def _request(
         self,

@@ -12,6 +12,7 @@ from driftguard.model import Condition
 
 READY = "Ready"
 IN_SYNC = "InSync"
+SUSPENDED = "Suspended"
 
 
 class Reason:

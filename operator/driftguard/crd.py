@@ -93,6 +93,12 @@ def _columns() -> list[dict[str, Any]]:
         {"name": "Drifted", "type": "integer", "jsonPath": ".status.summary.drifted"},
         {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Prevention", "type": "string", "jsonPath": ".spec.prevention"},
+        {
+            "name": "Suspended",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Suspended")].message',
+        },
     ]
 
 

@@ -18,6 +18,7 @@ def run(
     liveness: str | None,
     log_level: str,
     tenancy: Tenancy | None = None,
+    break_glass_groups: tuple[str, ...] = (),
     watch_grace: float = handlers.WATCH_GRACE_S,
 ) -> int:
     logs.configure(level=log_level)
@@ -28,7 +29,10 @@ def run(
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
     memo = kopf.Memo(
-        namespaced=bool(namespaces), watch_grace=watch_grace, tenancy=tenancy or Tenancy()
+        namespaced=bool(namespaces),
+        watch_grace=watch_grace,
+        tenancy=tenancy or Tenancy(),
+        break_glass_groups=break_glass_groups,
     )
     asyncio.run(
         kopf.operator(

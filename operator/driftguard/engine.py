@@ -14,8 +14,9 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from driftguard import apply, model, render, report, tracking
+from driftguard import apply, guard, model, prevention, render, report, tracking
 from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
 from driftguard.reconcile import Environment
 from driftguard.tenancy import Tenancy
@@ -35,10 +36,12 @@ class Engine:
         namespaced: bool = False,
         timing: Timing | None = None,
         tenancy: Tenancy | None = None,
+        guard: GuardSettings | None = None,
     ) -> None:
         self.cluster = cluster
         self._namespaced = namespaced
         self._tenancy = tenancy or Tenancy()
+        self.guard = guard or GuardSettings()
         self.environments: dict[Ident, Environment] = {}
         self.watches = Watches(cluster, self, timing=timing or Timing())
         self._events: asyncio.Queue[tuple[dict[str, Any], str, str, bool]] = asyncio.Queue()
@@ -63,6 +66,7 @@ class Engine:
                     post=self._poster_for(ident),
                     need_watches=lambda *need: self._need(ident, *need),
                     tenancy=self._tenancy,
+                    guard=self.guard,
                 )
                 self.environments[ident] = environment
             await environment.update(body)
@@ -75,7 +79,8 @@ class Engine:
         self.watches.release(ident)
 
     async def delete_objects(self, body: dict[str, Any]) -> int:
-        """deletionPolicy Delete: removes every object carrying the Environment's labels."""
+        """The Environment goes: its admission policy always, and with deletionPolicy Delete
+        every object carrying its labels (adopted ones are released instead)."""
         meta = body["metadata"]
         ident = (meta["namespace"], meta["name"])
         environment = self.environments.get(ident)
@@ -88,6 +93,11 @@ class Engine:
         if environment is not None:
             kinds |= {(key.api_version, key.kind) for key in environment.ledger.tracked}
         target = spec.get("targetNamespace") or owner.namespace
+        policies = await apply.delete_labelled(
+            self.cluster, await self._policy_scopes(), owner.selector
+        )
+        if spec.get("deletionPolicy") != model.DeletionPolicy.DELETE:
+            kinds = set()  # Orphan: only the admission policy goes
         scopes: list[tuple[Resource, str | None]] = []
         for api_version, kind in sorted(kinds):
             try:
@@ -99,7 +109,7 @@ class Engine:
         account = spec.get("serviceAccountName") or self._tenancy.default_service_account
         identity = f"system:serviceaccount:{owner.namespace}:{account}" if account else ""
         acting = self.cluster.as_user(identity)
-        changes = await apply.delete_labelled(acting, scopes, owner.selector)
+        changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)
         ledger = tracking.Ledger(owner=owner, status=status)
         reporter = report.Reporter(ledger, lambda *event: self.post(body, *event))
         reporter.record(changes)
@@ -109,12 +119,22 @@ class Engine:
             raise RuntimeError("; ".join(failed))
         return len(changes)
 
+    async def _policy_scopes(self) -> list[tuple[Resource, str | None]]:
+        try:
+            return [
+                (await self.cluster.resource(guard.API_VERSION, kind), None)
+                for kind in (prevention.POLICY, prevention.BINDING)
+            ]
+        except LookupError:
+            return []  # a server without admission policies has none of ours
+
     async def _need(
         self,
         ident: Ident,
         scopes: set[tuple[Resource, str | None]],
         observe: bool,
         identity: str,
+        own: set[tuple[Resource, str | None]],
     ) -> list[ApiError]:
         """The watches one Environment needs now; those it no longer needs are released.
 
@@ -131,6 +151,7 @@ class Engine:
             wanted.add(Scope(resource, where, model.MANAGED_SELECTOR, identity))
             if observe and resource.namespaced:
                 wanted.add(Scope(resource, namespace, "", identity))
+        wanted |= {Scope(resource, where, model.MANAGED_SELECTOR) for resource, where in own}
         self.watches.release(ident, keep=frozenset(wanted))
         for scope in wanted:
             accept = None if scope.selector else self._observed(scope)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from driftguard import apply, diff, model, plan, render, tracking
@@ -24,9 +25,11 @@ from driftguard.tracking import Ledger, Tracked
 PARALLEL_APPLIES = 16
 
 Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
-NeedWatches = Callable[[set[tuple[Resource, str | None]], bool, str], Awaitable[list[ApiError]]]
+Scopes = set[tuple[Resource, str | None]]
+NeedWatches = Callable[[Scopes, bool, str, Scopes], Awaitable[list[ApiError]]]
 """Makes sure these (kind, namespace) scopes are watched (True: unlabelled objects too), as
-this identity ("": the operator); answers why RBAC refuses any of those watches."""
+this identity ("": the operator), and the last ones as the operator; answers why RBAC
+refuses any of those watches."""
 
 
 class FullPass:
@@ -49,7 +52,10 @@ class FullPass:
         self._need_watches = need_watches
         self._tenancy = tenancy
 
-    async def run(self, body: dict[str, Any]) -> None:
+    async def run(
+        self, body: dict[str, Any], *, own: set[tuple[Resource, str | None]] | None = None
+    ) -> None:
+        """One pass; `own`: kinds watched as the operator (the Environment's policy)."""
         ledger = self._ledger
         generation = body["metadata"].get("generation")
         ledger.applied_generation = generation
@@ -62,11 +68,13 @@ class FullPass:
             return
         is_new = generation != ledger.status.observed_generation or not ledger.status.revision
         ledger.spec = spec
+        self._pause(spec)
         scopes = {(resource, key.namespace or None) for key, resource in resources.items()}
         try:
             # Without its watches no drift could be seen: nothing is applied.
             observe = ledger.mode is Mode.OBSERVE
-            for error in await self._need_watches(scopes, observe, self.identity):
+            needed = await self._need_watches(scopes, observe, self.identity, own or set())
+            for error in needed:
                 raise error
             live = await self.list_live(scopes)
         except ApiError as exc:
@@ -116,6 +124,16 @@ class FullPass:
                 f"spec.serviceAccountName: ServiceAccount {namespace}/{name} does not exist; "
                 "nothing is applied until it does"
             )
+
+    def _pause(self, spec: model.EnvironmentSpec) -> None:
+        """spec.suspendUntil ahead pauses enforcement; its start and its end are Events."""
+        until = spec.suspend_until if spec.suspend_until and _is_ahead(spec.suspend_until) else None
+        if until != self._ledger.paused_until:
+            if until:
+                self._reporter.paused(until)
+            else:
+                self._reporter.resumed()
+        self._ledger.paused_until = until
 
     def _invalid(self, reason: str, exc: InvalidSpecError, generation: int | None) -> None:
         ledger = self._ledger
@@ -281,3 +299,14 @@ class FullPass:
         changes = list(changes)
         if tracking.conclude(self._ledger, changes, generation, is_new=is_new):
             self._reporter.applied(self._ledger.status.revision, changes)
+
+
+def _is_ahead(moment: str) -> bool:
+    return seconds_until(moment) > 0
+
+
+def seconds_until(moment: str) -> float:
+    """Seconds from now to an RFC 3339 time (negative once it has passed)."""
+    when: datetime = datetime.fromisoformat(moment.upper())
+    delta: float = (when - datetime.now(UTC)).total_seconds()
+    return delta

@@ -15,6 +15,7 @@ import kopf
 from driftguard import model
 from driftguard.cluster import KubeCluster
 from driftguard.engine import Engine
+from driftguard.guard import Settings as GuardSettings
 
 _RESOURCE = (model.GROUP, model.VERSION, model.PLURAL)
 
@@ -25,8 +26,16 @@ WATCH_GRACE_S = 120.0
 @kopf.on.startup()
 async def start(memo: kopf.Memo, **_: Any) -> None:
     cluster = await KubeCluster.connect()
+    # Prevention lets the operator's own writes through: it must know its name.
+    guard = GuardSettings(
+        operator_user=await cluster.whoami(),
+        break_glass_groups=tuple(memo.get("break_glass_groups") or ()),
+    )
     memo.engine = Engine(
-        cluster, namespaced=bool(memo.get("namespaced")), tenancy=memo.get("tenancy")
+        cluster,
+        namespaced=bool(memo.get("namespaced")),
+        tenancy=memo.get("tenancy"),
+        guard=guard,
     )
     memo.cluster = cluster
 
@@ -77,11 +86,13 @@ async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     await memo.engine.environment_changed(body)
 
 
-def _deletes_objects(spec: kopf.Spec, **_: Any) -> bool:
-    return bool(spec.get("deletionPolicy") == model.DeletionPolicy.DELETE)
+def _leaves_something(spec: kopf.Spec, **_: Any) -> bool:
+    """Objects to delete (deletionPolicy Delete) or an admission policy to remove."""
+    is_deleting = spec.get("deletionPolicy") == model.DeletionPolicy.DELETE
+    return bool(is_deleting or spec.get("prevention", model.Prevention.OFF) != model.Prevention.OFF)
 
 
-@kopf.on.delete(*_RESOURCE, when=_deletes_objects)
+@kopf.on.delete(*_RESOURCE, when=_leaves_something)
 async def delete_objects(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     raw = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
     await memo.engine.delete_objects(raw)

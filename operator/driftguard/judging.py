@@ -31,8 +31,10 @@ class EventJudge:
         *,
         report: Report,
         settled: Callable[[], None],
+        operator: Cluster,
     ) -> None:
-        self._acting = cluster  # the identity can change with the spec
+        self._acting_now = cluster  # the identity can change with the spec
+        self._operator = operator  # the Environment's own policy objects are the operator's
         self._ledger = ledger
         self._report = report
         self._settled = settled
@@ -57,11 +59,14 @@ class EventJudge:
 
     def observe(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
         """A watch saw a managed object change (live) or go (None)."""
-        tracked = self._ledger.tracked.get(key)
+        tracked = self._ledger.record(key)
         if tracked is None or (live is not None and tracked.is_stale(live)):
             return
         self._pending[key] = (live, received)
         self._kick(key)
+
+    def _acting(self, key: ObjectKey) -> Cluster:
+        return self._operator if key in self._ledger.policies else self._acting_now()
 
     def stop(self) -> None:
         self._stopped = True
@@ -83,14 +88,14 @@ class EventJudge:
             self._settled()
 
     async def _evaluate(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
-        tracked = self._ledger.tracked.get(key)
+        tracked = self._ledger.record(key)
         if tracked is None or tracked.expectation is None or self._ledger.spec is None:
             return
         try:
             if live is None:
                 # A label change takes an object out of the watch's selector too.
                 live = await apply.retrying(
-                    lambda: self._acting().get(tracked.resource, key.namespace, key.name)
+                    lambda: self._acting(key).get(tracked.resource, key.namespace, key.name)
                 )
         except ApiError as exc:
             self._failed(tracked, exc, "read ")
@@ -100,16 +105,22 @@ class EventJudge:
         verdict, news = tracking.judge(self._ledger, tracked, live, received)
         self._report(news)
         if verdict.action in (plan.Action.REVERT, plan.Action.RECREATE):
-            await self._revert(tracked, verdict, received)
+            await self._revert(tracked, verdict, received, live)
 
-    async def _revert(self, tracked: Tracked, verdict: plan.Verdict, received: float) -> None:
+    async def _revert(
+        self,
+        tracked: Tracked,
+        verdict: plan.Verdict,
+        received: float,
+        live: dict[str, Any] | None,
+    ) -> None:
         manifest = apply.strip(tracked.desired, verdict.tolerated)
         try:
             if verdict.action is plan.Action.RECREATE:
-                stored = await apply.put(self._acting(), tracked.resource, manifest)
+                stored = await apply.put(self._acting(tracked.key), tracked.resource, manifest)
             else:
                 stored = await apply.revert(
-                    self._acting(), tracked.resource, manifest, verdict.drifted
+                    self._acting(tracked.key), tracked.resource, manifest, verdict.drifted, live
                 )
         except ApiError as exc:
             self._failed(tracked, exc, "revert ")

@@ -47,6 +47,11 @@ reconcile_errors = Counter(
 )
 
 
+environment_suspended = Gauge(
+    "driftguard_environment_suspended",
+    "1 while an Environment is suspended (spec.suspend, or spec.suspendUntil ahead), else 0.",
+    _ENV,
+)
 watches = Gauge(
     "driftguard_watches",
     "Watches of managed kinds by state: healthy, lost (restarting) or forbidden (no RBAC).",
@@ -61,7 +66,7 @@ watch_restarts = Counter(
 
 def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> None:
     """Drops every series of an Environment that is gone, so series do not pile up."""
-    for gauge in (managed_resources, drifted_resources, environment_in_sync):
+    for gauge in (managed_resources, drifted_resources, environment_in_sync, environment_suspended):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, environment)
     for kind in kinds:

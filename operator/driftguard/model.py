@@ -37,12 +37,22 @@ OWNER_LABELS = (LABEL_MANAGED_BY, LABEL_ENVIRONMENT, LABEL_ENVIRONMENT_NAMESPACE
 
 _POINTER = r"^(/([^/~]|~[01])*)+$"
 _DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+_RFC3339 = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class Mode(StrEnum):
     ENFORCE = "Enforce"
     OBSERVE = "Observe"
+
+
+class Prevention(StrEnum):
+    OFF = "Off"
+    WARN = "Warn"
+    DENY = "Deny"
 
 
 class DeletionPolicy(StrEnum):
@@ -230,6 +240,23 @@ class EnvironmentSpec(BaseModel):
         description="Orphan leaves the objects when the Environment goes; Delete removes them.",
     )
     suspend: bool = Field(False, description="Stop enforcing: changes are reported, not reverted.")
+    suspend_until: str | None = Field(
+        None,
+        alias="suspendUntil",
+        pattern=_RFC3339,
+        description=(
+            "Pause enforcement and prevention until this RFC 3339 time (break-glass); they "
+            "resume by themselves, and drift made meanwhile is reverted then (Enforce)."
+        ),
+        json_schema_extra={"format": "date-time"},
+    )
+    prevention: Prevention = Field(
+        Prevention.OFF,
+        description=(
+            "Refuse (Deny) or warn about (Warn) manual changes at admission, with a "
+            "ValidatingAdmissionPolicy; Off: only revert or flag them afterwards."
+        ),
+    )
     resync_interval: str = Field(
         "10m",
         alias="resyncInterval",

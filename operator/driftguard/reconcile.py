@@ -20,7 +20,9 @@ from driftguard import apply, metrics, model, render, report
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.conditions import Reason
-from driftguard.fullpass import FullPass, NeedWatches
+from driftguard.fullpass import FullPass, NeedWatches, seconds_until
+from driftguard.guard import Guard
+from driftguard.guard import Settings as GuardSettings
 from driftguard.judging import EventJudge
 from driftguard.model import ObjectKey
 from driftguard.statuswriter import StatusWriter
@@ -42,6 +44,7 @@ class Environment:
         post: report.Post,
         need_watches: NeedWatches,
         tenancy: Tenancy,
+        guard: GuardSettings,
     ) -> None:
         meta = body["metadata"]
         owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
@@ -54,8 +57,13 @@ class Environment:
         )
         # Objects are read and written as the Environment's identity; status as the operator.
         self.judge = EventJudge(
-            lambda: self.passes.cluster, self.ledger, report=self.report, settled=self._settled
+            lambda: self.passes.cluster,
+            self.ledger,
+            report=self.report,
+            settled=self._settled,
+            operator=cluster,
         )
+        self.guard = Guard(cluster, self.ledger, guard)
         self.status = StatusWriter(
             cluster, self.ledger, is_busy=lambda: self.judge.is_busy, on_error=self._status_failed
         )
@@ -77,12 +85,24 @@ class Environment:
             self.judge.pause()
             started = time.monotonic()
             try:
-                await self.passes.run(self.body)
+                own = await self._own_scopes()
+                await self.passes.run(self.body, own=own)
+                self.report(await self.guard.sync(self.passes.identity))
             finally:
                 self.judge.resume()
                 metrics.reconcile_duration.observe(time.monotonic() - started)
         await self.status.flush()
         self.resync.schedule()
+
+    async def _own_scopes(self) -> set[tuple[Resource, str | None]]:
+        """The policy kinds, watched as the operator while prevention may be on."""
+        spec = (self.body.get("spec") or {}).get("prevention", "Off")
+        if spec == "Off" and not self.ledger.policies:
+            return set()
+        try:
+            return {(resource, None) for resource in await self.guard.kinds()}
+        except (ApiError, LookupError):
+            return set()  # a server without admission policies: the pass says the rest
 
     def observe(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
         """A watch saw a managed object change (live) or go (None)."""
@@ -97,7 +117,7 @@ class Environment:
     ) -> None:
         """After a gap in a watch: judge every object of that scope as it is now."""
         found = {ObjectKey.of(item): item for item in items}
-        for key, tracked in list(self.ledger.tracked.items()):
+        for key, tracked in [*self.ledger.tracked.items(), *self.ledger.policies.items()]:
             if tracked.resource != resource or namespace not in (None, key.namespace or None):
                 continue
             live = found.get(key)
@@ -145,9 +165,15 @@ class Resync:
     def __init__(self, environment: Environment) -> None:
         self._environment = environment
         self._task: asyncio.Task[None] | None = None
+        self._paused_until: str | None = None
 
     def schedule(self) -> None:
-        if self._task is None and self._environment.ledger.spec is not None:
+        ledger = self._environment.ledger
+        if self._paused_until != ledger.paused_until and self._task is not None:
+            self._task.cancel()  # a suspension began or changed: wake at its end
+            self._task = None
+        self._paused_until = ledger.paused_until
+        if self._task is None and ledger.spec is not None:
             self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
@@ -157,13 +183,20 @@ class Resync:
             period = ledger.spec.resync_seconds
             if not is_ready and reason != Reason.INVALID_SPEC:
                 period = min(period, RETRY_FAILED_S)
+            if ledger.paused_until:
+                # A suspension ends by itself: a full pass then reverts what drifted meanwhile.
+                period = min(period, max(seconds_until(ledger.paused_until), 0.0) + 0.05)
             await asyncio.sleep(period)
             await self.run()
 
     async def run(self) -> None:
         environment = self._environment
         is_ready, reason, _ = environment.ledger.ready
-        if not is_ready and reason != Reason.INVALID_SPEC:
+        is_due = (
+            bool(environment.ledger.paused_until)
+            and seconds_until(environment.ledger.paused_until or "") <= 0
+        )
+        if is_due or (not is_ready and reason != Reason.INVALID_SPEC):
             await environment.full_pass()
             return
         tracked = environment.ledger.tracked
@@ -174,7 +207,7 @@ class Resync:
             environment.report([apply.refusal(exc)])
             return
         received = time.monotonic()
-        for key in list(environment.ledger.tracked):
+        for key in list(environment.ledger.tracked):  # policies: re-applied by each pass
             found = live.get(key)
             obj = found[1] if found is not None else None
             if obj is not None and not environment.ledger.is_mine(obj):

@@ -122,6 +122,15 @@ class Reporter:
         self._log.warning("invalid_spec", message=message)
         metrics.reconcile_errors.labels(*self._env, Reason.INVALID_SPEC).inc()
 
+    def paused(self, until: str) -> None:
+        """spec.suspendUntil began: enforcement and prevention pause until then."""
+        self._post("Suspended", f"enforcement and prevention paused until {until}", True)
+        self._log.info("suspended", until=until)
+
+    def resumed(self) -> None:
+        self._post("Resumed", "suspension over: enforcement and prevention resumed", False)
+        self._log.info("resumed")
+
     def status_failed(self, error: str) -> None:
         self._log.warning("status_failed", error=error)
 

@@ -57,7 +57,11 @@ class StatusWriter:
     def build(self) -> model.EnvironmentStatus:
         ledger = self._ledger
         return tracking.summarize(
-            ledger.status, ledger.tracked.values(), ledger.ready, now=report.now()
+            ledger.status,
+            ledger.tracked.values(),
+            ledger.ready,
+            now=report.now(),
+            paused_until=ledger.paused_until,
         )
 
     async def _write(self) -> None:
@@ -87,6 +91,9 @@ class StatusWriter:
         metrics.drifted_resources.labels(*labels).set(summary.drifted + summary.missing)
         is_in_sync = summary.drifted + summary.missing == 0 and self._ledger.ready[0]
         metrics.environment_in_sync.labels(*labels).set(1 if is_in_sync else 0)
+        spec = self._ledger.spec
+        is_suspended = bool(self._ledger.paused_until) or bool(spec and spec.suspend)
+        metrics.environment_suspended.labels(*labels).set(1 if is_suspended else 0)
 
     def stop(self) -> None:
         self._stopped = True

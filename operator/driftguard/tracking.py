@@ -85,11 +85,19 @@ class Ledger:
     tracked: dict[ObjectKey, Tracked] = field(default_factory=dict)
     ready: tuple[bool, str, str] = (False, Reason.PROGRESSING, "first pass pending")
     applied_generation: int | None = None
+    policies: dict[ObjectKey, Tracked] = field(default_factory=dict)  # prevention's, unlisted
+    paused_until: str | None = None  # spec.suspendUntil while it lies ahead
 
     @property
     def mode(self) -> Mode:
         """Observe while suspended: drift is reported, not reverted."""
-        return Mode.OBSERVE if self.spec is None else plan.mode_of(self.spec)
+        if self.spec is None or self.paused_until:
+            return Mode.OBSERVE
+        return plan.mode_of(self.spec)
+
+    def record(self, key: ObjectKey) -> Tracked | None:
+        """A managed object's record, or one of the Environment's own policy objects."""
+        return self.tracked.get(key) or self.policies.get(key)
 
     def is_mine(self, obj: dict[str, Any]) -> bool:
         return render.owner_of(obj) == self.owner
@@ -193,6 +201,7 @@ def summarize(
     ready: tuple[bool, str, str],
     *,
     now: str,
+    paused_until: str | None = None,
 ) -> model.EnvironmentStatus:
     """The status to write: conditions, summary and one entry per object."""
     records = sorted(tracked, key=lambda t: (t.key.kind, t.key.name))
@@ -205,10 +214,16 @@ def summarize(
     )
     generation = previous.observed_generation
     ready_condition = conditions.make(conditions.READY, *ready, generation=generation, now=now)
-    in_sync = _in_sync_condition(records, generation, now)
+    current = [ready_condition, _in_sync_condition(records, generation, now)]
+    if paused_until:
+        message = f"until {paused_until}: enforcement and prevention resume by themselves"
+        suspended = conditions.make(
+            conditions.SUSPENDED, True, Reason.SUSPENDED, message, generation=generation, now=now
+        )
+        current.append(suspended)
     return previous.model_copy(
         update={
-            "conditions": conditions.merge(previous.conditions, [ready_condition, in_sync]),
+            "conditions": conditions.merge(previous.conditions, current),
             "summary": summary,
             "resources": [t.to_status() for t in records],
         }

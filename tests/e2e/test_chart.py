@@ -82,6 +82,7 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
         "--metrics-port=8080",
         "--liveness=http://0.0.0.0:8081/healthz",
         "--log-level=INFO",
+        "--break-glass-group=driftguard:break-glass",
     ]
     (service,) = of_kind(objects, "Service")
     assert service["metadata"]["annotations"] == {

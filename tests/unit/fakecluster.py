@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from driftguard.cluster import CONNECTED, ApiError, WatchEvent
+from driftguard.cluster import CONNECTED, ApiError, UnknownKindError, WatchEvent
 from driftguard.model import Resource
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
@@ -76,7 +76,8 @@ class FakeCluster:
     # -- the Cluster protocol ---------------------------------------------------
 
     async def resource(self, api_version: str, kind: str) -> Resource:
-        assert (api_version, kind) == ("v1", "ConfigMap")
+        if (api_version, kind) != ("v1", "ConfigMap"):
+            raise UnknownKindError(f"the fake serves no {kind}")
         return CONFIGMAPS
 
     async def apply(

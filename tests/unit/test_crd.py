@@ -88,9 +88,12 @@ def test_status_fields_are_described() -> None:
 
 
 def test_printer_columns() -> None:
-    """kubectl get shows Mode, InSync, Drifted, Revision and Age, in that order."""
+    """kubectl get shows the contract's Mode, InSync, Drifted, Revision and Age, then prevention."""
     columns = VERSION["additionalPrinterColumns"]
-    assert [c["name"] for c in columns] == ["Mode", "InSync", "Drifted", "Revision", "Age"]
+    assert [c["name"] for c in columns] == [
+        *("Mode", "InSync", "Drifted", "Revision", "Age"),
+        *("Prevention", "Suspended"),
+    ]
 
 
 @pytest.mark.parametrize(

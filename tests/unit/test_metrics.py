@@ -24,10 +24,11 @@ ROWS: list[Row] = [
     (metrics.revert_latency, "driftguard_revert_latency_seconds", "histogram", ("kind",)),
     (metrics.reconcile_duration, "driftguard_reconcile_duration_seconds", "histogram", ()),
     (metrics.reconcile_errors, "driftguard_reconcile_errors_total", "counter", (*ENV, "reason")),
+    (metrics.environment_suspended, "driftguard_environment_suspended", "gauge", ENV),
     (metrics.watches, "driftguard_watches", "gauge", ("state",)),
     (metrics.watch_restarts, "driftguard_watch_restarts_total", "counter", ("kind",)),
 ]
-"""The contract's table, then the watcher's health: collector, name, type, label names."""
+"""The contract's table, then suspension and the watchers' health: collector, name, type, labels."""
 
 CONTRACT = [pytest.param(*row, id=row[1]) for row in ROWS]
 
@@ -84,7 +85,7 @@ def test_exposition(
 
 
 def test_no_other_metrics(registry: CollectorRegistry) -> None:
-    """driftguard exposes the contract's eight families, the watcher's two, and nothing else."""
+    """driftguard exposes the contract's eight families, suspension, the watches', nothing else."""
     expected = {name.removesuffix("_total") for _, name, _, _ in ROWS}
     assert set(families(registry)) == expected
 

@@ -94,3 +94,13 @@ which lives in the Environment's namespace, after checking that it exists.
   resources: ["serviceaccounts"]
   verbs: ["get", "impersonate"]
 {{- end }}
+
+{{/*
+spec.prevention: one ValidatingAdmissionPolicy and binding per Environment (cluster-scoped
+objects), kept like managed objects, labelled with the Environment; nothing else.
+*/}}
+{{- define "driftguard.preventionRules" -}}
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}

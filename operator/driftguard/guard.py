@@ -1,0 +1,108 @@
+"""An Environment's admission policy, kept like a managed object.
+
+After each full pass the policy and its binding (see `prevention.py`) are applied as the
+operator, or removed when prevention is Off, the Environment observes or is suspended.
+They are tracked beside the managed objects (not counted in status), so a hand edit to
+them is reverted like any drift.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from driftguard import apply, model, prevention
+from driftguard.changes import Change
+from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.model import Mode, ObjectKey, Prevention
+from driftguard.tracking import Ledger, Tracked
+
+API_VERSION = f"{prevention.GROUP}/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The operator's side of prevention."""
+
+    operator_user: str = ""  # from a SelfSubjectReview at start-up
+    break_glass_groups: tuple[str, ...] = ()
+
+
+class Guard:
+    def __init__(self, cluster: Cluster, ledger: Ledger, settings: Settings) -> None:
+        self._cluster = cluster  # the operator itself: tenants may not write policies
+        self._ledger = ledger
+        self._settings = settings
+        self._is_checked = False
+
+    @property
+    def is_active(self) -> bool:
+        spec = self._ledger.spec
+        return (
+            spec is not None
+            and spec.prevention is not Prevention.OFF
+            and self._ledger.mode is Mode.ENFORCE
+            and self._ledger.ready[0]
+        )
+
+    async def kinds(self) -> list[Resource]:
+        return [
+            await self._cluster.resource(API_VERSION, kind)
+            for kind in (prevention.POLICY, prevention.BINDING)
+        ]
+
+    async def sync(self, identity: str) -> list[Change]:
+        """Applies the policy the Environment needs now and removes any other of its own."""
+        if not self.is_active and not self._ledger.policies and self._is_checked:
+            return []  # prevention off, and nothing of ours left from before
+        changes: list[Change] = []
+        try:
+            resources = {resource.kind: resource for resource in await self.kinds()}
+            docs = self._desired(identity) if self.is_active else []
+            wanted = {ObjectKey.of(doc): doc for doc in docs}
+            for key in [key for key in self._ledger.policies if key not in wanted]:
+                del self._ledger.policies[key]
+            selector = self._ledger.owner.selector
+            stale = []
+            for resource in resources.values():
+                items, _ = await self._cluster.list_objects(resource, selector=selector)
+                stale += [(resource, item) for item in items if ObjectKey.of(item) not in wanted]
+            self._is_checked = True  # once per start: a policy left when prevention went Off
+            changes += await apply.prune(self._cluster, stale)
+            for key, doc in wanted.items():
+                resource = resources[key.kind]
+                stored = await apply.put(self._cluster, resource, doc)
+                tracked = self._ledger.policies.get(key) or Tracked(key, resource, doc)
+                tracked.desired = doc
+                tracked.learn(stored, mode=Mode.ENFORCE)
+                tracked.state = model.State.IN_SYNC
+                self._ledger.policies[key] = tracked
+        except (ApiError, LookupError) as exc:
+            if isinstance(exc, ApiError):
+                changes.append(apply.refusal(exc))
+        return changes
+
+    def _desired(self, identity: str) -> list[dict[str, Any]]:
+        ledger = self._ledger
+        assert ledger.spec is not None
+        spec = ledger.spec
+        index = {(m["kind"], m["metadata"]["name"]): i for i, m in enumerate(spec.resources)}
+        guarded = [
+            prevention.Guarded(
+                key=tracked.key,
+                resource=tracked.resource,
+                index=index.get((tracked.key.kind, tracked.key.name), 0),
+                expectation=tracked.expectation,
+                rules=[rule for rule in spec.allowed_changes if rule.matches(tracked.key)],
+            )
+            for tracked in ledger.tracked.values()
+            if tracked.expectation is not None and tracked.state is not model.State.CONFLICT
+        ]
+        return prevention.manifests(
+            owner_namespace=ledger.owner.namespace,
+            owner_name=ledger.owner.name,
+            deny=spec.prevention is Prevention.DENY,
+            objects=guarded,
+            exempt_users=[self._settings.operator_user, identity],
+            exempt_groups=self._settings.break_glass_groups,
+        )
