@@ -90,6 +90,14 @@ def manifests(
                 {"name": "target", "expression": "request.resource.resource + '/' + request.name"},
             ],
             "validations": validations,
+            # The audit log then names the Environment beside the user of every write it
+            # judged: the one place where the person behind a change is known.
+            "auditAnnotations": [
+                {
+                    "key": "environment",
+                    "valueExpression": _literal(f"{owner_namespace}/{owner_name}"),
+                }
+            ],
         },
     }
     namespaces = sorted({o.key.namespace for o in objects if o.key.namespace})

@@ -1,0 +1,149 @@
+"""prevention: the admission policy and binding generated for an Environment."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from driftguard import diff, model, prevention
+from driftguard.model import AllowedChange, ObjectKey, Resource
+
+DEPLOYMENTS = Resource("apps", "v1", "Deployment", "deployments", namespaced=True)
+CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
+SECRETS = Resource("", "v1", "Secret", "secrets", namespaced=True)
+
+
+def stored(kind: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An object as the server answers driftguard's apply: our managedFields cover `body`."""
+
+    def fields(node: Any) -> Any:
+        return {f"f:{k}": fields(v) for k, v in node.items()} if isinstance(node, dict) else {}
+
+    return {
+        "apiVersion": "apps/v1" if kind == "Deployment" else "v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "managedFields": [
+                {"manager": "driftguard", "operation": "Apply", "fieldsV1": fields(body)}
+            ],
+        },
+        **body,
+    }
+
+
+def guarded(
+    kind: str, resource: Resource, body: dict[str, Any], *rules: AllowedChange
+) -> prevention.Guarded:
+    obj = stored(kind, "web", body)
+    return prevention.Guarded(ObjectKey.of(obj), resource, 0, diff.expect(obj), list(rules))
+
+
+def build(*objects: prevention.Guarded, deny: bool = True) -> list[dict[str, Any]]:
+    return prevention.manifests(
+        owner_namespace="platform",
+        owner_name="staging",
+        deny=deny,
+        objects=objects,
+        exempt_users=["system:serviceaccount:driftguard:driftguard", ""],
+        exempt_groups=["driftguard:break-glass"],
+    )
+
+
+def test_nothing_to_guard_makes_no_policy() -> None:
+    """An Environment without objects gets no policy at all."""
+    assert build() == []
+
+
+def test_binding_matches_the_objects_by_name_and_scale() -> None:
+    """The binding names the objects, /scale included, in their namespaces; the action is in its name."""
+    policy, binding = build(guarded("Deployment", DEPLOYMENTS, {"spec": {"replicas": 2}}))
+
+    assert policy["metadata"]["name"] == "driftguard.platform.staging"
+    assert binding["metadata"]["name"] == "driftguard.platform.staging.deny"
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    rules = binding["spec"]["matchResources"]["resourceRules"]
+    assert [(r["resources"], r["resourceNames"]) for r in rules] == [
+        (["deployments"], ["web"]),
+        (["deployments/scale"], ["web"]),
+    ]
+    selector = binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+    assert selector == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["shop"]}
+    ]
+    assert policy["metadata"]["labels"][model.LABEL_ENVIRONMENT] == "staging"
+
+
+def test_warn_is_a_binding_of_its_own() -> None:
+    """Warn binds with the Warn action under another name, so a mode change never merges the two."""
+    _, binding = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": "1"}}), deny=False)
+
+    assert binding["metadata"]["name"].endswith(".warn")
+    assert binding["spec"]["validationActions"] == ["Warn"]
+
+
+def test_exempt_identities_skip_the_policy() -> None:
+    """The operator, system controllers and the break-glass group are let through."""
+    (policy, _) = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": "1"}}))
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+
+    assert "system:serviceaccount:driftguard:driftguard" in condition
+    assert "system:kube-controller-manager" in condition
+    assert 'startsWith("system:serviceaccount:kube-system:")' in condition
+    assert "driftguard:break-glass" in condition
+
+
+def test_each_managed_field_is_a_validation_naming_it() -> None:
+    """Every field driftguard set has its own check and a message naming it and the Environment."""
+    (policy, _) = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"DB.VERSION": "5.7"}}))
+    messages = [v["message"] for v in policy["spec"]["validations"]]
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+
+    assert any(
+        m.startswith(
+            "/data/DB.VERSION of ConfigMap/shop/web is set by the Environment platform/staging"
+        )
+        for m in messages
+    )
+    assert any('object.?data[?"DB.VERSION"] == optional.of("5.7")' in e for e in expressions)
+    assert any("request.operation != 'DELETE'" in e for e in expressions)
+
+
+def test_secret_values_never_enter_the_policy() -> None:
+    """A Secret's field is compared with its old value, so no Secret value is written in the policy."""
+    (policy, _) = build(guarded("Secret", SECRETS, {"data": {"password": "c2VjcmV0"}}))
+
+    assert "c2VjcmV0" not in json.dumps(policy)
+    assert any(
+        "oldObject.?data.?password" in v["expression"] for v in policy["spec"]["validations"]
+    )
+
+
+def test_allowed_path_is_judged_by_its_bounds_also_on_scale() -> None:
+    """An allowed path with bounds gets a bounds check for updates and for /scale, no equality check."""
+    rule = AllowedChange(kind="Deployment", paths=["/spec/replicas"], minimum=2, maximum=4)
+    (policy, _) = build(guarded("Deployment", DEPLOYMENTS, {"spec": {"replicas": 2}}, rule))
+    expressions = [v["expression"] for v in policy["spec"]["validations"]]
+
+    bounds = [e for e in expressions if "v >= 2.0 && v <= 4.0" in e]
+    assert len(bounds) == 2
+    assert any("variables.sub != 'scale'" in e for e in bounds)
+    assert not any("object.?spec.?replicas == optional.of(2)" in e for e in expressions)
+
+
+@pytest.mark.parametrize(
+    ("pointer", "expected"),
+    [
+        ("/spec/replicas", ".?spec.?replicas"),
+        ("/spec/template/spec/containers/0/image", ".?spec.?template.?spec.?containers[?0].?image"),
+        ("/metadata/annotations/example.com~1team", '.?metadata.?annotations[?"example.com/team"]'),
+        ("/data/in", '.?data[?"in"]'),
+    ],
+    ids=["field", "list-index", "escaped-key", "reserved-word"],
+)
+def test_accessor(pointer: str, expected: str) -> None:
+    """A JSON pointer becomes an optional CEL chain; keys that are not identifiers are indexed."""
+    assert prevention._accessor(pointer) == expected
