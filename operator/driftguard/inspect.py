@@ -220,6 +220,9 @@ def _row(env: dict[str, Any], *, with_namespace: bool) -> list[str]:
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     ready = conditions.get("Ready", {})
     in_sync = conditions.get("InSync", {})
+    spec = env.get("spec") or {}
+    suspended = conditions.get("Suspended", {})
+    until = spec.get("suspendUntil") if suspended.get("status") == "True" else None
     row = [
         env["metadata"]["name"],
         (env.get("spec") or {}).get("mode", "Enforce"),
@@ -230,6 +233,8 @@ def _row(env: dict[str, Any], *, with_namespace: bool) -> list[str]:
         str(summary.get("missing", 0)),
         str(summary.get("overridden", 0)),
         str(status.get("revision", 0)),
+        str(spec.get("prevention", "Off")),
+        f"until {until}" if until else ("yes" if spec.get("suspend") else "-"),
     ]
     return [env["metadata"]["namespace"], *row] if with_namespace else row
 
@@ -247,7 +252,7 @@ async def _status(namespace: str | None, all_namespaces: bool) -> int:
     finally:
         await cluster.close()
     header = ["NAME", "MODE", "READY", "INSYNC", "OBJECTS", "DRIFTED", "MISSING", "OVERRIDDEN"]
-    header.append("REVISION")
+    header += ["REVISION", "PREVENTION", "SUSPENDED"]
     if all_namespaces:
         header.insert(0, "NAMESPACE")
     rows = [header] + [_row(env, with_namespace=all_namespaces) for env in items]

@@ -413,3 +413,30 @@ def test_cli_diff_and_status_load_neither_kubernetes_nor_kopf(tmp_path: Path) ->
     )
 
     assert done.stdout.strip() == "[2, 2] []", done.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "conditions", "expected"),
+    [
+        ({}, [], ["Off", "-"]),
+        ({"prevention": "Deny", "suspend": True}, [], ["Deny", "yes"]),
+        (
+            {"prevention": "Warn", "suspendUntil": "2026-11-26T15:00:00Z"},
+            [{"type": "Suspended", "status": "True"}],
+            ["Warn", "until 2026-11-26T15:00:00Z"],
+        ),
+        ({"suspendUntil": "2020-01-01T00:00:00Z"}, [], ["Off", "-"]),
+    ],
+    ids=["defaults", "suspended", "suspended-until", "suspension-over"],
+)
+def test_status_row_shows_prevention_and_suspension(
+    spec: dict[str, Any], conditions: list[dict[str, Any]], expected: list[str]
+) -> None:
+    """driftguard status ends each row with the prevention mode and the suspension."""
+    env = {
+        "metadata": {"name": "app", "namespace": "shop"},
+        "spec": spec,
+        "status": {"conditions": conditions},
+    }
+
+    assert inspect._row(env, with_namespace=False)[-2:] == expected
