@@ -175,10 +175,8 @@ def _validations(guarded: Guarded, env: str) -> list[dict[str, str]]:
     is_secret = key.kind == "Secret" and not key.group
     for path, expected in guarded.expectation.values.items():
         pointer = guarded.expectation.pointers[path]
-        if pointer.startswith("/metadata/labels/") or any(
-            pointer == a or pointer.startswith(a + "/") for a in allowed
-        ):
-            continue  # labels: driftguard's own marks; allowed paths: judged by bounds below
+        if any(pointer == a or pointer.startswith(a + "/") for a in allowed):
+            continue  # judged by its bounds below
         accessor = _accessor(pointer)
         if accessor is None:
             continue
