@@ -140,12 +140,53 @@ def story(demo: Demo, port: int) -> None:
     demo.driftguard("diff", "dev", "-n", "platform")
     demo.driftguard("status", "-A")
 
-    say("5. What a person, a pager and a dashboard see")
+    prevent(demo)
+
+    say("7. What a person, a pager and a dashboard see")
     demo.kubectl("get", "events", "-n", "platform", "--sort-by=.lastTimestamp")
     demo.kubectl("get", "environment", "staging", "-n", "platform", "-o",
                  "jsonpath={.status.lastDrift}{'\\n'}")  # fmt: skip
     print(f"{GREEN}$ curl -s localhost:{port}/metrics | grep driftguard_{RESET}")
     print("\n".join(_metrics(port)))
+
+
+def prevent(demo: Demo) -> None:
+    say("5. Prevention: refuse the change at the door instead of reverting it")
+    demo.kubectl("patch", "environment", "staging", "-n", "platform", "--type=merge",
+                 "-p", '{"spec":{"prevention":"Deny"}}')  # fmt: skip
+    probe = ("scale", "deploy/web", "-n", "staging", "--replicas=50", "--dry-run=server")
+    demo.until("the policy in force", lambda: not _succeeds(demo, *probe))
+    note("one ValidatingAdmissionPolicy for the Environment, evaluated by the API server")
+    demo.kubectl("set", "image", "deploy/web", "-n", "staging", "web=nginx:1.25", check=False)
+    demo.kubectl("scale", "deploy/web", "-n", "staging", "--replicas=4")
+    note("within allowedChanges bounds, still allowed")
+
+    say("6. Break-glass: suspendUntil pauses enforcement and prevention, then ends by itself")
+    until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 8))
+    demo.kubectl("patch", "environment", "staging", "-n", "platform", "--type=merge",
+                 "-p", json.dumps({"spec": {"suspendUntil": until}}))  # fmt: skip
+    demo.until("the pause", lambda: _succeeds(demo, *probe))
+    demo.kubectl("set", "image", "deploy/web", "-n", "staging", "web=nginx:1.25")
+    demo.kubectl("get", "environment", "staging", "-n", "platform")
+    note(f"the incident fix stays until {until}; nobody has to remember to undo the pause")
+    took = demo.until(
+        "the pause to end and the image to be reverted", lambda: _image(demo) == "nginx:1.27.3"
+    )
+    note(
+        f"suspension over: the image is back to nginx:1.27.3 ({took:.1f} s later), prevention again"
+    )
+
+
+def _succeeds(demo: Demo, *args: str) -> bool:
+    done = subprocess.run(
+        [str(BIN / "kubectl"), *args], env=demo.env, capture_output=True, check=False
+    )
+    return done.returncode == 0
+
+
+def _image(demo: Demo) -> str:
+    containers = demo.get("deploy", "web", "staging")["spec"]["template"]["spec"]["containers"]
+    return str(containers[0]["image"])
 
 
 def _state(demo: Demo, env: str, name: str) -> str:
@@ -172,6 +213,7 @@ def main() -> int:
         )  # fmt: skip
         port = _free_port()
         log = plane.directory / "operator.log"
+        operator_config = plane.user_kubeconfig("driftguard-demo", groups=["system:masters"])
         say("Starting the operator: driftguard run --all-namespaces")
         note("--allow-target-namespaces staging dev: the Environments in platform write there")
         note(f"its JSON logs: {log}")
@@ -184,7 +226,9 @@ def main() -> int:
                     # dev: a single-team install allows that explicitly.
                     *("--allow-target-namespaces", "staging", "dev"),
                 ],
-                env=demo.env,
+                # Its own identity, not the admin's: prevention lets the operator through,
+                # and the demo's kubectl (the admin) is the person it stops.
+                env={**demo.env, "KUBECONFIG": str(operator_config)},
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )

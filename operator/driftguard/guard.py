@@ -8,7 +8,7 @@ them is reverted like any drift.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from driftguard import apply, model, prevention
@@ -68,7 +68,13 @@ class Guard:
                 items, _ = await self._cluster.list_objects(resource, selector=selector)
                 stale += [(resource, item) for item in items if ObjectKey.of(item) not in wanted]
             self._is_checked = True  # once per start: a policy left when prevention went Off
-            changes += await apply.prune(self._cluster, stale)
+            why = self._why_off()
+            changes += [
+                replace(change, message=f"{change.key} removed: {why}")
+                if not change.is_failure
+                else change
+                for change in await apply.prune(self._cluster, stale)
+            ]
             for key, doc in wanted.items():
                 resource = resources[key.kind]
                 stored = await apply.put(self._cluster, resource, doc)
@@ -81,6 +87,18 @@ class Guard:
             if isinstance(exc, ApiError):
                 changes.append(apply.refusal(exc))
         return changes
+
+    def _why_off(self) -> str:
+        spec, ledger = self._ledger.spec, self._ledger
+        if spec is None or spec.prevention is Prevention.OFF:
+            return "prevention is Off"
+        if ledger.paused_until:
+            return f"prevention paused until {ledger.paused_until}"
+        if ledger.mode is not Mode.ENFORCE:
+            return "prevention needs Enforce (Observe and suspend write nothing)"
+        if not ledger.ready[0]:
+            return "the blueprint is not applied (Ready=False)"
+        return "replaced by the current policy"
 
     def _desired(self, identity: str) -> list[dict[str, Any]]:
         ledger = self._ledger
