@@ -43,7 +43,8 @@ class Engine:
         self._tenancy = tenancy or Tenancy()
         self.guard = guard or GuardSettings()
         self.environments: dict[Ident, Environment] = {}
-        self.watches = Watches(cluster, self, timing=timing or Timing())
+        self.timing = timing or Timing()
+        self.watches = Watches(cluster, self, timing=self.timing)
         self._events: asyncio.Queue[tuple[dict[str, Any], str, str, bool]] = asyncio.Queue()
         self._poster: asyncio.Task[None] | None = None
         self._locks: dict[Ident, asyncio.Lock] = {}
@@ -68,6 +69,7 @@ class Engine:
                     tenancy=self._tenancy,
                     guard=self.guard,
                 )
+                environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
             await environment.update(body)
 

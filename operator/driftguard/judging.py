@@ -8,6 +8,7 @@ pass runs: the pass re-learns every object, and the events are judged after it.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -40,6 +41,7 @@ class EventJudge:
         self._settled = settled
         self._pending: dict[ObjectKey, tuple[dict[str, Any] | None, float]] = {}
         self._active: dict[ObjectKey, asyncio.Task[None]] = {}
+        self._timers: dict[ObjectKey, asyncio.TimerHandle] = {}
         self._open = asyncio.Event()
         self._open.set()
         self._stopped = False
@@ -65,6 +67,18 @@ class EventJudge:
         self._pending[key] = (live, received)
         self._kick(key)
 
+    def _wake(self, key: ObjectKey, at: float) -> None:
+        """Judges the object again once its fight backoff is due (a little jitter spreads them)."""
+        if key in self._timers or self._stopped:
+            return
+        delay = max(at - time.monotonic(), 0.0) * random.uniform(1.0, 1.1) + 0.01
+
+        def due() -> None:
+            self._timers.pop(key, None)
+            self.observe(key, None, time.monotonic())  # None: read it fresh
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, due)
+
     def _acting(self, key: ObjectKey) -> Cluster:
         return self._operator if key in self._ledger.policies else self._acting_now()
 
@@ -72,6 +86,8 @@ class EventJudge:
         self._stopped = True
         for task in self._active.values():
             task.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
 
     def _kick(self, key: ObjectKey) -> None:
         if key not in self._active and not self._stopped:
@@ -106,6 +122,8 @@ class EventJudge:
         self._report(news)
         if verdict.action in (plan.Action.REVERT, plan.Action.RECREATE):
             await self._revert(tracked, verdict, received, live)
+        elif verdict.action is plan.Action.DEFER:
+            self._wake(key, tracked.due_at)
 
     async def _revert(
         self,
@@ -129,6 +147,8 @@ class EventJudge:
         tracked.learn(stored, mode=self._ledger.mode)
         tracked.reverts += 1
         tracked.recent.append(received)
+        if verdict.state is State.FIGHTING:
+            tracking.fought(self._ledger, tracked, time.monotonic())
         change = Change(
             tracked.key,
             Outcome.REVERTED,

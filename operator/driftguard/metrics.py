@@ -47,6 +47,11 @@ reconcile_errors = Counter(
 )
 
 
+fights = Counter(
+    "driftguard_fights_total",
+    "Managed objects that started fighting: reverted 5 times within a minute by another writer.",
+    _ENV,
+)
 environment_suspended = Gauge(
     "driftguard_environment_suspended",
     "1 while an Environment is suspended (spec.suspend, or spec.suspendUntil ahead), else 0.",
@@ -73,6 +78,8 @@ def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> No
         for counter in (drift_detected, drift_reverted):
             with contextlib.suppress(KeyError):
                 counter.remove(namespace, environment, kind)
+    with contextlib.suppress(KeyError):
+        fights.remove(namespace, environment)
     for reason in ERROR_REASONS:
         with contextlib.suppress(KeyError):
             reconcile_errors.remove(namespace, environment, reason)

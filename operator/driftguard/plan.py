@@ -24,10 +24,22 @@ FIGHT_LIMIT = 5
 
 FIGHT_WINDOW_S = 60.0
 
+FIGHT_BACKOFF_S = 5.0
+"""Once fighting, each further revert waits this long, doubling per revert, up to the cap:
+enough to stop a hot loop with a controller, never long enough for a person to win."""
+
+FIGHT_BACKOFF_CAP_S = 300.0
+
+
+def fight_delay(round_: int, *, base: float = FIGHT_BACKOFF_S) -> float:
+    """The wait before the revert that follows `round_` reverts made while fighting."""
+    return float(min(FIGHT_BACKOFF_CAP_S, base * 2.0 ** max(round_ - 1, 0)))
+
 
 class Action(StrEnum):
     NONE = "none"
     REVERT = "revert"  # force-apply the blueprint, removing items others added
+    DEFER = "defer"  # fighting: revert once the backoff has passed
     RECREATE = "recreate"  # the object is gone: apply it again
     FLAG = "flag"  # report only
 
@@ -90,8 +102,14 @@ def decide(
     drift: Drift,
     rules: Sequence[AllowedChange],
     recent_reverts: int = 0,
+    is_fighting: bool = False,
+    is_due: bool = True,
 ) -> Verdict:
-    """The state of one object and the action its mode calls for."""
+    """The state of one object and the action its mode calls for.
+
+    An object reverted FIGHT_LIMIT times within the window, or already fighting, is
+    Fighting: it is still reverted, but only once its backoff is due (`is_due`).
+    """
     if live is None:
         return Verdict(State.MISSING, _act(mode, Action.RECREATE))
     matching = allowed_for(key, rules)
@@ -110,8 +128,9 @@ def decide(
         if not any(_covers(breach.pointer, change.pointer) for change in drifted):
             drifted.append(_attribute(breach, drift, live))
     if drifted:
-        if mode is Mode.ENFORCE and recent_reverts >= FIGHT_LIMIT:
-            return Verdict(State.FIGHTING, Action.NONE, tuple(drifted), tolerated)
+        if mode is Mode.ENFORCE and (is_fighting or recent_reverts >= FIGHT_LIMIT):
+            action = Action.REVERT if is_due else Action.DEFER
+            return Verdict(State.FIGHTING, action, tuple(drifted), tolerated)
         return Verdict(State.DRIFTED, _act(mode, Action.REVERT), tuple(drifted), tolerated)
     if tolerated:
         return Verdict(State.OVERRIDDEN, Action.NONE, (), tolerated)
@@ -127,6 +146,8 @@ def judge(
     live: dict[str, Any] | None,
     rules: Sequence[AllowedChange],
     recent_reverts: int = 0,
+    is_fighting: bool = False,
+    is_due: bool = True,
 ) -> Verdict:
     """The whole pure judging step: the drift from what we set, then decide() on it."""
     drift = diff.compute(expectation, live) if live is not None else Drift()
@@ -138,6 +159,8 @@ def judge(
         drift=drift,
         rules=rules,
         recent_reverts=recent_reverts,
+        is_fighting=is_fighting,
+        is_due=is_due,
     )
 
 

@@ -53,7 +53,9 @@ TABLE: dict[Outcome, Reporting] = {
     Outcome.FLAGGED: Reporting((("DriftDetected", True),), "drift_detected", counters=(_DETECTED,)),
     Outcome.TOLERATED: Reporting(log_event="drift_tolerated"),
     Outcome.CONFLICT: Reporting((("Conflict", True),), "conflict", logging.WARNING),
-    Outcome.FIGHTING: Reporting((("Fighting", True),), "fighting", logging.WARNING),
+    Outcome.FIGHTING: Reporting(
+        (("Fighting", True),), "fighting", logging.WARNING, ("driftguard_fights_total",)
+    ),
     Outcome.FORBIDDEN: Reporting(
         (("Forbidden", True),), "forbidden", logging.WARNING, counters=(f"{_ERRORS}{{Forbidden}}",)
     ),
@@ -106,6 +108,8 @@ class Reporter:
             metrics.drift_reverted.labels(*self._env, kind).inc()
             if change.latency is not None:
                 metrics.revert_latency.labels(kind).observe(change.latency)
+        if change.outcome is Outcome.FIGHTING:
+            metrics.fights.labels(*self._env).inc()
         reason = _ERROR_REASON.get(change.outcome)
         if reason is not None:
             metrics.reconcile_errors.labels(*self._env, reason).inc()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from driftguard import conditions, diff, model, plan, render
@@ -40,6 +40,8 @@ class Tracked:
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=plan.FIGHT_LIMIT + 1))
     tolerated: frozenset[str] = frozenset()
     message: str | None = None
+    fight_round: int = 0  # reverts made while fighting; 0 when not fighting
+    due_at: float = 0.0  # while fighting: the next revert waits until then
 
     def recent_reverts(self, at: float) -> int:
         return sum(1 for moment in self.recent if at - moment < plan.FIGHT_WINDOW_S)
@@ -87,6 +89,7 @@ class Ledger:
     applied_generation: int | None = None
     policies: dict[ObjectKey, Tracked] = field(default_factory=dict)  # prevention's, unlisted
     paused_until: str | None = None  # spec.suspendUntil while it lies ahead
+    fight_backoff: float = plan.FIGHT_BACKOFF_S
 
     @property
     def mode(self) -> Mode:
@@ -128,6 +131,8 @@ def judge(
     """
     assert ledger.spec is not None
     assert tracked.expectation is not None
+    if tracked.fight_round and at >= tracked.due_at + plan.FIGHT_WINDOW_S:
+        tracked.fight_round = 0  # quiet for a window after the last backoff: no fight now
     verdict = plan.judge(
         key=tracked.key,
         mode=ledger.mode,
@@ -136,7 +141,13 @@ def judge(
         live=live,
         rules=ledger.spec.allowed_changes,
         recent_reverts=tracked.recent_reverts(at),
+        is_fighting=tracked.fight_round > 0,
+        is_due=at >= tracked.due_at,
     )
+    if verdict.state is State.FIGHTING and not tracked.fight_round:
+        # The fight starts: the next revert waits for the first backoff.
+        tracked.fight_round, tracked.due_at = 1, at + plan.fight_delay(1, base=ledger.fight_backoff)
+        verdict = replace(verdict, action=plan.Action.DEFER)
     is_news = verdict.state != tracked.state or tuple(verdict.pointers) != tracked.pointers
     news: list[Change] = []
     key, paths = tracked.key, tuple(verdict.pointers)
@@ -150,6 +161,8 @@ def judge(
         by = diff.last_writer(live) if live else None
         news.append(Change(key, Outcome.TOLERATED, tuple(sorted(verdict.tolerated)), by))
     tracked.tolerated = verdict.tolerated
+    if verdict.state in (State.IN_SYNC, State.OVERRIDDEN) and at >= tracked.due_at:
+        tracked.fight_round = 0  # in sync for a whole backoff: the fight is over
     tracked.state, tracked.pointers = verdict.state, paths
     if verdict.drifted:
         tracked.changed_by = verdict.changed_by or tracked.changed_by
@@ -193,6 +206,12 @@ def victims(
         for resource, obj in live
         if ObjectKey.of(obj) not in keep and ledger.is_mine(obj)
     ]
+
+
+def fought(ledger: Ledger, tracked: Tracked, at: float) -> None:
+    """A revert made while fighting: the next one waits twice as long (up to the cap)."""
+    tracked.fight_round += 1
+    tracked.due_at = at + plan.fight_delay(tracked.fight_round, base=ledger.fight_backoff)
 
 
 def summarize(
@@ -248,7 +267,8 @@ def fighting_message(key: ObjectKey, verdict: plan.Verdict) -> str:
     by = f" with {verdict.changed_by}" if verdict.changed_by else ""
     return (
         f"{key} reverted {plan.FIGHT_LIMIT} times in {plan.FIGHT_WINDOW_S:.0f}s at "
-        f"{', '.join(verdict.pointers)}; fighting{by}: reverts pause until it stops"
+        f"{', '.join(verdict.pointers)}; fighting{by}: reverts go on with a backoff "
+        f"from {plan.FIGHT_BACKOFF_S:.0f}s to {plan.FIGHT_BACKOFF_CAP_S:.0f}s"
     )
 
 

@@ -77,6 +77,7 @@ class Timing:
     inactivity: float = 180.0
     server_timeout: tuple[int, int] = (300, 600)  # spread, so watches do not restart together
     quick_end: float = 1.0  # a stream that ends sooner than this counts as a failure
+    fight_backoff: float = 5.0  # plan.FIGHT_BACKOFF_S: the first wait once an object fights
 
     def delay(self, failures: int) -> float:
         """Exponential backoff with jitter (half to the full step)."""

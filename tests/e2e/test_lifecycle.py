@@ -512,10 +512,10 @@ def test_kubectl_explain_documents_the_resource(kubectl: Kubectl, operator: Oper
     assert "field manager" in status
 
 
-def test_fighting_another_writer_pauses_reverts(
+def test_fighting_another_writer_backs_off_but_never_gives_up(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
-    """A writer that keeps undoing the blueprint is reported Fighting and reverts pause."""
+    """A writer that keeps undoing the blueprint is Fighting: reverts wait a backoff, then go on."""
     apply(kubectl, environment("app", namespace, [configmap("a", v="1")]))
     wait_condition(kubectl, "app", namespace, "InSync", "True")
 
@@ -538,5 +538,11 @@ def test_fighting_another_writer_pauses_reverts(
     stays(
         lambda: len(operator.writes(namespace)) == writes,
         seconds=1.5,
-        message="the operator kept reverting while fighting",
+        message="the operator reverted at once while fighting instead of backing off",
+    )
+    wait_for(
+        lambda: (get(kubectl, "cm", "a", namespace) or {}).get("data") == {"v": "1"},
+        timeout=15,
+        interval=0.2,
+        message="the rival's last change reverted after the backoff",
     )

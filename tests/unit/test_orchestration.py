@@ -18,7 +18,14 @@ from driftguard.watcher import Timing
 
 from .fakecluster import FakeCluster
 
-FAST = Timing(backoff=0.01, backoff_cap=0.05, forbidden_retry=0.05, inactivity=0.3, quick_end=0.0)
+FAST = Timing(
+    backoff=0.01,
+    backoff_cap=0.05,
+    forbidden_retry=0.05,
+    inactivity=0.3,
+    quick_end=0.0,
+    fight_backoff=0.2,
+)
 NS = "team-a"
 
 
@@ -170,20 +177,41 @@ async def test_a_burst_of_events_settles_into_few_status_writes(
     assert all(value(fake, name) == "5.5" for name in names)  # Observe changes nothing
 
 
-async def test_a_fight_pauses_reverts_and_says_with_whom(engine: Engine, fake: FakeCluster) -> None:
-    """A rival that keeps changing an object is Fighting after the limit, and reverts pause."""
+async def test_a_fight_backs_off_and_says_with_whom(engine: Engine, fake: FakeCluster) -> None:
+    """A rival past the fight limit is Fighting, named in an Event, and still reverted after a backoff."""
     await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
 
     for _ in range(plan.FIGHT_LIMIT):
         fake.edit(NS, "web", "rival", DB_VERSION="5.5")
         await until(lambda: value(fake, "web") == "5.7")
     fake.edit(NS, "web", "rival", DB_VERSION="5.5")
+    edited = time.monotonic()
 
     await until(lambda: any(reason == "Fighting" for reason, _ in fake.events))
-    assert value(fake, "web") == "5.5"
+    assert value(fake, "web") == "5.5"  # not at once: the backoff first
+    await until(lambda: value(fake, "web") == "5.7", timeout=2)
+    assert time.monotonic() - edited >= FAST.fight_backoff
     fighting = [message for reason, message in fake.events if reason == "Fighting"]
     assert "with rival" in fighting[0]
-    await until(lambda: last_status(fake)["resources"][0]["state"] == "Fighting")
+    await until(lambda: last_status(fake)["resources"][0]["reverts"] == plan.FIGHT_LIMIT + 1)
+
+
+async def test_a_persistent_rival_cannot_spin_the_operator(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """A rival that rewrites at once after every revert gets ever longer backoffs, not a hot loop."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    applies = fake.applies
+    deadline = time.monotonic() + 1.5
+
+    while time.monotonic() < deadline:  # the rival: an autoscaler that never gives up
+        if value(fake, "web") == "5.7":
+            fake.edit(NS, "web", "rival", DB_VERSION="5.5")
+        await asyncio.sleep(0.005)
+
+    # 5 reverts reach the limit; then 0.2 s, 0.4 s, 0.8 s backoffs fit at most 3 more.
+    assert fake.applies - applies <= plan.FIGHT_LIMIT + 3
+    assert fake.applies - applies > plan.FIGHT_LIMIT  # and it kept reverting
 
 
 async def test_forbidden_list_is_a_state_not_an_exception(

@@ -66,6 +66,8 @@ class Case(NamedTuple):
     changes: tuple[FieldChange, ...] = ()
     rules: tuple[AllowedChange, ...] = ()
     recent_reverts: int = 0
+    is_fighting: bool = False
+    is_due: bool = True
 
 
 class Expected(NamedTuple):
@@ -97,7 +99,10 @@ CASES = [
     pytest.param(Case(ENFORCE, live(image="y"), (imaged("y"),), (allow(paths=["/spec/template"]),)), Expected(State.OVERRIDDEN, Action.NONE, (), frozenset({"/spec/template"})), id="parent-path-covers-child"),
     pytest.param(Case(ENFORCE, live(5, "z"), (scaled(3, 5), imaged("z")), (REPLICAS_2_TO_10,)), Expected(State.DRIFTED, Action.REVERT, (IMAGE,), REPLICAS), id="tolerated-beside-drift"),
     pytest.param(Case(ENFORCE, live(5), (scaled(3, 5),), (), LIMIT - 1), Expected(State.DRIFTED, Action.REVERT, ("/spec/replicas",)), id="below-fight-limit"),
-    pytest.param(Case(ENFORCE, live(5), (scaled(3, 5),), (), LIMIT), Expected(State.FIGHTING, Action.NONE, ("/spec/replicas",)), id="fighting-at-limit"),
+    pytest.param(Case(ENFORCE, live(5), (scaled(3, 5),), (), LIMIT), Expected(State.FIGHTING, Action.REVERT, ("/spec/replicas",)), id="fighting-at-limit-due"),
+    pytest.param(Case(ENFORCE, live(5), (scaled(3, 5),), (), LIMIT, is_due=False), Expected(State.FIGHTING, Action.DEFER, ("/spec/replicas",)), id="fighting-waits-for-backoff"),
+    pytest.param(Case(ENFORCE, live(5), (scaled(3, 5),), (), 0, is_fighting=True, is_due=False), Expected(State.FIGHTING, Action.DEFER, ("/spec/replicas",)), id="still-fighting-after-window"),
+    pytest.param(Case(ENFORCE, live(), (), (), LIMIT, is_fighting=True, is_due=False), Expected(State.IN_SYNC, Action.NONE), id="fighting-but-in-sync"),
     pytest.param(Case(OBSERVE, live(5), (scaled(3, 5),), (), LIMIT * 2), Expected(State.DRIFTED, Action.FLAG, ("/spec/replicas",)), id="observe-never-fights"),
     pytest.param(Case(ENFORCE, live(), (scaled(3, 3, ChangeKind.TAKEN),)), Expected(State.DRIFTED, Action.REVERT, ("/spec/replicas",)), id="taken-enforce-reclaims"),
     pytest.param(Case(OBSERVE, live(), (scaled(3, 3, ChangeKind.TAKEN),)), Expected(State.IN_SYNC, Action.NONE), id="taken-observe-is-in-sync"),
@@ -115,6 +120,8 @@ def test_decide(case: Case, expected: Expected) -> None:
         drift=Drift(case.changes),
         rules=case.rules,
         recent_reverts=case.recent_reverts,
+        is_fighting=case.is_fighting,
+        is_due=case.is_due,
     )
 
     assert verdict.state is expected.state
@@ -321,3 +328,13 @@ def test_pointer_get_round_trips_escaped_tokens(tokens: list[str], value: int) -
     pointer = "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
 
     assert plan.pointer_get(doc, pointer) == value
+
+
+@pytest.mark.parametrize(
+    ("round_", "expected"),
+    [(1, 5.0), (2, 10.0), (3, 20.0), (7, 300.0), (20, 300.0)],
+    ids=["first", "doubles", "doubles-again", "capped", "stays-capped"],
+)
+def test_fight_delay(round_: int, expected: float) -> None:
+    """Reverts while fighting wait 5 s, doubling per revert, never more than 5 minutes."""
+    assert plan.fight_delay(round_) == expected
