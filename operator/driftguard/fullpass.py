@@ -168,6 +168,9 @@ class FullPass:
             return kinds[(api_version, kind)].namespaced
 
         desired = render.manifests(spec, self._ledger.owner, is_namespaced=is_namespaced)
+        problems = plan.misplaced_bounds(spec.allowed_changes, desired)
+        if problems:
+            raise InvalidSpecError("; ".join(problems))
         # After rendering: a blueprint at odds with itself is InvalidSpec, not Forbidden.
         self._tenancy.confine(spec, self._ledger.owner.namespace, is_namespaced=is_namespaced)
         resources = {key: kinds[(key.api_version, key.kind)] for key in desired}

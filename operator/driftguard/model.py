@@ -41,6 +41,9 @@ _RFC3339 = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
     r"([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
+MIN_RESYNC_S = 10.0
+RESOURCE_STATUS_LIMIT = 500
+"""Entries in status.resources at most: etcd keeps an object under 1.5 MiB, spec included."""
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -261,7 +264,18 @@ class EnvironmentSpec(BaseModel):
         "10m",
         alias="resyncInterval",
         pattern=_DURATION,
-        description="Period of the full check made on top of watches, e.g. 30s, 10m, 1h.",
+        description=(
+            "Period of the full check made on top of watches, e.g. 30s, 10m, 1h; at least "
+            f"{MIN_RESYNC_S:.0f}s (watches see every change at once: this is a safety net)."
+        ),
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"duration(self) >= duration('{MIN_RESYNC_S:.0f}s')",
+                    "message": f"resyncInterval must be at least {MIN_RESYNC_S:.0f}s",
+                }
+            ]
+        },
     )
     resources: list[dict[str, Any]] = Field(
         default_factory=list,
@@ -292,6 +306,16 @@ class EnvironmentSpec(BaseModel):
             if not (manifest.get("metadata") or {}).get("name"):
                 raise ValueError(f"[{index}]: metadata.name is required")
         return resources
+
+    @field_validator("resync_interval")
+    @classmethod
+    def _resync_is_not_a_busy_loop(cls, value: str) -> str:
+        if re.fullmatch(_DURATION, value) and parse_duration(value) < MIN_RESYNC_S:
+            raise ValueError(
+                f"must be at least {MIN_RESYNC_S:.0f}s: watches see every change at once, "
+                "the resync is only a safety net"
+            )
+        return value
 
     @property
     def resync_seconds(self) -> float:
@@ -406,7 +430,18 @@ class EnvironmentStatus(BaseModel):
     conditions: list[Condition] = Field(default_factory=list, description="Ready and InSync.")
     summary: Summary = Field(default_factory=Summary, description="Objects by state.")
     resources: list[ResourceStatus] = Field(
-        default_factory=list, description="One entry per managed object."
+        default_factory=list,
+        description=(
+            "One entry per managed object, those not in sync first; past "
+            f"{RESOURCE_STATUS_LIMIT} entries, in-sync ones are left out (see resourcesOmitted)."
+        ),
+    )
+    resources_omitted: int | None = Field(
+        None,
+        alias="resourcesOmitted",
+        description=(
+            "In-sync objects left out of resources to keep status small; summary counts all."
+        ),
     )
     last_drift: LastDrift | None = Field(
         None, alias="lastDrift", description="The most recent drift."

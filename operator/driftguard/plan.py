@@ -164,6 +164,33 @@ def judge(
     )
 
 
+def misplaced_bounds(
+    rules: Sequence[AllowedChange], desired: dict[ObjectKey, dict[str, Any]]
+) -> list[str]:
+    """Bounds on a field the blueprint does not hold as a number: they could never hold.
+
+    The value's type is named, never the value (it may be a Secret's).
+    """
+    problems = []
+    for index, rule in enumerate(rules):
+        if rule.minimum is None and rule.maximum is None:
+            continue
+        for key, manifest in desired.items():
+            if not rule.matches(key):
+                continue
+            for path in rule.paths:
+                value = pointer_get(manifest, path)
+                if value is MISSING or (
+                    isinstance(value, int | float) and not isinstance(value, bool)
+                ):
+                    continue
+                problems.append(
+                    f"spec.allowedChanges[{index}]: minimum/maximum need a number at {path}, "
+                    f"but the blueprint's {key} holds a {type(value).__name__} there"
+                )
+    return problems
+
+
 def mode_of(spec: EnvironmentSpec) -> Mode:
     """The mode an Environment is judged in: a suspended one only reports, as in Observe."""
     return Mode.OBSERVE if spec.suspend else spec.mode

@@ -240,11 +240,16 @@ def summarize(
             conditions.SUSPENDED, True, Reason.SUSPENDED, message, generation=generation, now=now
         )
         current.append(suspended)
+    # Those not in sync first; past the limit the in-sync ones are counted, not listed.
+    listed = sorted(records, key=lambda t: t.state is State.IN_SYNC)[: model.RESOURCE_STATUS_LIMIT]
+    listed.sort(key=lambda t: (t.key.kind, t.key.name))
+    omitted = len(records) - len(listed)
     return previous.model_copy(
         update={
             "conditions": conditions.merge(previous.conditions, current),
             "summary": summary,
-            "resources": [t.to_status() for t in records],
+            "resources": [t.to_status() for t in listed],
+            "resources_omitted": omitted or None,
         }
     )
 

@@ -60,6 +60,9 @@ def test_parse_spec_reads_contract_example() -> None:
         pytest.param({"deletionPolicy": "Keep"}, "spec.deletionPolicy: ", id="deletion-policy"),
         pytest.param({"targetNamespace": "Bad_NS"}, "spec.targetNamespace: ", id="namespace"),
         pytest.param({"resyncInterval": "10 minutes"}, "spec.resyncInterval: ", id="duration"),
+        pytest.param({"resyncInterval": "1ms"}, "spec.resyncInterval: must be at least 10s", id="busy-resync"),
+        pytest.param({"prevention": "Maybe"}, "spec.prevention: ", id="prevention"),
+        pytest.param({"suspendUntil": "tomorrow"}, "spec.suspendUntil: ", id="suspend-until"),
         pytest.param({"prune": "maybe"}, "spec.prune: ", id="boolean"),
         pytest.param({"bogus": 1}, "spec.bogus: ", id="unknown-field"),
         pytest.param(

@@ -338,3 +338,23 @@ def test_pointer_get_round_trips_escaped_tokens(tokens: list[str], value: int) -
 def test_fight_delay(round_: int, expected: float) -> None:
     """Reverts while fighting wait 5 s, doubling per revert, never more than 5 minutes."""
     assert plan.fight_delay(round_) == expected
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        (allow(paths=["/spec/replicas"], minimum=2, maximum=10), []),
+        (allow(paths=["/spec/replicas"]), []),
+        (allow(paths=["/spec/absent"], minimum=1), []),
+        (
+            allow(paths=["/spec/template/spec/containers/0/image"], maximum=3),
+            [
+                "spec.allowedChanges[0]: minimum/maximum need a number at /spec/template/spec/containers/0/image, but the blueprint's Deployment/staging/web holds a str there"
+            ],
+        ),
+    ],
+    ids=["number", "no-bounds", "path-not-in-blueprint", "string"],
+)
+def test_misplaced_bounds(rule: AllowedChange, expected: list[str]) -> None:
+    """Bounds on a field the blueprint holds as a string are refused, naming the rule and path."""
+    assert plan.misplaced_bounds([rule], {KEY: DESIRED}) == expected

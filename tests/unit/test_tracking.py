@@ -1,0 +1,58 @@
+"""tracking: the status summed up from the ledger stays small for big Environments."""
+
+from __future__ import annotations
+
+import pytest
+
+from driftguard import model, tracking
+from driftguard.model import ObjectKey, Resource, State
+
+CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
+READY = (True, "Applied", "revision 1 applied")
+
+
+def record(index: int, state: State) -> tracking.Tracked:
+    key = ObjectKey("", "v1", "ConfigMap", "shop", f"cm-{index:05d}")
+    return tracking.Tracked(key, CONFIGMAPS, {}, state=state)
+
+
+@pytest.mark.parametrize(
+    ("in_sync", "drifted", "listed", "omitted"),
+    [
+        (10, 2, 12, None),
+        (model.RESOURCE_STATUS_LIMIT, 0, model.RESOURCE_STATUS_LIMIT, None),
+        (3000, 7, model.RESOURCE_STATUS_LIMIT, 2507),
+    ],
+    ids=["small", "at-limit", "big"],
+)
+def test_status_lists_at_most_the_limit_drifted_first(
+    in_sync: int, drifted: int, listed: int, omitted: int | None
+) -> None:
+    """Past the limit only in-sync objects are left out of status.resources, and counted."""
+    records = [record(i, State.IN_SYNC) for i in range(in_sync)]
+    records += [record(in_sync + i, State.DRIFTED) for i in range(drifted)]
+
+    status = tracking.summarize(
+        model.EnvironmentStatus(), records, READY, now="2026-11-26T00:00:00Z"
+    )
+
+    assert len(status.resources) == listed
+    assert status.resources_omitted == omitted
+    assert sum(entry.state is State.DRIFTED for entry in status.resources) == drifted
+    assert status.summary.managed == in_sync + drifted
+
+
+def test_suspended_condition_only_while_paused() -> None:
+    """A Suspended condition names the expiry while suspendUntil lies ahead, and is gone after."""
+    records = [record(0, State.IN_SYNC)]
+    until = "2026-11-26T15:00:00Z"
+
+    paused = tracking.summarize(
+        model.EnvironmentStatus(), records, READY, now="t", paused_until=until
+    )
+    resumed = tracking.summarize(paused, records, READY, now="t")
+
+    (condition,) = [c for c in paused.conditions if c.type == "Suspended"]
+    assert condition.status == "True"
+    assert until in condition.message
+    assert [c.type for c in resumed.conditions] == ["Ready", "InSync"]
