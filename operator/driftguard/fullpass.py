@@ -23,6 +23,8 @@ from driftguard.tenancy import RefusedError, Tenancy
 from driftguard.tracking import Ledger, Tracked
 
 PARALLEL_APPLIES = 16
+KIND_RETRY_S = 5.0
+"""A kind the server does not serve (its CRD not there yet) is looked up this often."""
 
 Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
 Scopes = set[tuple[Resource, str | None]]
@@ -153,6 +155,7 @@ class FullPass:
     async def _render(
         self, body: dict[str, Any]
     ) -> tuple[model.EnvironmentSpec, dict[ObjectKey, Resource], dict[ObjectKey, dict[str, Any]]]:
+        self._ledger.is_waiting_for_kind = False
         spec = model.parse_spec(body.get("spec") or {})
         kinds: dict[tuple[str, str], Resource] = {}
         for index, manifest in enumerate(spec.resources):
@@ -162,7 +165,11 @@ class FullPass:
             try:
                 kinds[wanted] = await apply.retrying(lambda w=wanted: self.cluster.resource(*w))  # type: ignore[misc]
             except UnknownKindError as exc:
-                raise InvalidSpecError(f"spec.resources[{index}]: {exc}") from exc
+                self._ledger.is_waiting_for_kind = True
+                raise InvalidSpecError(
+                    f"spec.resources[{index}]: {exc} (a CRD not installed yet?); "
+                    f"looked up again every {KIND_RETRY_S:.0f}s"
+                ) from exc
 
         def is_namespaced(api_version: str, kind: str) -> bool:
             return kinds[(api_version, kind)].namespaced

@@ -20,7 +20,7 @@ from driftguard import apply, metrics, model, render, report
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.conditions import Reason
-from driftguard.fullpass import FullPass, NeedWatches, seconds_until
+from driftguard.fullpass import KIND_RETRY_S, FullPass, NeedWatches, seconds_until
 from driftguard.guard import Guard
 from driftguard.guard import Settings as GuardSettings
 from driftguard.judging import EventJudge
@@ -173,16 +173,18 @@ class Resync:
             self._task.cancel()  # a suspension began or changed: wake at its end
             self._task = None
         self._paused_until = ledger.paused_until
-        if self._task is None and ledger.spec is not None:
+        if self._task is None and (ledger.spec is not None or ledger.is_waiting_for_kind):
             self._task = asyncio.create_task(self._loop())
 
     async def _loop(self) -> None:
         ledger = self._environment.ledger
-        while ledger.spec is not None:
+        while ledger.spec is not None or ledger.is_waiting_for_kind:
             is_ready, reason, _ = ledger.ready
-            period = ledger.spec.resync_seconds
+            period = ledger.spec.resync_seconds if ledger.spec is not None else KIND_RETRY_S
             if not is_ready and reason != Reason.INVALID_SPEC:
                 period = min(period, RETRY_FAILED_S)
+            if ledger.is_waiting_for_kind:
+                period = min(period, KIND_RETRY_S)
             if ledger.paused_until:
                 # A suspension ends by itself: a full pass then reverts what drifted meanwhile.
                 period = min(period, max(seconds_until(ledger.paused_until), 0.0) + 0.05)
@@ -196,7 +198,8 @@ class Resync:
             bool(environment.ledger.paused_until)
             and seconds_until(environment.ledger.paused_until or "") <= 0
         )
-        if is_due or (not is_ready and reason != Reason.INVALID_SPEC):
+        is_failed = not is_ready and reason != Reason.INVALID_SPEC
+        if is_due or is_failed or environment.ledger.is_waiting_for_kind:
             await environment.full_pass()
             return
         tracked = environment.ledger.tracked

@@ -90,6 +90,7 @@ class Ledger:
     policies: dict[ObjectKey, Tracked] = field(default_factory=dict)  # prevention's, unlisted
     paused_until: str | None = None  # spec.suspendUntil while it lies ahead
     fight_backoff: float = plan.FIGHT_BACKOFF_S
+    is_waiting_for_kind: bool = False  # the blueprint names a kind the server does not serve
 
     @property
     def mode(self) -> Mode:
