@@ -191,8 +191,49 @@ def _validations(guarded: Guarded, env: str) -> list[dict[str, str]]:
             out.append(
                 {"expression": f"{scale} || object{accessor} == {wanted}", "message": message}
             )
+    out.extend(_lists(guarded, update(skip), where, env, allowed))
     out.extend(_bounds(guarded, skip, where, allowed))
     return out
+
+
+def _lists(
+    guarded: Guarded, guard: str, where: str, env: str, allowed: dict[str, AllowedChange]
+) -> list[dict[str, str]]:
+    """Lists driftguard set hold only its items: an added container or port is refused too."""
+    out = []
+    expectation = guarded.expectation
+    for path, items in sorted(expectation.lists.items()):
+        pointer = _pointer_of(expectation, path)
+        if pointer is None or any(pointer.startswith(a) for a in allowed):
+            continue
+        accessor = _accessor(pointer)
+        known = [json.loads(item[2:]) for item in sorted(items)]
+        if accessor is None or not known:
+            continue
+        if next(iter(items)).startswith("v:"):
+            member = f"x in {_literal(known)}"
+        else:
+            member = " || ".join(
+                "("
+                + " && ".join(f"x.?{k} == optional.of({_literal(v)})" for k, v in o.items())
+                + ")"
+                for o in known
+            )
+        out.append(
+            {
+                "expression": f"{guard} || object{accessor}.orValue([]).all(x, {member})",
+                "message": f"{pointer} of {guarded.key} holds only the blueprint's items: {where}",
+            }
+        )
+    return out
+
+
+def _pointer_of(expectation: diff.Expectation, path: tuple[str, ...]) -> str | None:
+    """The JSON pointer of a list driftguard set: the leading tokens of a field inside it."""
+    for leaf, pointer in expectation.pointers.items():
+        if leaf[: len(path)] == path:
+            return "/" + "/".join(pointer.split("/")[1 : len(path) + 1])
+    return None
 
 
 def update(skip: str, sub: str = "''") -> str:

@@ -557,12 +557,6 @@ def test_deleting_the_environment_leaves_no_policy_behind(
     wait_allowed(dev, namespace)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: prevention.py checks each field driftguard set at its stored index, "
-    "not the length of the lists it set, so Deny lets an added list item through although "
-    "Enforce reverts it (README: 'What it refuses is exactly what Enforce would revert')",
-)
 def test_deny_refuses_an_added_container(
     kubectl: Kubectl, operator: Operator, dev: Kubectl, namespace: str
 ) -> None:

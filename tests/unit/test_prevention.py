@@ -147,3 +147,17 @@ def test_allowed_path_is_judged_by_its_bounds_also_on_scale() -> None:
 def test_accessor(pointer: str, expected: str) -> None:
     """A JSON pointer becomes an optional CEL chain; keys that are not identifiers are indexed."""
     assert prevention._accessor(pointer) == expected
+
+
+def test_lists_driftguard_set_hold_only_its_items() -> None:
+    """A keyed list driftguard set gets a check that every item is one of the blueprint's."""
+    body = {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}
+    obj = stored("Deployment", "web", body)
+    containers = obj["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:template"]["f:spec"]
+    containers["f:containers"] = {'k:{"name":"web"}': {"f:name": {}, "f:image": {}}}
+    item = prevention.Guarded(ObjectKey.of(obj), DEPLOYMENTS, 0, diff.expect(obj), [])
+    (policy, _) = build(item)
+
+    (check,) = [v for v in policy["spec"]["validations"] if "holds only" in v["message"]]
+    assert check["message"].startswith("/spec/template/spec/containers of Deployment/shop/web")
+    assert 'all(x, (x.?name == optional.of("web")))' in check["expression"]
