@@ -52,7 +52,8 @@ def kubectl(kubeconfig: Path) -> Kubectl:
 @pytest.fixture(scope="session")
 def api_client(kubeconfig: Path) -> Iterator[k8s.ApiClient]:
     """A sync kubernetes ApiClient on the admin kubeconfig."""
-    client = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+    # kubernetes 37 ships py.typed, but its kubeconfig loader is unannotated.
+    client = k8s_config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     try:
         yield client
     finally:

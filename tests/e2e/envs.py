@@ -30,11 +30,11 @@ OPERATOR_NAMESPACE = "driftguard-system"
 OPERATOR_SERVICEACCOUNT = "driftguard-e2e"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}"
 # rbac.managedResources: every kind the e2e blueprints manage. The chart's default list,
-# plus the Widget custom resource of test_lifecycle.py.
+# plus the custom resources of test_lifecycle.py (Widget) and test_reliability.py (Gadget).
 MANAGED_RESOURCES = [
     {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts"]},
     {"apiGroups": ["apps"], "resources": ["deployments"]},
-    {"apiGroups": ["example.com"], "resources": ["widgets"]},
+    {"apiGroups": ["example.com"], "resources": ["widgets", "gadgets"]},
 ]
 IDENTITY_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 WRITES = {"create", "update", "patch", "delete"}
@@ -175,10 +175,10 @@ def operator(
 
 
 def _metrics_up(handle: Operator) -> bool:
-    if handle.process.poll() is not None:
-        pytest.fail(
-            f"the operator exited {handle.process.returncode}:\n{handle.log_text()[-3000:]}"
-        )
+    process = handle.process
+    assert process is not None, "the operator was not started"
+    if process.poll() is not None:
+        pytest.fail(f"the operator exited {process.returncode}:\n{handle.log_text()[-3000:]}")
     try:
         handle.metric("driftguard_reconcile_duration_seconds_count")
     except OSError:

@@ -26,7 +26,7 @@ HELM_VERSION = "v3.22.0"  # hack/build-tools.sh builds this one
 
 
 def wait_for(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
