@@ -326,11 +326,13 @@ class KubeCluster:
     async def delete(
         self, resource: Resource, namespace: str, name: str, uid: str, *, dry_run: bool = False
     ) -> None:
-        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
-        query = {"dryRun": "All"} if dry_run else None
+        body: dict[str, Any] = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        if dry_run:
+            # In the body: with DeleteOptions in the body the API server ignores ?dryRun=.
+            body["dryRun"] = ["All"]
         try:
             with _refusal("dry-run delete" if dry_run else "delete", resource.kind, namespace):
-                await self._json("DELETE", resource.path(namespace, name), body=body, query=query)
+                await self._json("DELETE", resource.path(namespace, name), body=body)
         except ApiError as exc:
             if not exc.is_not_found:
                 raise

@@ -234,7 +234,14 @@ def summarize(
     )
     generation = previous.observed_generation
     ready_condition = conditions.make(conditions.READY, *ready, generation=generation, now=now)
-    current = [ready_condition, _in_sync_condition(records, generation, now)]
+    in_sync = _in_sync_condition(records, generation, now)
+    if not records and not ready[0]:
+        # Nothing compared yet (the pass was refused): in sync it is not.
+        message = f"nothing applied or compared: {ready[2]}"[:MESSAGE_LIMIT]
+        in_sync = conditions.make(
+            conditions.IN_SYNC, False, ready[1], message, generation=generation, now=now
+        )
+    current = [ready_condition, in_sync]
     if paused_until:
         message = f"until {paused_until}: enforcement and prevention resume by themselves"
         suspended = conditions.make(

@@ -358,12 +358,6 @@ def test_default_serviceaccount_refuses_what_it_may_not_write(
 
 
 @with_default_serviceaccount
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: KubeCluster.delete(dry_run=True) sends ?dryRun=All with a DeleteOptions "
-    "body, and the API server then ignores the query: the preflight's dry-run prune deletes "
-    "(and the watch then recreates the object, with a new uid)",
-)
 def test_refused_revision_prunes_nothing(own_site: Site) -> None:
     """A new revision with one refused object prunes nothing: the object it drops is never deleted."""
     team = own_site.team("team-a")
@@ -496,11 +490,6 @@ def test_observe_cannot_confirm_a_secret_it_may_not_read(own_site: Site) -> None
 
 
 @with_default_serviceaccount
-@pytest.mark.xfail(
-    strict=True,
-    reason="operator bug: a pass refused before any object is compared reports "
-    "InSync=True, '0 of 0 objects match the blueprint' (tracking._in_sync_condition)",
-)
 def test_refused_observe_is_never_in_sync(own_site: Site) -> None:
     """An Observe Environment refused its reads never reports InSync=True."""
     team_a, _, _ = observe_guesses(own_site)

@@ -56,3 +56,14 @@ def test_suspended_condition_only_while_paused() -> None:
     assert condition.status == "True"
     assert until in condition.message
     assert [c.type for c in resumed.conditions] == ["Ready", "InSync"]
+
+
+def test_refused_before_any_object_is_not_in_sync() -> None:
+    """A pass refused before anything was compared says InSync=False with Ready's reason."""
+    refused = (False, "Forbidden", "cannot list Secret in namespace team-b")
+
+    status = tracking.summarize(model.EnvironmentStatus(), [], refused, now="t")
+
+    (in_sync,) = [c for c in status.conditions if c.type == "InSync"]
+    assert (in_sync.status, in_sync.reason) == ("False", "Forbidden")
+    assert "cannot list Secret" in in_sync.message
