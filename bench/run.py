@@ -56,9 +56,20 @@ def _kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.Com
     )
 
 
+def _established(kubeconfig: Path, crd: str) -> None:
+    """Polls: `kubectl wait` fails at once while a new CRD has no conditions yet."""
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+    deadline = time.monotonic() + 30
+    while "True" not in _kubectl(kubeconfig, "get", "crd", crd, "-o", f"jsonpath={path}",
+                                 check=False).stdout:  # fmt: skip
+        if time.monotonic() > deadline:
+            raise ControlPlaneError(f"CRD {crd} not Established after 30 s")
+        time.sleep(0.1)
+
+
 def install_crds(kubeconfig: Path) -> None:
     _kubectl(kubeconfig, "apply", "--server-side", "-f", str(ROOT / "crds"))
-    _kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/environments.driftguard.io")
+    _established(kubeconfig, "environments.driftguard.io")
     # Right after a CRD is created, lists can answer 429 "storage is (re)initializing".
     deadline = time.monotonic() + 30
     while _kubectl(kubeconfig, "get", "environments", "-A", check=False).returncode != 0:

@@ -203,7 +203,13 @@ def main() -> int:
         demo = Demo(plane)
         note(f"export KUBECONFIG={plane.kubeconfig}")
         demo.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        demo.kubectl("wait", "--for=condition=Established", "crd/environments.driftguard.io")
+        # Polled: `kubectl wait` fails at once while a new CRD has no conditions yet.
+        demo.until(
+            "the CRD Established",
+            lambda: "True" in demo.kubectl("get", "crd", "environments.driftguard.io", "-o",
+                                           'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+                                           show=False, check=False),
+        )  # fmt: skip
         for namespace in ("platform", "staging", "dev"):
             demo.kubectl("create", "namespace", namespace, show=False)
         demo.until(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import Helm, Kubectl, audit_events, wait_for
+from helpers import Helm, Kubectl, audit_events, wait_established, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from driftguard.controlplane import ControlPlane
@@ -118,7 +118,7 @@ class Operator:
 
 def install_crd(kubectl: Kubectl) -> None:
     kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/environments.driftguard.io")
+    wait_established(kubectl, "environments.driftguard.io")
     # Right after a CRD is created, lists can answer 429 "storage is (re)initializing".
     wait_for(
         lambda: kubectl("get", "environments", "-A", check=False).returncode == 0,

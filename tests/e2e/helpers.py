@@ -178,3 +178,18 @@ def is_process_alive(pid: int) -> bool:
 def names(items: Iterable[dict[str, Any]]) -> list[str]:
     """The ``metadata.name`` of each object."""
     return [item["metadata"]["name"] for item in items]
+
+
+def wait_established(kubectl: "Kubectl", crd: str, *, timeout: float = 30.0) -> None:
+    """Polls until a CRD is Established.
+
+    `kubectl wait --for=condition=Established` fails at once, instead of waiting, while a
+    new CRD has no conditions yet ("status.conditions accessor error").
+    """
+    path = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established() -> bool:
+        done = kubectl("get", "crd", crd, "-o", f"jsonpath={path}", check=False)
+        return done.stdout.strip() == "True"
+
+    wait_for(established, timeout=timeout, message=f"CRD {crd} Established")

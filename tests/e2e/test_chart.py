@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import CHART, ROOT, Helm, Kubectl, audit_events, wait_for
+from helpers import CHART, ROOT, Helm, Kubectl, audit_events, wait_established, wait_for
 
 from driftguard.controlplane import ControlPlane
 
@@ -167,7 +167,7 @@ def free_port() -> int:
 def install_crd(kubectl: Kubectl) -> None:
     """Installs the chart's CRD (what Helm would) and waits until Environments can be listed."""
     kubectl("apply", "--server-side", "-f", str(CHART / "crds"))
-    kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
+    wait_established(kubectl, CRD_NAME)
     # Right after a CRD is created, lists can answer 429 "storage is (re)initializing".
     wait_for(
         lambda: kubectl("get", "environments", "-A", check=False).returncode == 0,

@@ -20,7 +20,7 @@ from envs import (
     stays,
     wait_condition,
 )
-from helpers import Kubectl, wait_for
+from helpers import Kubectl, wait_established, wait_for
 
 
 def configmap(name: str, **data: str) -> dict[str, Any]:
@@ -275,7 +275,7 @@ def every_kind() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def widget_crd(kubectl: Kubectl) -> None:
     apply(kubectl, WIDGET_CRD)
-    kubectl("wait", "--for=condition=Established", "crd/widgets.example.com")
+    wait_established(kubectl, "widgets.example.com")
     wait_for(
         lambda: kubectl("get", "widgets", "-A", check=False).returncode == 0,
         timeout=30,

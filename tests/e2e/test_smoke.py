@@ -4,7 +4,14 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from helpers import Kubectl, audit_events, is_process_alive, start_control_plane, wait_for
+from helpers import (
+    Kubectl,
+    audit_events,
+    is_process_alive,
+    start_control_plane,
+    wait_established,
+    wait_for,
+)
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 
@@ -51,7 +58,7 @@ def test_kubectl_applies_crd_and_namespaced_custom_object(kubectl: Kubectl, name
     group = _random_group()
     kubectl("apply", "-f", "-", input=CRD.format(group=group))
     try:
-        kubectl("wait", "--for=condition=Established", f"crd/widgets.{group}", "--timeout=30s")
+        wait_established(kubectl, f"widgets.{group}")
         manifest = WIDGET.format(group=group, namespace=namespace)
         # Right after CRD creation the server may answer 429 "storage is (re)initializing".
         wait_for(

@@ -1,0 +1,103 @@
+"""Reliability on the session's control plane: late CRDs, all-or-nothing applies, hostile specs."""
+
+import copy
+from typing import Any
+
+from envs import Operator, apply, environment, get, wait_condition
+from helpers import Kubectl
+
+GADGET_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "gadgets.example.com"},
+    "spec": {
+        "group": "example.com",
+        "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
+                        },
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def configmap(name: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def test_kind_whose_crd_arrives_late_becomes_ready_on_its_own(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A blueprint naming a kind not served yet waits, says so, and applies once its CRD exists."""
+    gadget = {"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g"}}
+    gadget["spec"] = {"size": 3}
+    apply(kubectl, environment("app", namespace, [configmap("c", v="1"), gadget]))
+
+    ready = wait_condition(kubectl, "app", namespace, "Ready", "False", reason="InvalidSpec")
+    assert "spec.resources[1]" in ready["message"]
+    assert "CRD" in ready["message"]
+    assert get(kubectl, "cm", "c", namespace) is None  # nothing applied meanwhile
+
+    crd = copy.deepcopy(GADGET_CRD)
+    try:
+        apply(kubectl, crd)
+        wait_condition(kubectl, "app", namespace, "Ready", "True", timeout=40)
+        wait_condition(kubectl, "app", namespace, "InSync", "True", timeout=20)
+        assert (get(kubectl, "gadgets", "g", namespace) or {}).get("spec") == {"size": 3}
+    finally:
+        kubectl("delete", "environment", "app", "-n", namespace, "--wait=false", check=False)
+        kubectl("delete", "crd", "gadgets.example.com", "--wait=false", check=False)
+
+
+def test_one_object_the_server_refuses_applies_nothing(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A revision with one object the API server rejects is not applied at all, and says which."""
+    apply(kubectl, environment("app", namespace, [configmap("a", v="1")]))
+    wait_condition(kubectl, "app", namespace, "InSync", "True")
+    bad_name = configmap("Not_A_Valid_Name", v="1")
+    manifest = environment(
+        "app", namespace, [configmap("a", v="2"), configmap("b", v="1"), bad_name]
+    )
+    apply(kubectl, manifest)
+
+    ready = wait_condition(kubectl, "app", namespace, "Ready", "False", reason="ApplyFailed")
+    assert "Not_A_Valid_Name" in ready["message"]
+    assert (get(kubectl, "cm", "a", namespace) or {}).get("data") == {"v": "1"}
+    assert get(kubectl, "cm", "b", namespace) is None
+
+
+def test_busy_resync_is_refused_at_apply_time(kubectl: Kubectl, namespace: str) -> None:
+    """resyncInterval below 10s is refused by the CRD schema with a message saying the minimum."""
+    manifest = environment("app", namespace, [configmap("a", v="1")], resyncInterval="1ms")
+
+    done = apply(kubectl, manifest, check=False)
+
+    assert done.returncode != 0
+    assert "resyncInterval must be at least 10s" in done.stderr
+
+
+def test_bounds_on_a_string_field_are_invalid(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """minimum/maximum on a field the blueprint holds as a string is InvalidSpec naming the rule."""
+    rule = {"kind": "ConfigMap", "paths": ["/data/v"], "minimum": 1, "maximum": 3}
+    manifest = environment("app", namespace, [configmap("a", v="1")], allowedChanges=[rule])
+    apply(kubectl, manifest)
+
+    ready = wait_condition(kubectl, "app", namespace, "Ready", "False", reason="InvalidSpec")
+    assert "spec.allowedChanges[0]" in ready["message"]
+    assert "/data/v" in ready["message"]
+    assert get(kubectl, "cm", "a", namespace) is None
