@@ -110,22 +110,9 @@ class FullPass:
     async def _act_as(self, spec: model.EnvironmentSpec) -> None:
         """Impersonates the Environment's ServiceAccount, which must exist; else acts as itself."""
         namespace = self._ledger.owner.namespace
-        name = self._tenancy.service_account(spec)
         self.identity = self._tenancy.identity(spec, namespace)
         self.cluster = self._operator.as_user(self.identity)
-        if name is None:
-            return
-        try:
-            account = await apply.retrying(
-                lambda: self._operator.get(SERVICEACCOUNTS, namespace, name)
-            )
-        except ApiError as exc:
-            raise RefusedError(f"spec.serviceAccountName: {exc.describe()}") from exc
-        if account is None:
-            raise RefusedError(
-                f"spec.serviceAccountName: ServiceAccount {namespace}/{name} does not exist; "
-                "nothing is applied until it does"
-            )
+        await ensure_account(self._operator, namespace, self._tenancy.service_account(spec))
 
     def _pause(self, spec: model.EnvironmentSpec) -> None:
         """spec.suspendUntil ahead pauses enforcement; its start and its end are Events."""
@@ -138,15 +125,14 @@ class FullPass:
         self._ledger.paused_until = until
 
     def _invalid(self, reason: str, exc: InvalidSpecError, generation: int | None) -> None:
-        ledger = self._ledger
-        ledger.status.observed_generation = generation
-        ledger.ready = (False, reason, str(exc)[: tracking.MESSAGE_LIMIT])
+        self._ledger.status.observed_generation = generation
+        self._ledger.ready = (False, reason, str(exc)[: tracking.MESSAGE_LIMIT])
         if reason == Reason.FORBIDDEN:
-            owner = ledger.owner
+            owner = self._ledger.owner
             key = ObjectKey(model.GROUP, model.VERSION, model.KIND, owner.namespace, owner.name)
             self._reporter.record([Change(key, Outcome.FORBIDDEN, message=str(exc))])
-        else:
-            self._reporter.invalid(str(exc))
+            return
+        self._reporter.invalid(str(exc))
 
     def _refused(self, refused: list[Change], generation: int | None) -> None:
         self._reporter.record(refused)
@@ -247,7 +233,7 @@ class FullPass:
                 return change if change.is_failure else Change(key, Outcome.ADOPTED)
             if live is not None and apply.is_adopted(live):
                 tracked.desired = render.adopted(manifest)  # the mark stays while it is ours
-            return await self._enforce(tracked, live, is_new)
+            return await self._enforce(tracked, live, is_new, preflight.get(key))
         except ApiError as exc:
             tracked.state, tracked.message = State.ERROR, exc.describe()
             return apply.failure(key, exc)
@@ -267,7 +253,13 @@ class FullPass:
         tracked.state, tracked.message = State.CONFLICT, message
         return Change(tracked.key, Outcome.CONFLICT, message=message)
 
-    async def _enforce(self, tracked: Tracked, live: dict[str, Any] | None, is_new: bool) -> Change:
+    async def _enforce(
+        self,
+        tracked: Tracked,
+        live: dict[str, Any] | None,
+        is_new: bool,
+        dry_run: dict[str, Any] | None = None,
+    ) -> Change:
         assert self._ledger.spec is not None
         rules = plan.allowed_for(tracked.key, self._ledger.spec.allowed_changes)
         tolerated = plan.tolerate(rules, tracked.desired, live)[0] if live else frozenset()
@@ -275,6 +267,10 @@ class FullPass:
         if not is_new and live is not None and diff.is_owned_whole(live, manifest):
             # Same blueprint, and every field we set is still ours: nothing to write.
             tracked.learn(live, mode=Mode.ENFORCE)
+            return self._judged(tracked, live, Outcome.UNCHANGED)
+        if live is not None and dry_run is not None and not tolerated and _same(dry_run, live):
+            # The preflight's dry-run changed nothing, ownership included: a no-op apply.
+            tracked.learn(dry_run, mode=Mode.ENFORCE)
             return self._judged(tracked, live, Outcome.UNCHANGED)
         stored = await apply.put(self.cluster, tracked.resource, manifest)
         tracked.learn(stored, mode=Mode.ENFORCE)
@@ -320,3 +316,36 @@ def seconds_until(moment: str) -> float:
     when: datetime = datetime.fromisoformat(moment.upper())
     delta: float = (when - datetime.now(UTC)).total_seconds()
     return delta
+
+
+async def ensure_account(cluster: Cluster, namespace: str, name: str | None) -> None:
+    """Raises RefusedError unless the ServiceAccount to impersonate exists (None: none needed)."""
+    if name is None:
+        return
+    try:
+        account = await apply.retrying(lambda: cluster.get(SERVICEACCOUNTS, namespace, name))
+    except ApiError as exc:
+        raise RefusedError(f"spec.serviceAccountName: {exc.describe()}") from exc
+    if account is None:
+        raise RefusedError(
+            f"spec.serviceAccountName: ServiceAccount {namespace}/{name} does not exist; "
+            "nothing is applied until it does"
+        )
+
+
+def _same(dry_run: dict[str, Any], live: dict[str, Any]) -> bool:
+    """The object a dry-run apply answered is the live one: values and field ownership.
+
+    A dry-run keeps the resourceVersion even when it would change the object, so the
+    objects are compared, managedFields' timestamps aside.
+    """
+
+    def comparable(obj: dict[str, Any]) -> dict[str, Any]:
+        meta = dict(obj.get("metadata") or {})
+        meta["managedFields"] = [
+            {k: v for k, v in entry.items() if k != "time"}
+            for entry in meta.get("managedFields") or []
+        ]
+        return {**obj, "metadata": meta}
+
+    return comparable(dry_run) == comparable(live)

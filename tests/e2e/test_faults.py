@@ -43,6 +43,7 @@ FAULTS = ["etcd", "kube-apiserver"]
 # both is that every watch it lost is restored.
 LOSES_WATCHES = {"kube-apiserver": True, "etcd": False}
 WATCH_EVENTS = {"watch_lost", "watch_restored"}
+LIVENESS_GRACE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,11 @@ def watcher(
     install_crd(admin)
     kubeconfig = chart_kubeconfig(plane, admin, chart_rbac)
     log = tmp_path_factory.mktemp("faults-operator") / "operator.log"
-    handle = Operator(kubeconfig, log, plane.audit_log, extra_args=["--liveness", liveness_url])
+    # A short grace, so that a lost watch fails the probe within the test's time.
+    grace = ["--liveness-watch-grace", str(LIVENESS_GRACE_S)]
+    handle = Operator(
+        kubeconfig, log, plane.audit_log, extra_args=["--liveness", liveness_url, *grace]
+    )
     try:
         handle.start()
         yield handle
@@ -308,3 +313,32 @@ def test_liveness_answers_200_after_outage(liveness_url: str, outage: Outage) ->
         retry_on=(OSError,),
         message=f"the liveness endpoint to answer 200 after the {outage.component} outage",
     )
+
+
+def test_liveness_fails_while_a_watch_stays_down(
+    plane: ControlPlane, admin: Kubectl, watcher: Operator, liveness_url: str
+) -> None:
+    """With the API server down longer than the grace, liveness answers 500; once back, 200."""
+    namespace = new_namespace(admin)
+    apply(admin, environment(ENV, namespace, [deployment()]))
+    wait_condition(admin, ENV, namespace, "InSync", "True", reason="InSync", timeout=30)
+    plane.kill("kube-apiserver")
+    try:
+        # kopf caches a probe's answer for 10 s: a healthy answer may stand that long.
+        wait_for(
+            lambda: liveness_status(liveness_url) == 500,
+            timeout=LIVENESS_GRACE_S + 25,
+            interval=0.5,
+            retry_on=(OSError,),
+            message="the liveness endpoint to fail while the watches are down",
+        )
+    finally:
+        plane.start_component("kube-apiserver")
+    wait_for(
+        lambda: liveness_status(liveness_url) == 200,
+        timeout=40,
+        interval=0.5,
+        retry_on=(OSError,),
+        message="the liveness endpoint to answer 200 once the watches are back",
+    )
+    admin("delete", "namespace", namespace, "--wait=false", check=False)
