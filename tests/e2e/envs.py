@@ -268,3 +268,71 @@ def stays(predicate: Any, *, seconds: float, message: str) -> None:
     while time.monotonic() < deadline:
         assert predicate(), message
         time.sleep(0.1)
+
+
+def configmap(name: str, **data: str) -> dict[str, Any]:
+    """A ConfigMap manifest for a blueprint."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def deployment(
+    name: str = "web", *, image: str = "nginx:1.27.3", replicas: int = 2
+) -> dict[str, Any]:
+    """A Deployment manifest for a blueprint (its Pods stay Pending: there is no kubelet)."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": name, "image": image}]},
+            },
+        },
+    }
+
+
+def custom_crd(kind: str, plural: str, group: str = "example.com") -> dict[str, Any]:
+    """A namespaced CRD with an integer spec.size, for blueprints of custom kinds."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "properties": {"size": {"type": "integer"}},
+                                }
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def run_cli(kubectl: Kubectl, *args: str) -> "subprocess.CompletedProcess[str]":
+    """Runs the `driftguard` command line against the kubectl's cluster."""
+    binary = Path(sys.executable).parent / "driftguard"
+    return subprocess.run(
+        [str(binary), "--kubeconfig", str(kubectl.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -1,47 +1,22 @@
 """`driftguard diff` on a real API server: it reports exactly the objects the operator reports."""
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from envs import Operator, apply, environment, resource_status, wait_condition
+from envs import (
+    Operator,
+    apply,
+    configmap,
+    deployment,
+    environment,
+    resource_status,
+    run_cli,
+    wait_condition,
+)
 from helpers import Kubectl, wait_for
 
 REPLICAS_1_TO_5 = [{"kind": "Deployment", "paths": ["/spec/replicas"], "minimum": 1, "maximum": 5}]
-
-
-def deployment() -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "d"},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "d"}},
-            "template": {
-                "metadata": {"labels": {"app": "d"}},
-                "spec": {"containers": [{"name": "d", "image": "busybox"}]},
-            },
-        },
-    }
-
-
-def configmap(**data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": data}
-
-
-def run_cli(kubectl: Kubectl, *args: str) -> "subprocess.CompletedProcess[str]":
-    binary = Path(sys.executable).parent / "driftguard"
-    return subprocess.run(
-        [str(binary), "--kubeconfig", str(kubectl.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def start(
@@ -74,7 +49,13 @@ def test_change_within_bounds_is_no_drift(
     mode: str, kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     """A scale within an allowedChanges bound is Overridden, and diff shows nothing and exits 0."""
-    start(kubectl, namespace, [deployment()], mode=mode, allowedChanges=REPLICAS_1_TO_5)
+    start(
+        kubectl,
+        namespace,
+        [deployment("d", image="busybox")],
+        mode=mode,
+        allowedChanges=REPLICAS_1_TO_5,
+    )
     kubectl("scale", "deploy/d", "-n", namespace, "--replicas=4")
     wait_state(kubectl, namespace, "Deployment", "d", "Overridden")
 
@@ -87,7 +68,13 @@ def test_change_out_of_bounds_in_observe_is_drift(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     """A scale beyond the bound is Drifted in Observe, and diff shows it and exits 1."""
-    start(kubectl, namespace, [deployment()], mode="Observe", allowedChanges=REPLICAS_1_TO_5)
+    start(
+        kubectl,
+        namespace,
+        [deployment("d", image="busybox")],
+        mode="Observe",
+        allowedChanges=REPLICAS_1_TO_5,
+    )
     kubectl("scale", "deploy/d", "-n", namespace, "--replicas=9")
     wait_state(kubectl, namespace, "Deployment", "d", "Drifted")
 
@@ -104,11 +91,11 @@ def test_field_taken_back_with_the_same_value_in_observe_is_no_drift(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     """In Observe, a field another manager set back to the blueprint's value is InSync; diff exits 0."""
-    start(kubectl, namespace, [configmap(v="1")], mode="Observe")
-    apply_as_other(kubectl, namespace, configmap(v="2"))
+    start(kubectl, namespace, [configmap("a", v="1")], mode="Observe")
+    apply_as_other(kubectl, namespace, configmap("a", v="2"))
     wait_state(kubectl, namespace, "ConfigMap", "a", "Drifted")
     assert run_cli(kubectl, "diff", "app", "-n", namespace).returncode == 1
-    apply_as_other(kubectl, namespace, configmap(v="1"))
+    apply_as_other(kubectl, namespace, configmap("a", v="1"))
     wait_state(kubectl, namespace, "ConfigMap", "a", "InSync")
 
     done = run_cli(kubectl, "diff", "app", "-n", namespace)
@@ -124,7 +111,7 @@ def test_deleted_object_in_observe_is_missing(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     """A deleted object is Missing in Observe, and diff shows all of it and exits 1."""
-    start(kubectl, namespace, [configmap(v="1")], mode="Observe")
+    start(kubectl, namespace, [configmap("a", v="1")], mode="Observe")
     kubectl("delete", "cm", "a", "-n", namespace)
     wait_state(kubectl, namespace, "ConfigMap", "a", "Missing")
 

@@ -20,6 +20,7 @@ from envs import (
     Operator,
     apply,
     chart_kubeconfig,
+    deployment,
     environment,
     free_port,
     install_crd,
@@ -54,22 +55,6 @@ class Outage:
     namespace: str
     log_offset: int  # the operator's log size just before the kill
     ready_again: float  # time.monotonic() when the API server's /readyz was ok again
-
-
-def deployment() -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "labels": {"app": "web"}},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]},
-            },
-        },
-    }
 
 
 def new_namespace(admin: Kubectl) -> str:

@@ -2,9 +2,6 @@
 
 import base64
 import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,19 +9,18 @@ import yaml
 from envs import (
     Operator,
     apply,
+    configmap,
+    custom_crd,
     environment,
     events,
     get,
     resource_status,
+    run_cli,
     status,
     stays,
     wait_condition,
 )
 from helpers import Kubectl, wait_established, wait_for
-
-
-def configmap(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
 
 
 def exists(kubectl: Kubectl, kind: str, name: str, namespace: str) -> bool:
@@ -227,31 +223,7 @@ def test_deletion_policy_orphan_leaves_objects_untouched(
     )
 
 
-WIDGET_CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.example.com"},
-    "spec": {
-        "group": "example.com",
-        "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+WIDGET_CRD = custom_crd("Widget", "widgets")
 
 
 def every_kind() -> list[dict[str, Any]]:
@@ -352,17 +324,6 @@ def test_secret_values_never_leak(
     ):
         for text in texts:
             assert secret not in text
-
-
-def run_cli(kubectl: Kubectl, *args: str) -> "subprocess.CompletedProcess[str]":
-    binary = Path(sys.executable).parent / "driftguard"
-    return subprocess.run(
-        [str(binary), "--kubeconfig", str(kubectl.kubeconfig), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_cli_diff_and_status(kubectl: Kubectl, operator: Operator, namespace: str) -> None:

@@ -1,40 +1,7 @@
 """Reliability on the session's control plane: late CRDs, all-or-nothing applies, hostile specs."""
 
-import copy
-from typing import Any
-
-from envs import Operator, apply, environment, get, wait_condition
+from envs import Operator, apply, configmap, custom_crd, environment, get, wait_condition
 from helpers import Kubectl
-
-GADGET_CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gadgets.example.com"},
-    "spec": {
-        "group": "example.com",
-        "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget"},
-        "scope": "Namespaced",
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
-
-
-def configmap(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
 
 
 def test_kind_whose_crd_arrives_late_becomes_ready_on_its_own(
@@ -50,7 +17,7 @@ def test_kind_whose_crd_arrives_late_becomes_ready_on_its_own(
     assert "CRD" in ready["message"]
     assert get(kubectl, "cm", "c", namespace) is None  # nothing applied meanwhile
 
-    crd = copy.deepcopy(GADGET_CRD)
+    crd = custom_crd("Gadget", "gadgets")
     try:
         apply(kubectl, crd)
         wait_condition(kubectl, "app", namespace, "Ready", "True", timeout=40)
