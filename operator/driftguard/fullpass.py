@@ -1,8 +1,10 @@
-"""A full pass over one Environment: render, watch, list, apply or dry-run, prune.
+"""A full pass over one Environment: render, watch, list, preflight, apply or dry-run, prune.
 
-It learns what each object must look like (the server's answer to our apply or
-dry-run apply), so that watch events can be judged in memory afterwards. An
-invalid blueprint or a refused read stops the pass before anything is written.
+`FullPass` runs the steps; `ObjectSync` does one object (conflict, adoption, apply
+or dry-run). The pass learns what each object must look like (the server's answer
+to our apply or dry-run apply), so that watch events can be judged in memory
+afterwards. An invalid blueprint, a refused read or a refused dry-run stops the
+pass before anything is written.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ KIND_RETRY_S = 5.0
 """A kind the server does not serve (its CRD not there yet) is looked up this often."""
 
 Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
+Desired = dict[ObjectKey, dict[str, Any]]
+Victims = list[tuple[Resource, dict[str, Any]]]
 Scopes = set[tuple[Resource, str | None]]
 NeedWatches = Callable[[Scopes, bool, str, Scopes], Awaitable[list[ApiError]]]
 """Makes sure these (kind, namespace) scopes are watched (True: unlabelled objects too), as
@@ -53,6 +57,7 @@ class FullPass:
         self._reporter = reporter
         self._need_watches = need_watches
         self._tenancy = tenancy
+        self._objects = ObjectSync(lambda: self.cluster, ledger)
 
     async def run(
         self, body: dict[str, Any], *, own: set[tuple[Resource, str | None]] | None = None
@@ -73,39 +78,64 @@ class FullPass:
         self._pause(spec)
         scopes = {(resource, key.namespace or None) for key, resource in resources.items()}
         try:
-            # Without its watches no drift could be seen: nothing is applied.
-            observe = ledger.mode is Mode.OBSERVE
-            needed = await self._need_watches(scopes, observe, self.identity, own or set())
-            for error in needed:
-                raise error
-            live = await self.list_live(scopes)
+            live = await self._see(scopes, own or set())
         except ApiError as exc:
             self._refused([apply.refusal(exc)], generation)
             return
         victims = tracking.victims(ledger, desired, live.values())
         preflight: dict[ObjectKey, dict[str, Any]] = {}
         if is_new and ledger.mode is Mode.ENFORCE:
-            # All or nothing: every write of the new revision is dry-run first.
-            manifests = [(resources[key], manifest) for key, manifest in desired.items()]
-            preflight, refused = await apply.preflight(self.cluster, manifests)
-            refused += await apply.prune(self.cluster, victims, dry_run=True)
-            if any(change.is_failure for change in refused):
-                self._refused([c for c in refused if c.is_failure], generation)
+            preflight, refused = await self._preflight(resources, desired, victims)
+            if refused:
+                self._refused(refused, generation)
                 return
+        changes = await self._write(resources, desired, live, victims, is_new, preflight)
+        self._conclude(changes, generation, is_new)
+
+    async def _see(self, scopes: Scopes, own: Scopes) -> Live:
+        """Watches, then one list per scope. Without its watches no drift could be seen."""
+        observe = self._ledger.mode is Mode.OBSERVE
+        refused = await self._need_watches(scopes, observe, self.identity, own)
+        live = await self.list_live(scopes)  # a refused list names the namespace
+        for error in refused:
+            raise error
+        return live
+
+    async def _preflight(
+        self, resources: dict[ObjectKey, Resource], desired: Desired, victims: Victims
+    ) -> tuple[dict[ObjectKey, dict[str, Any]], list[Change]]:
+        """All or nothing: every write of the new revision is dry-run first."""
+        manifests = [(resources[key], manifest) for key, manifest in desired.items()]
+        answers, refused = await apply.preflight(self.cluster, manifests)
+        refused += await apply.prune(self.cluster, victims, dry_run=True)
+        return answers, [change for change in refused if change.is_failure]
+
+    async def _write(
+        self,
+        resources: dict[ObjectKey, Resource],
+        desired: Desired,
+        live: Live,
+        victims: Victims,
+        is_new: bool,
+        preflight: dict[ObjectKey, dict[str, Any]],
+    ) -> list[Change]:
+        """Applies (or dry-runs) every object, prunes, and reports; the changes that count."""
         retired = self._retire(desired)
         limit = asyncio.Semaphore(PARALLEL_APPLIES)
 
         async def bounded(key: ObjectKey) -> Change:
             async with limit:
                 found = live.get(key)
-                return await self._sync(key, resources[key], desired[key], found, is_new, preflight)
+                return await self._objects.sync(
+                    key, resources[key], desired[key], found, is_new, preflight
+                )
 
         changes = list(await asyncio.gather(*(bounded(key) for key in desired)))
         pruned = await apply.prune(self.cluster, victims)
         gone = {change.key for change in pruned}
         released = [Change(key, Outcome.RELEASED) for key in retired if key not in gone]
         self._reporter.record([*changes, *pruned, *released])
-        self._conclude([*changes, *pruned], generation, is_new)
+        return [*changes, *pruned]
 
     async def _act_as(self, spec: model.EnvironmentSpec) -> None:
         """Impersonates the Environment's ServiceAccount, which must exist; else acts as itself."""
@@ -198,7 +228,20 @@ class FullPass:
             del self._ledger.tracked[key]
         return retired
 
-    async def _sync(
+    def _conclude(self, changes: Iterable[Change], generation: int | None, is_new: bool) -> None:
+        changes = list(changes)
+        if tracking.conclude(self._ledger, changes, generation, is_new=is_new):
+            self._reporter.applied(self._ledger.status.revision, changes)
+
+
+class ObjectSync:
+    """One object in a full pass: conflict, adoption, then apply (Enforce) or dry-run (Observe)."""
+
+    def __init__(self, cluster: Callable[[], Cluster], ledger: Ledger) -> None:
+        self._cluster = cluster  # the Environment's identity, which a pass may change
+        self._ledger = ledger
+
+    async def sync(
         self,
         key: ObjectKey,
         resource: Resource,
@@ -216,13 +259,13 @@ class FullPass:
                 if live is None:
                     # What Observe reports on may carry no label, so the list missed it.
                     live = await apply.retrying(
-                        lambda: self.cluster.get(resource, key.namespace, key.name)
+                        lambda: self._cluster().get(resource, key.namespace, key.name)
                     )
                 return await self._observe(tracked, live)
             other = render.owner_of(live) if live else None
             if other is not None and other != self._ledger.owner:
                 return self._conflict(tracked, f"{key} is managed by Environment {other}")
-            if live is None and await self._exists(tracked, preflight):
+            if live is None and await _exists(self._cluster(), tracked, preflight):
                 if not self._ledger.spec or not self._ledger.spec.adopt:
                     message = (
                         f"{key} exists, not managed by driftguard; set spec.adopt to take it over"
@@ -237,16 +280,6 @@ class FullPass:
         except ApiError as exc:
             tracked.state, tracked.message = State.ERROR, exc.describe()
             return apply.failure(key, exc)
-
-    async def _exists(self, tracked: Tracked, preflight: dict[ObjectKey, dict[str, Any]]) -> bool:
-        """Whether an object driftguard does not manage already holds this name."""
-        if tracked.key in preflight:
-            return bool(tracking.rv(preflight[tracked.key]))  # a dry-run create has no version
-        key = tracked.key
-        found = await apply.retrying(
-            lambda: self.cluster.get(tracked.resource, key.namespace, key.name)
-        )
-        return found is not None
 
     def _conflict(self, tracked: Tracked, message: str) -> Change:
         message = f"{message}; not applied"
@@ -272,7 +305,7 @@ class FullPass:
             # The preflight's dry-run changed nothing, ownership included: a no-op apply.
             tracked.learn(dry_run, mode=Mode.ENFORCE)
             return self._judged(tracked, live, Outcome.UNCHANGED)
-        stored = await apply.put(self.cluster, tracked.resource, manifest)
+        stored = await apply.put(self._cluster(), tracked.resource, manifest)
         tracked.learn(stored, mode=Mode.ENFORCE)
         if live is None:
             return self._judged(tracked, stored, Outcome.CREATED)
@@ -292,7 +325,7 @@ class FullPass:
         # driftguard's own labels are the mark of an apply; Observe applies nothing,
         # so an object it merely watches need not carry them.
         wanted = render.without_owner_labels(tracked.desired)
-        stored = await apply.put(self.cluster, tracked.resource, wanted, dry_run=True)
+        stored = await apply.put(self._cluster(), tracked.resource, wanted, dry_run=True)
         tracked.learn(stored, mode=Mode.OBSERVE)
         return self._judged(tracked, live, Outcome.UNCHANGED)
 
@@ -300,11 +333,6 @@ class FullPass:
         """Judges the object as a watch event would; drift found now is the pass's outcome."""
         _, news = tracking.judge(self._ledger, tracked, live, time.monotonic())
         return news[0] if news and outcome is Outcome.UNCHANGED else Change(tracked.key, outcome)
-
-    def _conclude(self, changes: Iterable[Change], generation: int | None, is_new: bool) -> None:
-        changes = list(changes)
-        if tracking.conclude(self._ledger, changes, generation, is_new=is_new):
-            self._reporter.applied(self._ledger.status.revision, changes)
 
 
 def _is_ahead(moment: str) -> bool:
@@ -349,3 +377,14 @@ def _same(dry_run: dict[str, Any], live: dict[str, Any]) -> bool:
         return {**obj, "metadata": meta}
 
     return comparable(dry_run) == comparable(live)
+
+
+async def _exists(
+    cluster: Cluster, tracked: Tracked, preflight: dict[ObjectKey, dict[str, Any]]
+) -> bool:
+    """Whether an object driftguard does not manage already holds this name."""
+    if tracked.key in preflight:
+        return bool(tracking.rv(preflight[tracked.key]))  # a dry-run create has no version
+    key = tracked.key
+    found = await apply.retrying(lambda: cluster.get(tracked.resource, key.namespace, key.name))
+    return found is not None
