@@ -1,7 +1,7 @@
 """Reliability on the session's control plane: late CRDs, all-or-nothing applies, hostile specs."""
 
 from envs import Operator, apply, configmap, custom_crd, environment, get, wait_condition
-from helpers import Kubectl
+from helpers import Kubectl, wait_for
 
 
 def test_kind_whose_crd_arrives_late_becomes_ready_on_its_own(
@@ -68,3 +68,31 @@ def test_bounds_on_a_string_field_are_invalid(
     assert "spec.allowedChanges[0]" in ready["message"]
     assert "/data/v" in ready["message"]
     assert get(kubectl, "cm", "a", namespace) is None
+
+
+def test_a_kind_the_operator_may_not_list_is_forbidden_not_a_crash(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A RoleBinding outside the chart's grants is Ready=False/Forbidden naming verb, kind and
+    namespace; nothing is applied, and another Environment is enforced meanwhile."""
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "readers"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "Group", "name": "readers", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    apply(kubectl, environment("rbac", namespace, [configmap("a", v="1"), binding]))
+    apply(kubectl, environment("plain", namespace, [configmap("b", v="1")]))
+
+    ready = wait_condition(kubectl, "rbac", namespace, "Ready", "False", reason="Forbidden")
+    assert "RoleBinding" in ready["message"]
+    assert namespace in ready["message"]
+    assert "cannot list" in ready["message"] or "cannot watch" in ready["message"]
+    assert get(kubectl, "cm", "a", namespace) is None
+    wait_condition(kubectl, "plain", namespace, "InSync", "True")
+    kubectl("patch", "cm", "b", "-n", namespace, "--type=merge", "-p", '{"data":{"v":"2"}}')
+    wait_for(
+        lambda: (get(kubectl, "cm", "b", namespace) or {}).get("data") == {"v": "1"},
+        message="the other Environment's drift reverted",
+    )
