@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from jsonpointer import escape
 
-from driftguard import model, plan
+from driftguard import model, plan, tracking
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.diff import ChangeKind, FieldChange
@@ -68,7 +68,7 @@ async def revert(
         # no Update entry of driftguard's behind (one would keep a removed value owned,
         # and a later apply could then never take it out).
         ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": tracking_rv(live)},
+            {"op": "test", "path": "/metadata/resourceVersion", "value": tracking.rv(live)},
             {
                 "op": "replace",
                 "path": "/metadata/managedFields",
@@ -211,7 +211,3 @@ async def delete_labelled(
 def strip(manifest: dict[str, Any], tolerated: frozenset[str]) -> dict[str, Any]:
     """What to apply: the blueprint without the fields that are tolerated overrides."""
     return plan.without(manifest, tolerated)
-
-
-def tracking_rv(obj: dict[str, Any]) -> str:
-    return str(obj.get("metadata", {}).get("resourceVersion", ""))

@@ -19,7 +19,7 @@ from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
 from driftguard.reconcile import Environment
-from driftguard.tenancy import Tenancy
+from driftguard.tenancy import Tenancy, user_of
 from driftguard.watcher import Scope, Timing, Watches
 
 log = get_logger(__name__)
@@ -49,6 +49,10 @@ class Engine:
         self._poster: asyncio.Task[None] | None = None
         self._locks: dict[Ident, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._policy_inventory: dict[render.Owner, list[tuple[Resource, dict[str, Any]]]] | None = (
+            None
+        )
+        self._inventory_lock = asyncio.Lock()
 
     # -- Environments ---------------------------------------------------------
 
@@ -68,6 +72,7 @@ class Engine:
                     need_watches=lambda *need: self._need(ident, *need),
                     tenancy=self._tenancy,
                     guard=self.guard,
+                    leftovers=self._leftover_policies,
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
@@ -109,8 +114,7 @@ class Engine:
             scopes.append((resource, target if resource.namespaced else None))
         # As the Environment's identity: deleting is bounded by its RBAC like applying.
         account = spec.get("serviceAccountName") or self._tenancy.default_service_account
-        identity = f"system:serviceaccount:{owner.namespace}:{account}" if account else ""
-        acting = self.cluster.as_user(identity)
+        acting = self.cluster.as_user(user_of(owner.namespace, account))
         changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)
         ledger = tracking.Ledger(owner=owner, status=status)
         reporter = report.Reporter(ledger, lambda *event: self.post(body, *event))
@@ -120,6 +124,27 @@ class Engine:
             # kopf retries the deletion handler; the finalizer stays until all are gone.
             raise RuntimeError("; ".join(failed))
         return len(changes)
+
+    async def _leftover_policies(
+        self, owner: render.Owner
+    ) -> list[tuple[Resource, dict[str, Any]]]:
+        """The policy objects an Environment had when the operator started: one list of each
+        policy kind for all Environments, not two per Environment."""
+        async with self._inventory_lock:
+            if self._policy_inventory is None:
+                inventory: dict[render.Owner, list[tuple[Resource, dict[str, Any]]]] = {}
+                for resource, _ in await self._policy_scopes():
+                    items, _ = await apply.retrying(
+                        lambda r=resource: self.cluster.list_objects(  # type: ignore[misc]
+                            r, selector=model.MANAGED_SELECTOR
+                        )
+                    )
+                    for item in items:
+                        found = render.owner_of(item)
+                        if found is not None:
+                            inventory.setdefault(found, []).append((resource, item))
+                self._policy_inventory = inventory
+        return self._policy_inventory.pop(owner, [])
 
     async def _policy_scopes(self) -> list[tuple[Resource, str | None]]:
         try:

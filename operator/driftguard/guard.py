@@ -8,16 +8,20 @@ them is reverted like any drift.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from driftguard import apply, model, prevention
+from driftguard import apply, model, prevention, render
 from driftguard.changes import Change
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.model import Mode, ObjectKey, Prevention
 from driftguard.tracking import Ledger, Tracked
 
 API_VERSION = f"{prevention.GROUP}/v1"
+
+Leftovers = Callable[[render.Owner], Awaitable[list[tuple[Resource, dict[str, Any]]]]]
+"""An Environment's policy objects found when the operator started."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +33,13 @@ class Settings:
 
 
 class Guard:
-    def __init__(self, cluster: Cluster, ledger: Ledger, settings: Settings) -> None:
+    def __init__(
+        self, cluster: Cluster, ledger: Ledger, settings: Settings, leftovers: Leftovers
+    ) -> None:
         self._cluster = cluster  # the operator itself: tenants may not write policies
         self._ledger = ledger
         self._settings = settings
+        self._leftovers = leftovers
         self._is_checked = False
 
     @property
@@ -53,9 +60,18 @@ class Guard:
 
     async def sync(self, identity: str) -> list[Change]:
         """Applies the policy the Environment needs now and removes any other of its own."""
-        if not self.is_active and not self._ledger.policies and self._is_checked:
-            return []  # prevention off, and nothing of ours left from before
         changes: list[Change] = []
+        if not self.is_active and not self._ledger.policies:
+            if self._is_checked:
+                return changes  # prevention off, and nothing of ours left
+            # Once per start, from one operator-wide list: a policy left behind when
+            # prevention went Off while the operator was down.
+            self._is_checked = True
+            try:
+                stale = await self._leftovers(self._ledger.owner)
+                return self._removed(await apply.prune(self._cluster, stale))
+            except ApiError as exc:
+                return [apply.refusal(exc)]
         try:
             resources = {resource.kind: resource for resource in await self.kinds()}
             docs = self._desired(identity) if self.is_active else []
@@ -67,14 +83,8 @@ class Guard:
             for resource in resources.values():
                 items, _ = await self._cluster.list_objects(resource, selector=selector)
                 stale += [(resource, item) for item in items if ObjectKey.of(item) not in wanted]
-            self._is_checked = True  # once per start: a policy left when prevention went Off
-            why = self._why_off()
-            changes += [
-                replace(change, message=f"{change.key} removed: {why}")
-                if not change.is_failure
-                else change
-                for change in await apply.prune(self._cluster, stale)
-            ]
+            self._is_checked = True
+            changes += self._removed(await apply.prune(self._cluster, stale))
             for key, doc in wanted.items():
                 resource = resources[key.kind]
                 stored = await apply.put(self._cluster, resource, doc)
@@ -87,6 +97,14 @@ class Guard:
             if isinstance(exc, ApiError):
                 changes.append(apply.refusal(exc))
         return changes
+
+    def _removed(self, changes: list[Change]) -> list[Change]:
+        """Pruned policy objects say why they went."""
+        why = self._why_off()
+        return [
+            change if change.is_failure else replace(change, message=f"{change.key} removed: {why}")
+            for change in changes
+        ]
 
     def _why_off(self) -> str:
         spec, ledger = self._ledger.spec, self._ledger

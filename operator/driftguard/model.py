@@ -79,6 +79,11 @@ class InvalidSpecError(ValueError):
     """The Environment cannot be applied as written; retrying will not help."""
 
 
+def api_version(group: str, version: str) -> str:
+    """`apps/v1`, or `v1` for the core group."""
+    return f"{group}/{version}" if group else version
+
+
 class ObjectKey(NamedTuple):
     """The one identity of a managed object, used for every match."""
 
@@ -90,7 +95,7 @@ class ObjectKey(NamedTuple):
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+        return api_version(self.group, self.version)
 
     def __str__(self) -> str:
         if self.namespace:
@@ -118,7 +123,7 @@ class Resource:
 
     @property
     def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
+        return api_version(self.group, self.version)
 
     def path(self, namespace: str | None = None, name: str | None = None) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"

@@ -21,7 +21,7 @@ from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.conditions import Reason
 from driftguard.fullpass import KIND_RETRY_S, FullPass, NeedWatches, seconds_until
-from driftguard.guard import Guard
+from driftguard.guard import Guard, Leftovers
 from driftguard.guard import Settings as GuardSettings
 from driftguard.judging import EventJudge
 from driftguard.model import ObjectKey
@@ -45,6 +45,7 @@ class Environment:
         need_watches: NeedWatches,
         tenancy: Tenancy,
         guard: GuardSettings,
+        leftovers: Leftovers,
     ) -> None:
         meta = body["metadata"]
         owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
@@ -63,7 +64,7 @@ class Environment:
             settled=self._settled,
             operator=cluster,
         )
-        self.guard = Guard(cluster, self.ledger, guard)
+        self.guard = Guard(cluster, self.ledger, guard, leftovers)
         self.status = StatusWriter(
             cluster, self.ledger, is_busy=lambda: self.judge.is_busy, on_error=self._status_failed
         )

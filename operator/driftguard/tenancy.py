@@ -33,8 +33,7 @@ class Tenancy:
 
     def identity(self, spec: EnvironmentSpec, namespace: str) -> str:
         """The user to impersonate ("" for the operator itself)."""
-        name = self.service_account(spec)
-        return f"system:serviceaccount:{namespace}:{name}" if name else ""
+        return user_of(namespace, self.service_account(spec))
 
     def confine(
         self,
@@ -71,3 +70,8 @@ class Tenancy:
 
     def is_allowed_target(self, namespace: str) -> bool:
         return any(fnmatch.fnmatchcase(namespace, glob) for glob in self.allowed_target_namespaces)
+
+
+def user_of(namespace: str, account: str | None) -> str:
+    """The username of a ServiceAccount, as impersonation names it ("" for none)."""
+    return f"system:serviceaccount:{namespace}:{account}" if account else ""
