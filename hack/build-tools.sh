@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the tools the e2e tests need from their Go modules at pinned versions,
-# into a cache outside the repository: helm (the chart tests) and promtool
-# (`promtool check metrics` on /metrics). No release downloads: GitHub and
+# into a cache outside the repository: helm (the chart tests), promtool
+# (`promtool check metrics` on /metrics, `promtool test rules` on the alerts) and
+# the prometheus server (the alerts and dashboard e2e test). No release downloads: GitHub and
 # get.helm.sh are unreachable from the machines this project is built on, the
 # Go module proxy is not. Idempotent: a second run finds the cached binaries.
 set -euo pipefail
@@ -59,7 +60,13 @@ promtool_ldflags() {
 
 build helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm "about 2 minutes on 2 cores" helm_ldflags \
   version --short
-# promtool only: the prometheus server is not needed.
 build promtool "$PROMTOOL_VERSION" github.com/prometheus/prometheus/cmd/promtool \
+  "a few minutes on 2 cores" promtool_ldflags \
+  --version
+# The server, from the same module version as promtool, so the rules promtool
+# tests are evaluated by the same engine in tests/e2e/test_prometheus.py. Built
+# without the `builtinassets` tag: the web UI's assets are not embedded (they
+# would need a Node build); the HTTP API, which is all the tests use, is unaffected.
+build prometheus "$PROMTOOL_VERSION" github.com/prometheus/prometheus/cmd/prometheus \
   "a few minutes on 2 cores" promtool_ldflags \
   --version
