@@ -103,11 +103,18 @@ def _render_one(
 ) -> dict[str, Any]:
     manifest = copy.deepcopy(source)
     meta = manifest.setdefault("metadata", {})
-    for forbidden in ("resourceVersion", "uid", "generateName", "managedFields"):
+    for forbidden, why in _SERVER_METADATA.items():
         if forbidden in meta:
             raise InvalidSpecError(
-                f"spec.resources[{index}].metadata.{forbidden}: not allowed in a blueprint"
+                f"spec.resources[{index}].metadata.{forbidden}: not allowed in a blueprint{why}"
             )
+    if manifest.pop("status", None):
+        # Silently dropping it would hide a copy of `kubectl get -o yaml` or a wrong belief
+        # that driftguard keeps status; `status: {}` (from `--dry-run -o yaml`) is harmless.
+        raise InvalidSpecError(
+            f"spec.resources[{index}].status: not allowed in a blueprint: the object's "
+            "controller writes status, driftguard never applies it; remove it"
+        )
     if is_namespaced(manifest["apiVersion"], manifest["kind"]):
         named = meta.get("namespace")
         if named not in (None, "", target):
@@ -116,13 +123,53 @@ def _render_one(
                 f"target namespace {target!r}; leave it empty or set spec.targetNamespace"
             )
         meta["namespace"] = target
-    else:
-        meta.pop("namespace", None)
+    elif meta.pop("namespace", None):
+        raise InvalidSpecError(
+            f"spec.resources[{index}].metadata.namespace: {manifest['kind']} is cluster-scoped; "
+            "remove the namespace (was a namespaced kind meant?)"
+        )
     meta["labels"] = {**(meta.get("labels") or {}), **owner.labels}
-    manifest.pop("status", None)
     if manifest["apiVersion"] == "v1" and manifest["kind"] == "Secret":
+        _check_secret_data(manifest, index)
         _fold_string_data(manifest)
     return manifest
+
+
+_SET_BY_SERVER = ": the API server sets it (remove it from a copy of `kubectl get -o yaml`)"
+# The CRD's CEL cannot see these: an embedded object's metadata shows it only name,
+# generateName, namespace, labels and annotations.
+_SERVER_METADATA = {
+    "generateName": ": give metadata.name, driftguard follows an object by its name",
+    "uid": _SET_BY_SERVER,
+    "resourceVersion": _SET_BY_SERVER,
+    "managedFields": _SET_BY_SERVER,
+}
+
+
+def _check_secret_data(secret: dict[str, Any], index: int) -> None:
+    """A Secret's data must be base64 text: the server would refuse anything else, and only
+    here can the message name the key without showing the value."""
+    for field in ("data", "stringData"):
+        values = secret.get(field)
+        if values is not None and not isinstance(values, dict):
+            raise InvalidSpecError(f"spec.resources[{index}].{field}: must be a map of strings")
+        for key, value in (values or {}).items():
+            where = f"spec.resources[{index}].{field}.{key}"
+            if not isinstance(value, str):
+                raise InvalidSpecError(f"{where}: must be a string")
+            if field == "data" and not _is_base64(value):
+                raise InvalidSpecError(
+                    f"{where}: not valid base64 (Secret data holds base64; put plain text "
+                    "in stringData instead)"
+                )
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except ValueError:  # binascii.Error is a ValueError
+        return False
+    return True
 
 
 def _fold_string_data(secret: dict[str, Any]) -> None:

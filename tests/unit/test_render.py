@@ -66,7 +66,7 @@ def test_contract_labels_added(desired: dict[str, str], expected: dict[str, str]
         pytest.param(obj("ConfigMap", "c", namespace="staging"), {"targetNamespace": "staging"}, "staging", id="same-namespace-named"),
         pytest.param(obj("ConfigMap", "c", namespace=""), {}, "platform", id="empty-namespace"),
         pytest.param(obj("Namespace", "staging"), {"targetNamespace": "staging"}, None, id="cluster-scoped"),
-        pytest.param(obj("ClusterRole", "r", "rbac.authorization.k8s.io/v1", namespace="x"), {}, None, id="cluster-scoped-namespace-dropped"),
+        pytest.param(obj("ClusterRole", "r", "rbac.authorization.k8s.io/v1", namespace=""), {}, None, id="cluster-scoped-empty-namespace"),
     ],
 )  # fmt: skip
 def test_namespace(desired: dict[str, Any], spec: dict[str, Any], expected: str | None) -> None:
@@ -85,7 +85,12 @@ def test_namespace(desired: dict[str, Any], spec: dict[str, Any], expected: str 
         pytest.param([obj("ConfigMap", "c", namespace="prod")], {}, "target namespace 'platform'", id="other-than-default"),
         pytest.param([obj("ConfigMap", "a"), obj("Secret", "a"), obj("ConfigMap", "a")], {}, "spec.resources[2]: ConfigMap/platform/a appears more than once", id="duplicate"),
         pytest.param([obj("ConfigMap", "a"), obj("ConfigMap", "a", namespace="platform")], {}, "spec.resources[1]: ConfigMap/platform/a", id="duplicate-once-named"),
-        pytest.param([obj("Namespace", "n"), obj("Namespace", "n", namespace="x")], {}, "Namespace/n appears more than once", id="duplicate-cluster-scoped"),
+        pytest.param([obj("Namespace", "n"), obj("Namespace", "n")], {}, "Namespace/n appears more than once", id="duplicate-cluster-scoped"),
+        pytest.param([obj("ClusterRole", "r", "rbac.authorization.k8s.io/v1", namespace="x")], {}, "spec.resources[0].metadata.namespace: ClusterRole is cluster-scoped", id="namespace-on-cluster-scoped"),
+        pytest.param([{**obj("ConfigMap", "c"), "status": {"phase": "Ready"}}], {}, "spec.resources[0].status: not allowed", id="status"),
+        pytest.param([{**obj("Secret", "s"), "data": {"k": "not base64!"}}], {}, "spec.resources[0].data.k: not valid base64", id="secret-data-not-base64"),
+        pytest.param([{**obj("Secret", "s"), "data": {"k": 5}}], {}, "spec.resources[0].data.k: must be a string", id="secret-data-not-a-string"),
+        pytest.param([{**obj("Secret", "s"), "stringData": ["k"]}], {}, "spec.resources[0].stringData: must be a map", id="secret-string-data-not-a-map"),
     ],
 )  # fmt: skip
 def test_invalid_blueprint(
@@ -104,10 +109,18 @@ def test_forbidden_metadata(field: str) -> None:
         rendered(desired)
 
 
-def test_status_dropped() -> None:
-    """A blueprint's status is not applied."""
-    desired = {**obj("ConfigMap", "c"), "status": {"phase": "Ready"}}
+def test_empty_status_dropped() -> None:
+    """An empty status (as `kubectl create --dry-run -o yaml` writes) is dropped, not applied."""
+    desired = {**obj("ConfigMap", "c"), "status": {}}
     assert "status" not in only(rendered(desired))
+
+
+def test_secret_data_error_does_not_show_the_value() -> None:
+    """A Secret value that is not base64 is named by its key, never shown."""
+    desired = {**obj("Secret", "s"), "data": {"password": "hunter2!"}}
+    with pytest.raises(InvalidSpecError) as caught:
+        rendered(desired)
+    assert "hunter2" not in str(caught.value)
 
 
 KINDS_IN_ORDER = [
