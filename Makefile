@@ -57,8 +57,9 @@ test: install controlplane tools lint ## every test, unit and end-to-end
 	$(BIN)/pytest -q tests
 
 crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
-	$(BIN)/python -m driftguard.crd > crds/environments.driftguard.io.yaml
-	cp crds/environments.driftguard.io.yaml charts/driftguard/crds/
+	$(BIN)/python -m driftguard.crd environments > crds/environments.driftguard.io.yaml
+	$(BIN)/python -m driftguard.crd blueprints > crds/blueprints.driftguard.io.yaml
+	cp crds/environments.driftguard.io.yaml crds/blueprints.driftguard.io.yaml charts/driftguard/crds/
 
 bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
 	$(BIN)/python bench/run.py

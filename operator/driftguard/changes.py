@@ -7,12 +7,21 @@ ledger. One source, so the four never disagree. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+import jsonpointer
 
 from driftguard.model import ObjectKey
+
+VALUE_LIMIT = 80
+"""Characters of a value kept in a record: enough to tell 5.5 from 5.7, never a whole file."""
+REDACTED = "<redacted>"
+ABSENT = "<absent>"
 
 
 class Outcome(StrEnum):
@@ -42,6 +51,7 @@ class Change:
     message: str = ""
     is_missing: bool = False  # the drift was a deletion
     latency: float | None = None  # a revert: seconds from the watch event to the server's answer
+    values: tuple[tuple[str, str, str], ...] = ()  # (path, blueprint, live), summarised
 
     @property
     def is_failure(self) -> bool:
@@ -63,3 +73,29 @@ def counts(changes: Iterable[Change]) -> str:
     """`2 created, 3 unchanged`: a pass in one phrase, outcomes in a fixed order."""
     tally = Counter(change.outcome for change in changes)
     return ", ".join(f"{tally[outcome]} {outcome}" for outcome in Outcome if tally[outcome])
+
+
+def values_of(
+    key: ObjectKey,
+    expected: dict[str, Any] | None,
+    live: dict[str, Any] | None,
+    paths: Iterable[str],
+) -> tuple[tuple[str, str, str], ...]:
+    """Each drifted path with the blueprint's value and the live one, short; a Secret's never."""
+    if live is None or expected is None:
+        return ()
+    hidden = key.kind == "Secret"
+    return tuple(
+        (path, _summary(expected, path, hidden), _summary(live, path, hidden)) for path in paths
+    )
+
+
+def _summary(obj: dict[str, Any], path: str, hidden: bool) -> str:
+    try:
+        value = jsonpointer.resolve_pointer(obj, path)
+    except jsonpointer.JsonPointerException:
+        return ABSENT
+    if hidden:
+        return REDACTED
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"

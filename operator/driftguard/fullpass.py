@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from driftguard import apply, diff, model, plan, render, tracking
+from driftguard import apply, changes, diff, model, plan, render, tracking
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import SERVICEACCOUNTS, ApiError, Cluster, Resource, UnknownKindError
 from driftguard.conditions import Reason
@@ -319,7 +319,9 @@ class ObjectSync:
         tracking.judge(self._ledger, tracked, stored, time.monotonic())
         if not drift.is_drifted:
             return Change(tracked.key, Outcome.CONFIGURED)  # e.g. a field taken, value unchanged
-        return Change(tracked.key, Outcome.REVERTED, tuple(drift.pointers), drift.changed_by)
+        pointers = tuple(drift.pointers)
+        values = changes.values_of(tracked.key, stored, live, pointers)
+        return Change(tracked.key, Outcome.REVERTED, pointers, drift.changed_by, values=values)
 
     async def _observe(self, tracked: Tracked, live: dict[str, Any] | None) -> Change:
         # driftguard's own labels are the mark of an apply; Observe applies nothing,

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from driftguard import apply, plan, tracking
+from driftguard import apply, changes, plan, tracking
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster
 from driftguard.model import ObjectKey, State
@@ -156,6 +156,7 @@ class EventJudge:
             verdict.changed_by,
             is_missing=verdict.state is State.MISSING,
             latency=latency,
+            values=changes.values_of(tracked.key, stored, live, verdict.pointers),
         )
         _, news = tracking.judge(self._ledger, tracked, stored, received)
         self._report([change, *news])

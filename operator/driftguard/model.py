@@ -197,12 +197,58 @@ class AllowedChange(BaseModel):
         )
 
 
+class BlueprintRef(BaseModel):
+    """The Blueprint an Environment is made from, optionally pinned to one of its revisions."""
+
+    model_config = _FROZEN
+
+    name: str = Field(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Name of a cluster-scoped Blueprint.",
+    )
+    revision: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Pin this revision of the Blueprint (its metadata.generation, as its status.revision "
+            "shows); default: follow the Blueprint, each change applied at once."
+        ),
+    )
+
+
+NAME_MAX = 253
+"""No Kubernetes object name is longer (a DNS subdomain; etcd keys and labels rely on it)."""
+# Looser than RFC 1123 (`a..b` passes, left to the server): a longer pattern exceeds the CEL
+# cost budget over 10,000 items.
+_SUBDOMAIN = r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+_SUBDOMAIN_API_VERSIONS = ("v1", "apps/v1", "batch/v1")
+"""Every kind of these groups takes DNS-subdomain names (or stricter, left to the server).
+Other groups may not: RBAC names, for one, are path segments such as `system:viewer`."""
+
 _RESOURCE_RULES: Any = [
     {"rule": "has(self.apiVersion) && self.apiVersion != ''", "message": "apiVersion is required"},
     {"rule": "has(self.kind) && self.kind != ''", "message": "kind is required"},
     {
         "rule": "has(self.metadata) && has(self.metadata.name) && self.metadata.name != ''",
         "message": "metadata.name is required",
+    },
+    {
+        "rule": "!has(self.metadata) || !has(self.metadata.name) "
+        f"|| self.metadata.name.size() <= {NAME_MAX}",
+        "message": f"metadata.name must be at most {NAME_MAX} characters",
+    },
+    {
+        "rule": "!has(self.apiVersion) || !(self.apiVersion in "
+        f"{list(_SUBDOMAIN_API_VERSIONS)}) || !has(self.metadata) || !has(self.metadata.name) "
+        f"|| self.metadata.name.matches('{_SUBDOMAIN}')",
+        "message": "metadata.name must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and "
+        "'.', starting and ending with a letter or digit), e.g. web-config",
+    },
+    {
+        "rule": "!has(self.metadata) || !has(self.metadata.generateName)",
+        "message": "metadata.generateName is not allowed in a blueprint: give metadata.name, "
+        "driftguard follows an object by its name",
     },
 ]
 
@@ -300,6 +346,39 @@ class EnvironmentSpec(BaseModel):
         alias="allowedChanges",
         description="Changes tolerated within guardrails: never reverted, reported as Overridden.",
     )
+    blueprint_ref: BlueprintRef | None = Field(
+        None,
+        alias="blueprintRef",
+        description=(
+            "Make the objects from this Blueprint and spec.values instead of listing them in "
+            "resources: every Environment of a Blueprint differs only where its values do."
+        ),
+    )
+    values: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "The Blueprint's parameters for this Environment (image tags, replicas, settings), "
+            "checked against the Blueprint's schema; unset ones take its defaults."
+        ),
+    )
+    revision_history_limit: int = Field(
+        10,
+        alias="revisionHistoryLimit",
+        ge=0,
+        le=100,
+        description=(
+            "How many applied revisions to keep as ControllerRevisions, for "
+            "`driftguard history` and `driftguard rollback`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvironmentSpec:
+        if self.blueprint_ref is not None and self.resources:
+            raise ValueError("give either resources or blueprintRef, not both")
+        if self.values is not None and self.blueprint_ref is None:
+            raise ValueError("values are the parameters of a Blueprint: set blueprintRef too")
+        return self
 
     @field_validator("resources")
     @classmethod
@@ -308,8 +387,15 @@ class EnvironmentSpec(BaseModel):
             for field in ("apiVersion", "kind"):
                 if not manifest.get(field):
                     raise ValueError(f"[{index}]: {field} is required")
-            if not (manifest.get("metadata") or {}).get("name"):
+            name = (manifest.get("metadata") or {}).get("name")
+            if not name:
                 raise ValueError(f"[{index}]: metadata.name is required")
+            # The same rules as the CRD's CEL, for specs that never met the API server.
+            if not isinstance(name, str) or len(name) > NAME_MAX:
+                raise ValueError(f"[{index}]: metadata.name must be at most {NAME_MAX} characters")
+            is_subdomain = re.fullmatch(_SUBDOMAIN, name)
+            if manifest["apiVersion"] in _SUBDOMAIN_API_VERSIONS and not is_subdomain:
+                raise ValueError(f"[{index}]: metadata.name must be a lowercase RFC 1123 subdomain")
         return resources
 
     @field_validator("resync_interval")
@@ -423,6 +509,15 @@ class LastDrift(BaseModel):
     )
 
 
+class AppliedBlueprint(BaseModel):
+    """The Blueprint revision the Environment's objects were last made from."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(description="The Blueprint's name.")
+    revision: int = Field(description="The Blueprint revision (its metadata.generation).")
+
+
 class EnvironmentStatus(BaseModel):
     """What the operator reports; the only part of an Environment it writes."""
 
@@ -451,6 +546,113 @@ class EnvironmentStatus(BaseModel):
     last_drift: LastDrift | None = Field(
         None, alias="lastDrift", description="The most recent drift."
     )
+    blueprint: AppliedBlueprint | None = Field(
+        None, description="The Blueprint revision in use, for Environments made from one."
+    )
 
     def to_body(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+BLUEPRINT_KIND = "Blueprint"
+BLUEPRINT_PLURAL = "blueprints"
+_PARAMETER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ParameterTarget(BaseModel):
+    """One place a value lands: a field of one object of the Blueprint."""
+
+    model_config = _FROZEN
+
+    api_version: str | None = Field(
+        None, alias="apiVersion", description="The object's apiVersion, when a kind is ambiguous."
+    )
+    kind: str = Field(description="The object's kind, e.g. Deployment.")
+    name: str = Field(description="The object's metadata.name in resources.")
+    path: Pointer = Field(
+        description=(
+            "RFC 6901 JSON pointer of the field the value replaces, e.g. "
+            "/spec/template/spec/containers/0/image; its parent must exist in the template."
+        )
+    )
+
+
+class Parameter(BaseModel):
+    """A top-level value of spec.values and the fields it sets."""
+
+    model_config = _FROZEN
+
+    name: str = Field(
+        max_length=63, pattern=_PARAMETER, description="A property of the values schema."
+    )
+    targets: list[ParameterTarget] = Field(
+        min_length=1, max_length=64, description="Every field this value sets."
+    )
+
+
+class BlueprintSpec(BaseModel):
+    """Object templates shared by many Environments, and the values that differ between them."""
+
+    model_config = _FROZEN
+
+    description: str | None = Field(
+        None, max_length=1024, description="What this Blueprint is, for people."
+    )
+    values: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description=(
+            "JSON Schema (draft 2020-12) of an Environment's spec.values: types, bounds, "
+            "enums, required ones and defaults."
+        ),
+    )
+    resources: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=10000,
+        description="The object templates: complete manifests, holding the default content.",
+        json_schema_extra={
+            "items": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "x-kubernetes-embedded-resource": True,
+                "x-kubernetes-validations": _RESOURCE_RULES,
+            }
+        },
+    )
+    parameters: list[Parameter] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Where each value goes: a JSON-pointer overlay, never text templating.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _each_template_is_identified(cls, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return EnvironmentSpec._each_resource_is_identified(resources)
+
+
+class BlueprintStatus(BaseModel):
+    """What the operator reports about a Blueprint."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    observed_generation: int | None = Field(
+        None, alias="observedGeneration", description="The generation last checked."
+    )
+    revision: int | None = Field(
+        None, description="The latest valid revision (metadata.generation), the one in use."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready: whether the latest revision is valid."
+    )
+    environments: int = Field(0, description="Environments made from this Blueprint.")
+
+    def to_body(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def parse_blueprint(raw: dict[str, Any]) -> BlueprintSpec:
+    """Validates a raw Blueprint spec; errors name the path and what is allowed."""
+    try:
+        return BlueprintSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidSpecError("; ".join(_explain(error) for error in exc.errors())) from exc

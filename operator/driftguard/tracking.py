@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from driftguard import conditions, diff, model, plan, render
+from driftguard import changes, conditions, diff, model, plan, render
 from driftguard.changes import Change, Outcome
 from driftguard.conditions import Reason
 from driftguard.model import EnvironmentSpec, Mode, ObjectKey, Resource, State
@@ -157,10 +157,17 @@ def judge(
         news.append(Change(key, Outcome.FIGHTING, paths, verdict.changed_by, message))
     elif is_news and verdict.action is plan.Action.FLAG:
         missing = live is None
-        news.append(Change(key, Outcome.FLAGGED, paths, verdict.changed_by, is_missing=missing))
+        values = changes.values_of(key, tracked.desired, live, paths)
+        news.append(
+            Change(
+                key, Outcome.FLAGGED, paths, verdict.changed_by, is_missing=missing, values=values
+            )
+        )
     elif verdict.state is State.OVERRIDDEN and verdict.tolerated != tracked.tolerated:
         by = diff.last_writer(live) if live else None
-        news.append(Change(key, Outcome.TOLERATED, tuple(sorted(verdict.tolerated)), by))
+        tolerated = tuple(sorted(verdict.tolerated))
+        values = changes.values_of(key, tracked.desired, live, tolerated)
+        news.append(Change(key, Outcome.TOLERATED, tolerated, by, values=values))
     tracked.tolerated = verdict.tolerated
     if verdict.state in (State.IN_SYNC, State.OVERRIDDEN) and at >= tracked.due_at:
         tracked.fight_round = 0  # in sync for a whole backoff: the fight is over

@@ -88,12 +88,45 @@ def test_status_fields_are_described() -> None:
 
 
 def test_printer_columns() -> None:
-    """kubectl get shows the contract's Mode, InSync, Drifted, Revision and Age, then prevention."""
+    """kubectl get shows the contract's Mode, InSync, Drifted, Revision and Age, then the rest."""
     columns = VERSION["additionalPrinterColumns"]
     assert [c["name"] for c in columns] == [
         *("Mode", "InSync", "Drifted", "Revision", "Age"),
-        *("Prevention", "Suspended"),
+        *("Blueprint", "Prevention", "Suspended"),
     ]
+
+
+BLUEPRINT = crd.blueprint_definition()
+BLUEPRINT_VERSION = BLUEPRINT["spec"]["versions"][0]
+
+
+def test_blueprint_is_cluster_scoped_with_status() -> None:
+    """Blueprint: driftguard.io/v1alpha1, cluster-scoped, plural blueprints, status subresource."""
+    spec = BLUEPRINT["spec"]
+    assert (spec["group"], spec["scope"], spec["names"]["plural"]) == (
+        "driftguard.io",
+        "Cluster",
+        "blueprints",
+    )
+    assert BLUEPRINT_VERSION["subresources"] == {"status": {}}
+    columns = [c["name"] for c in BLUEPRINT_VERSION["additionalPrinterColumns"]]
+    assert columns[:2] == ["Revision", "Ready"]
+
+
+def test_blueprint_schema_is_structural_and_described() -> None:
+    """Every Blueprint spec and status field has a type and a description (kubectl explain)."""
+    root = BLUEPRINT_VERSION["schema"]["openAPIV3Schema"]
+    nodes = list(schemas(root))
+    assert [p for p, node in nodes if "type" not in node] == []
+    assert [p for p, node in nodes if "$ref" in node or "anyOf" in node] == []
+    described = [(p, n) for p, n in nodes if p.startswith((".spec", ".status"))]
+    assert [p for p, n in described if not p.endswith("[]") and not n.get("description")] == []
+
+
+def test_committed_blueprint_crd_is_current() -> None:
+    """crds/ holds the Blueprint CRD exactly as `make crds` generates it."""
+    committed = COMMITTED.with_name("blueprints.driftguard.io.yaml")
+    assert committed.read_text() == crd.render("blueprints"), "stale: run `make crds`"
 
 
 @pytest.mark.parametrize(
