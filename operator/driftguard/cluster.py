@@ -347,6 +347,22 @@ class KubeCluster:
                 "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
             )
 
+    async def replace(
+        self, resource: Resource, body: dict[str, Any], *, field_manager: str, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """A PUT of the whole object, as a person's tool writes it (`driftguard rollback`).
+
+        The body's resourceVersion makes it fail with 409 Conflict if the object changed
+        since it was read, so nobody's change is overwritten unseen.
+        """
+        meta = body["metadata"]
+        query = {"fieldManager": field_manager}
+        if dry_run:
+            query["dryRun"] = "All"
+        path = resource.path(meta.get("namespace"), meta["name"])
+        with _refusal("update", resource.kind, meta.get("namespace")):
+            return await self._json("PUT", path, query=query, body=body)
+
     async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         # A merge patch of the status subresource replaces lists whole, which is
         # what we want: status is rewritten from one pass, not merged with an old one.
