@@ -129,8 +129,9 @@ def _render_one(
             "remove the namespace (was a namespaced kind meant?)"
         )
     meta["labels"] = {**(meta.get("labels") or {}), **owner.labels}
+    if manifest["apiVersion"] == "v1" and manifest["kind"] in _STRING_MAPS:
+        _check_string_maps(manifest, index)
     if manifest["apiVersion"] == "v1" and manifest["kind"] == "Secret":
-        _check_secret_data(manifest, index)
         _fold_string_data(manifest)
     return manifest
 
@@ -146,21 +147,37 @@ _SERVER_METADATA = {
 }
 
 
-def _check_secret_data(secret: dict[str, Any], index: int) -> None:
-    """A Secret's data must be base64 text: the server would refuse anything else, and only
-    here can the message name the key without showing the value."""
-    for field in ("data", "stringData"):
-        values = secret.get(field)
+_STRING_MAPS = {"ConfigMap": ("data", "binaryData"), "Secret": ("data", "stringData")}
+_BASE64 = {("ConfigMap", "binaryData"), ("Secret", "data")}
+
+
+def _check_string_maps(manifest: dict[str, Any], index: int) -> None:
+    """ConfigMap and Secret data are maps of strings, base64 where the API says so.
+
+    The server would refuse anything else, at the preflight, with a decoding message that
+    shows no path (or, for a Secret, the value); a deep structure there never reaches it.
+    """
+    kind = manifest["kind"]
+    for field in _STRING_MAPS[kind]:
+        values = manifest.get(field)
         if values is not None and not isinstance(values, dict):
             raise InvalidSpecError(f"spec.resources[{index}].{field}: must be a map of strings")
         for key, value in (values or {}).items():
             where = f"spec.resources[{index}].{field}.{key}"
             if not isinstance(value, str):
                 raise InvalidSpecError(f"{where}: must be a string")
-            if field == "data" and not _is_base64(value):
+            if "\ufffd" in value:
+                # kubectl and the API server replace bytes that are not UTF-8 with U+FFFD:
+                # applying the value would store something else than the file held.
                 raise InvalidSpecError(
-                    f"{where}: not valid base64 (Secret data holds base64; put plain text "
-                    "in stringData instead)"
+                    f"{where}: holds bytes that were not UTF-8 (replaced by U+FFFD on the "
+                    "way); put binary values base64-encoded in data or binaryData"
+                )
+            if (kind, field) in _BASE64 and not _is_base64(value):
+                plain = "stringData" if kind == "Secret" else "data"
+                raise InvalidSpecError(
+                    f"{where}: not valid base64 ({kind} {field} holds base64; put plain text "
+                    f"in {plain} instead)"
                 )
 
 
