@@ -77,6 +77,9 @@ def test_parse_spec_reads_contract_example() -> None:
         pytest.param({"resources": [{"kind": "ConfigMap", "metadata": {"name": "c"}}]}, "resources[0]: apiVersion is required", id="resource-without-apiVersion"),
         pytest.param({"resources": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}, {"apiVersion": "v1", "metadata": {"name": "c"}}]}, "resources[1]: kind is required", id="resource-without-kind"),
         pytest.param({"resources": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}]}, "resources[0]: metadata.name is required", id="resource-without-name"),
+        pytest.param({"resources": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a" * 254}}]}, "resources[0]: metadata.name must be at most 253", id="name-too-long"),
+        pytest.param({"resources": [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "Web"}}]}, "resources[0]: metadata.name must be a lowercase RFC 1123", id="name-uppercase"),
+        pytest.param({"resources": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 42}}]}, "resources[0]: metadata.name must be at most", id="name-not-a-string"),
     ],
 )  # fmt: skip
 def test_parse_spec_error_names_the_path(raw: dict[str, Any], path: str) -> None:
@@ -236,3 +239,10 @@ def test_bounds_out_of_order_are_refused() -> None:
     """minimum above maximum is refused by the model too, not only by the CRD rule."""
     with pytest.raises(InvalidSpecError, match=r"spec\.allowedChanges\[0\]: minimum must be"):
         model.parse_spec({"allowedChanges": [{"paths": ["/a"], "minimum": 5, "maximum": 2}]})
+
+
+def test_names_of_other_groups_may_be_path_segments() -> None:
+    """RBAC names such as `system:Viewer` are not held to the DNS rule of the core groups."""
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
+    spec = model.parse_spec({"resources": [{**role, "metadata": {"name": "system:Viewer"}}]})
+    assert spec.resources[0]["metadata"]["name"] == "system:Viewer"
