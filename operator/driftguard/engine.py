@@ -27,6 +27,11 @@ log = get_logger(__name__)
 Ident = tuple[str, str]
 """An Environment: (namespace, name)."""
 
+NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
+NAMESPACE_SCOPE = Scope(NAMESPACES, None, "")
+"""One unfiltered watch of Namespaces, while an Environment writes outside its own: a
+deleted target namespace is reported, and a re-created one applied again at once."""
+
 
 class Engine:
     def __init__(
@@ -179,15 +184,25 @@ class Engine:
             if observe and resource.namespaced:
                 wanted.add(Scope(resource, namespace, "", identity))
         wanted |= {Scope(resource, where, model.MANAGED_SELECTOR) for resource, where in own}
+        if any(namespace not in (None, ident[0]) for _, namespace in scopes):
+            wanted.add(NAMESPACE_SCOPE)
         self.watches.release(ident, keep=frozenset(wanted))
         for scope in wanted:
-            accept = None if scope.selector else self._observed(scope)
-            await self.watches.need(scope, ident, accept=accept)
-        return self.watches.refusals(wanted)
+            is_observed = not scope.selector and scope != NAMESPACE_SCOPE
+            await self.watches.need(
+                scope, ident, accept=self._observed(scope) if is_observed else None
+            )
+        # Not seeing namespaces costs only the quick return of a deleted one: never Forbidden.
+        return self.watches.refusals(wanted - {NAMESPACE_SCOPE})
 
     # -- watch events (watcher.Listener) --------------------------------------
 
     def event(self, scope: Scope, type_: str, obj: dict[str, Any], received: float) -> None:
+        if scope == NAMESPACE_SCOPE:
+            meta = obj.get("metadata") or {}
+            is_gone = type_ == "DELETED" or bool(meta.get("deletionTimestamp"))
+            self._namespace_changed({meta.get("name", "")}, gone=is_gone)
+            return
         live = None if type_ == "DELETED" else obj
         key = model.ObjectKey.of(obj)
         owner = render.owner_of(obj)
@@ -200,16 +215,42 @@ class Engine:
                 environment.observe(key, live, received)
 
     def relisted(self, scope: Scope, items: list[dict[str, Any]], received: float) -> None:
+        if scope == NAMESPACE_SCOPE:
+            present = {
+                item["metadata"]["name"]
+                for item in items
+                if not item["metadata"].get("deletionTimestamp")
+            }
+            targets = {environment.target_namespace for environment in self._users(scope)}
+            self._namespace_changed(targets - present, gone=True)
+            self._namespace_changed(targets & present, gone=False)
+            return
         for environment in self._users(scope):
             environment.relisted(scope.resource, scope.namespace, items, received)
 
     def refused(self, scope: Scope, error: ApiError) -> None:
+        if scope == NAMESPACE_SCOPE:
+            return  # the watch logged it; a deleted namespace then waits for the retry
         for environment in self._users(scope):
             environment.refused(error)
 
     def allowed(self, scope: Scope) -> None:
+        if scope == NAMESPACE_SCOPE:
+            return
         for environment in self._users(scope):
             self._spawn(environment.full_pass())
+
+    def _namespace_changed(self, names: set[str], *, gone: bool) -> None:
+        """Target namespaces deleted (or being deleted), or there again."""
+        for environment in self._users(NAMESPACE_SCOPE):
+            if environment.target_namespace not in names:
+                continue
+            if gone and not environment.is_namespace_missing:
+                log.warning("namespace_missing", namespace=environment.target_namespace)
+                environment.namespace_gone()
+            elif not gone and environment.is_namespace_missing:
+                log.info("namespace_back", namespace=environment.target_namespace)
+                self._spawn(environment.namespace_back())
 
     def _users(self, scope: Scope) -> list[Environment]:
         found = (self.environments.get(cast(Ident, ident)) for ident in self.watches.users(scope))

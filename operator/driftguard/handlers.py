@@ -8,6 +8,7 @@ deletionPolicy Delete, keeps kopf's progress in status and uses our finalizer.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -16,6 +17,9 @@ from driftguard import model
 from driftguard.cluster import KubeCluster
 from driftguard.engine import Engine
 from driftguard.guard import Settings as GuardSettings
+from driftguard.logs import get as get_logger
+
+log = get_logger(__name__)
 
 _RESOURCE = (model.GROUP, model.VERSION, model.PLURAL)
 
@@ -82,11 +86,23 @@ async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     if event.get("type") == "DELETED":
         meta = body.get("metadata", {})
         memo.engine.forget((meta.get("namespace"), meta.get("name")))
+        if _leaves_something(body.get("spec") or {}):
+            await _delete_unfinalized(memo, dict(body))
         return
     await memo.engine.environment_changed(body)
 
 
-def _leaves_something(spec: kopf.Spec, **_: Any) -> bool:
+async def _delete_unfinalized(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    """An Environment deleted before kopf put its finalizer on (right after its creation,
+    while the first pass still ran) never reaches `delete_objects` below: clean up now.
+    After a normal deletion this finds nothing left to delete."""
+    try:
+        await memo.engine.delete_objects(body)
+    except RuntimeError as exc:
+        log.warning("delete_objects_failed", error=str(exc))
+
+
+def _leaves_something(spec: Mapping[str, Any], **_: Any) -> bool:
     """Objects to delete (deletionPolicy Delete) or an admission policy to remove."""
     is_deleting = spec.get("deletionPolicy") == model.DeletionPolicy.DELETE
     return bool(is_deleting or spec.get("prevention", model.Prevention.OFF) != model.Prevention.OFF)

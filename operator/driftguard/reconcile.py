@@ -32,6 +32,9 @@ from driftguard.tracking import MESSAGE_LIMIT, Ledger
 RETRY_FAILED_S = 60.0
 """A pass that the server refused is tried again this soon, even with a longer resync."""
 
+NAMESPACE_MISSING = "NamespaceMissing"
+"""Ready's reason while the target namespace is deleted: nothing to do until it is back."""
+
 
 class Environment:
     """The live state of one Environment and the parts that keep it."""
@@ -70,6 +73,7 @@ class Environment:
         )
         self.resync = Resync(self)
         self._pass_lock = asyncio.Lock()
+        self.is_namespace_missing = False
 
     @property
     def owner(self) -> render.Owner:
@@ -82,6 +86,8 @@ class Environment:
             await self.full_pass()
 
     async def full_pass(self) -> None:
+        if self.is_namespace_missing:
+            return  # the Namespace watch starts one when it is back
         async with self._pass_lock:
             self.judge.pause()
             started = time.monotonic()
@@ -89,6 +95,8 @@ class Environment:
                 own = await self._own_scopes()
                 await self.passes.run(self.body, own=own)
                 self.report(await self.guard.sync(self.passes.identity))
+                if self.is_namespace_missing:  # went while the pass ran
+                    self.ledger.ready = self._namespace_missing()
             finally:
                 self.judge.resume()
                 metrics.reconcile_duration.observe(time.monotonic() - started)
@@ -136,11 +144,33 @@ class Environment:
         records = list(records)
         self.reporter.record(records)
         for change in records:
-            if change.is_failure:
+            if change.is_failure and not self.is_namespace_missing:
                 is_forbidden = change.outcome is Outcome.FORBIDDEN
                 reason = Reason.FORBIDDEN if is_forbidden else Reason.APPLY_FAILED
                 self.ledger.ready = (False, reason, change.message[:MESSAGE_LIMIT])
         self.status.soon()
+
+    @property
+    def target_namespace(self) -> str:
+        return str((self.body.get("spec") or {}).get("targetNamespace") or self.owner.namespace)
+
+    def namespace_gone(self) -> None:
+        """The target namespace is deleted: say so, and wait for it instead of failing."""
+        self.is_namespace_missing = True
+        self.ledger.ready = self._namespace_missing()
+        self.status.soon()
+
+    async def namespace_back(self) -> None:
+        """The target namespace exists again: apply everything now, not at the resync."""
+        self.is_namespace_missing = False
+        await self.full_pass()
+
+    def _namespace_missing(self) -> tuple[bool, str, str]:
+        message = (
+            f"target namespace {self.target_namespace} does not exist: the blueprint is "
+            "applied again as soon as it is created"
+        )
+        return (False, NAMESPACE_MISSING, message)
 
     def _settled(self) -> None:
         self.status.soon()
