@@ -112,7 +112,7 @@ class AuditTrail:
     def update(self, env: dict[str, Any]) -> None:
         self._env = env
 
-    def add(self, changes: Iterable[Change], *, paused: bool) -> None:
+    def add(self, changes: Iterable[Change], paused: bool) -> None:
         at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         news = [entry(c, at=at, paused=paused) for c in changes if c.outcome in RECORDED]
         if not news or self._stopped:

@@ -52,6 +52,13 @@ def _parser() -> argparse.ArgumentParser:
         "default: driftguard:break-glass",
     )
     run.add_argument(
+        "--history-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        metavar="NAMESPACE",
+        help="where Blueprint revisions are kept for pinning (default: $POD_NAMESPACE, "
+        "else driftguard-system)",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -90,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             liveness=args.liveness,
             log_level=args.log_level,
             watch_grace=args.liveness_watch_grace,
+            history_namespace=args.history_namespace,
         )
     from driftguard import inspect
 

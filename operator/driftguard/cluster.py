@@ -134,7 +134,9 @@ class Cluster(Protocol):
         self, resource: Resource, namespace: str, name: str, ops: list[dict[str, Any]]
     ) -> dict[str, Any]: ...
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None: ...
+    async def patch_status(
+        self, namespace: str, name: str, status: dict[str, Any], *, resource: Resource = ...
+    ) -> None: ...
 
     async def post_event(
         self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False
@@ -363,10 +365,17 @@ class KubeCluster:
         with _refusal("update", resource.kind, meta.get("namespace")):
             return await self._json("PUT", path, query=query, body=body)
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource: Resource = ENVIRONMENTS,
+    ) -> None:
         # A merge patch of the status subresource replaces lists whole, which is
         # what we want: status is rewritten from one pass, not merged with an old one.
-        path = ENVIRONMENTS.path(namespace, name) + "/status"
+        path = resource.path(namespace, name) + "/status"
         await self._json(
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )

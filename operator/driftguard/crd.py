@@ -48,7 +48,9 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _resolve(value, defs)
     if out.get("type") == "integer" and "format" not in out:
         out["format"] = "int64"
-    if "additionalProperties" in out and out["additionalProperties"] is False:
+    if out.get("additionalProperties") in (False, True):
+        # False: pydantic's extra="forbid", which a structural schema does by default;
+        # True: any JSON (a schema, values), which a CRD says by preserving unknown fields.
         del out["additionalProperties"]
     if (
         out.get("type") == "object"

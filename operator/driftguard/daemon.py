@@ -20,6 +20,7 @@ def run(
     tenancy: Tenancy | None = None,
     break_glass_groups: tuple[str, ...] = (),
     watch_grace: float = handlers.WATCH_GRACE_S,
+    history_namespace: str = "driftguard-system",
 ) -> int:
     logs.configure(level=log_level)
     # The contract's families only: no `_created` timestamp series beside each counter.
@@ -33,6 +34,7 @@ def run(
         watch_grace=watch_grace,
         tenancy=tenancy or Tenancy(),
         break_glass_groups=break_glass_groups,
+        history_namespace=history_namespace,
     )
     asyncio.run(
         kopf.operator(

@@ -14,7 +14,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from driftguard import apply, guard, model, prevention, render, report, tracking
+from driftguard import apply, guard, model, prevention, render, report, sources, tracking
+from driftguard.blueprints import Blueprints
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
@@ -42,8 +43,10 @@ class Engine:
         timing: Timing | None = None,
         tenancy: Tenancy | None = None,
         guard: GuardSettings | None = None,
+        history_namespace: str = "driftguard-system",
     ) -> None:
         self.cluster = cluster
+        self.blueprints = Blueprints(cluster, history_namespace)
         self._namespaced = namespaced
         self._tenancy = tenancy or Tenancy()
         self.guard = guard or GuardSettings()
@@ -78,10 +81,47 @@ class Engine:
                     tenancy=self._tenancy,
                     guard=self.guard,
                     leftovers=self._leftover_policies,
+                    resolve=self._declared,
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
+            used = environment.blueprint
             await environment.update(body)
+        for name in {used, environment.blueprint} - {None}:
+            await self._count_users(str(name))
+
+    async def _declared(
+        self, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], model.AppliedBlueprint | None]:
+        return await sources.declared(
+            body, lookup=self.blueprints.lookup, pinned=self.blueprints.pinned
+        )
+
+    # -- Blueprints -----------------------------------------------------------
+
+    def _made_from(self, name: str) -> list[Environment]:
+        return [env for env in self.environments.values() if env.blueprint == name]
+
+    async def blueprint_changed(self, body: dict[str, Any]) -> None:
+        """A Blueprint's new revision reaches every Environment made from it (unless pinned)."""
+        name = body["metadata"]["name"]
+        users = self._made_from(name)
+        is_new = await self.blueprints.changed(body, users=len(users))
+        if is_new:
+            for environment in users:
+                if environment.follows(self.blueprints.generation(name)):
+                    self._spawn(environment.full_pass())
+
+    async def blueprint_deleted(self, name: str) -> None:
+        """Its Environments say so (InvalidSpec) and keep their objects as they are."""
+        self.blueprints.deleted(name)
+        for environment in self._made_from(name):
+            self._spawn(environment.full_pass())
+
+    async def _count_users(self, name: str) -> None:
+        for known in list(self.blueprints.known()):
+            if known["metadata"]["name"] == name:
+                await self.blueprints.changed(known, users=len(self._made_from(name)))
 
     def forget(self, ident: Ident) -> None:
         """Stops keeping an Environment; its objects stay as they are."""

@@ -32,6 +32,10 @@ Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
 Desired = dict[ObjectKey, dict[str, Any]]
 Victims = list[tuple[Resource, dict[str, Any]]]
 Scopes = set[tuple[Resource, str | None]]
+Resolve = Callable[
+    [dict[str, Any]], Awaitable[tuple[dict[str, Any], model.AppliedBlueprint | None]]
+]
+"""The Environment with its objects in spec.resources (see sources.declared)."""
 NeedWatches = Callable[[Scopes, bool, str, Scopes], Awaitable[list[ApiError]]]
 """Makes sure these (kind, namespace) scopes are watched (True: unlabelled objects too), as
 this identity ("": the operator), and the last ones as the operator; answers why RBAC
@@ -49,8 +53,12 @@ class FullPass:
         *,
         need_watches: NeedWatches,
         tenancy: Tenancy,
+        resolve: Resolve | None = None,
     ) -> None:
         self._operator = cluster
+        self._resolve = resolve or _as_written
+        self.made: dict[str, Any] = {}  # the body last rendered, objects made from its Blueprint
+        self._made_from: model.AppliedBlueprint | None = None
         self.cluster = cluster  # who the Environment acts as: see _act_as
         self.identity = ""
         self._ledger = ledger
@@ -73,7 +81,11 @@ class FullPass:
             is_refused = isinstance(exc, RefusedError)
             self._invalid(Reason.FORBIDDEN if is_refused else Reason.INVALID_SPEC, exc, generation)
             return
-        is_new = generation != ledger.status.observed_generation or not ledger.status.revision
+        is_new = (
+            generation != ledger.status.observed_generation
+            or not ledger.status.revision
+            or self._made_from != ledger.status.blueprint
+        )
         ledger.spec = spec
         self._pause(spec)
         scopes = {(resource, key.namespace or None) for key, resource in resources.items()}
@@ -172,6 +184,9 @@ class FullPass:
         self, body: dict[str, Any]
     ) -> tuple[model.EnvironmentSpec, dict[ObjectKey, Resource], dict[ObjectKey, dict[str, Any]]]:
         self._ledger.is_waiting_for_kind = False
+        model.parse_spec(body.get("spec") or {})  # the Environment as written, then its objects
+        body, self._made_from = await self._resolve(body)
+        self.made = body
         spec = model.parse_spec(body.get("spec") or {})
         kinds: dict[tuple[str, str], Resource] = {}
         for index, manifest in enumerate(spec.resources):
@@ -232,6 +247,8 @@ class FullPass:
         changes = list(changes)
         if tracking.conclude(self._ledger, changes, generation, is_new=is_new):
             self._reporter.applied(self._ledger.status.revision, changes)
+        if self._ledger.ready[0]:
+            self._ledger.status.blueprint = self._made_from
 
 
 class ObjectSync:
@@ -390,3 +407,7 @@ async def _exists(
     key = tracked.key
     found = await apply.retrying(lambda: cluster.get(tracked.resource, key.namespace, key.name))
     return found is not None
+
+
+async def _as_written(body: dict[str, Any]) -> tuple[dict[str, Any], model.AppliedBlueprint | None]:
+    return body, None

@@ -40,6 +40,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         namespaced=bool(memo.get("namespaced")),
         tenancy=memo.get("tenancy"),
         guard=guard,
+        history_namespace=memo.get("history_namespace") or "driftguard-system",
     )
     memo.cluster = cluster
 
@@ -90,6 +91,15 @@ async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
             await _delete_unfinalized(memo, dict(body))
         return
     await memo.engine.environment_changed(body)
+
+
+@kopf.on.event(model.GROUP, model.VERSION, model.BLUEPRINT_PLURAL)
+async def blueprint(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    body = event.get("object") or {}
+    if event.get("type") == "DELETED":
+        await memo.engine.blueprint_deleted(body.get("metadata", {}).get("name", ""))
+        return
+    await memo.engine.blueprint_changed(body)
 
 
 async def _delete_unfinalized(memo: kopf.Memo, body: dict[str, Any]) -> None:

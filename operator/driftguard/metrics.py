@@ -67,6 +67,27 @@ watch_restarts = Counter(
     "Watches that were lost (error, end of stream, silence) and started again, by kind.",
     ["kind"],
 )
+environment_info = Gauge(
+    "driftguard_environment_info",
+    "1 for each Environment: the Blueprint it is made from (empty: none) and the revision in "
+    "use (the Blueprint's, or the Environment's own). Alert on count by blueprint of distinct "
+    "revisions > 1 to find environments on different revisions.",
+    [*_ENV, "blueprint", "revision"],
+)
+_info: dict[tuple[str, str], tuple[str, str]] = {}
+
+
+def set_info(namespace: str, environment: str, blueprint: str, revision: int) -> None:
+    """One series per Environment: the old one goes when the revision changes."""
+    labels = (blueprint, str(revision))
+    old = _info.get((namespace, environment))
+    if old == labels:
+        return
+    if old is not None:
+        with contextlib.suppress(KeyError):
+            environment_info.remove(namespace, environment, *old)
+    environment_info.labels(namespace, environment, *labels).set(1)
+    _info[(namespace, environment)] = labels
 
 
 def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> None:
@@ -80,6 +101,10 @@ def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> No
                 counter.remove(namespace, environment, kind)
     with contextlib.suppress(KeyError):
         fights.remove(namespace, environment)
+    info = _info.pop((namespace, environment), None)
+    if info is not None:
+        with contextlib.suppress(KeyError):
+            environment_info.remove(namespace, environment, *info)
     for reason in ERROR_REASONS:
         with contextlib.suppress(KeyError):
             reconcile_errors.remove(namespace, environment, reason)

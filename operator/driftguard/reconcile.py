@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from driftguard import apply, metrics, model, render, report
+from driftguard import apply, audit, history, metrics, model, render, report
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.conditions import Reason
-from driftguard.fullpass import KIND_RETRY_S, FullPass, NeedWatches, seconds_until
+from driftguard.fullpass import KIND_RETRY_S, FullPass, NeedWatches, Resolve, seconds_until
 from driftguard.guard import Guard, Leftovers
 from driftguard.guard import Settings as GuardSettings
 from driftguard.judging import EventJudge
@@ -49,15 +49,24 @@ class Environment:
         tenancy: Tenancy,
         guard: GuardSettings,
         leftovers: Leftovers,
+        resolve: Resolve | None = None,
     ) -> None:
         meta = body["metadata"]
         owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
         status = model.EnvironmentStatus.model_validate(body.get("status") or {})
         self.ledger = Ledger(owner=owner, status=status)
         self.body = body
-        self.reporter = report.Reporter(self.ledger, post)
+        # History and the audit trail are the operator's records, written as the operator.
+        self._operator = cluster
+        self.audit = audit.AuditTrail(cluster, body)
+        self.reporter = report.Reporter(self.ledger, post, self.audit.add)
         self.passes = FullPass(
-            cluster, self.ledger, self.reporter, need_watches=need_watches, tenancy=tenancy
+            cluster,
+            self.ledger,
+            self.reporter,
+            need_watches=need_watches,
+            tenancy=tenancy,
+            resolve=resolve,
         )
         # Objects are read and written as the Environment's identity; status as the operator.
         self.judge = EventJudge(
@@ -82,8 +91,23 @@ class Environment:
     async def update(self, body: dict[str, Any]) -> None:
         """A new version of the Environment: a full pass if its spec changed."""
         self.body = body
+        self.audit.update(body)
         if body["metadata"].get("generation") != self.ledger.applied_generation:
             await self.full_pass()
+
+    def follows(self, revision: int | None) -> bool:
+        """Whether a Blueprint's new revision changes this Environment (not when pinned away)."""
+        ref = (self.body.get("spec") or {}).get("blueprintRef") or {}
+        pinned = ref.get("revision")
+        used = self.ledger.status.blueprint
+        is_ready = self.ledger.ready[0]
+        return pinned is None or not is_ready or (used is not None and used.revision != pinned)
+
+    @property
+    def blueprint(self) -> str | None:
+        """The name of the Blueprint this Environment is made from, if any."""
+        ref = (self.body.get("spec") or {}).get("blueprintRef")
+        return str(ref.get("name")) if isinstance(ref, dict) else None
 
     async def full_pass(self) -> None:
         if self.is_namespace_missing:
@@ -93,7 +117,17 @@ class Environment:
             started = time.monotonic()
             try:
                 own = await self._own_scopes()
+                revision = self.ledger.status.revision
                 await self.passes.run(self.body, own=own)
+                if self.ledger.status.revision != revision:
+                    await self._remember()
+                used = self.ledger.status.blueprint
+                metrics.set_info(
+                    self.owner.namespace,
+                    self.owner.name,
+                    used.name if used else "",
+                    used.revision if used else self.ledger.status.revision,
+                )
                 self.report(await self.guard.sync(self.passes.identity))
                 if self.is_namespace_missing:  # went while the pass ran
                     self.ledger.ready = self._namespace_missing()
@@ -102,6 +136,22 @@ class Environment:
                 metrics.reconcile_duration.observe(time.monotonic() - started)
         await self.status.flush()
         self.resync.schedule()
+
+    async def _remember(self) -> None:
+        """Keeps the revision just applied; the history is a record, never a reason to fail."""
+        spec = self.ledger.spec
+        made = (self.passes.made.get("spec") or {}).get("resources")
+        try:
+            await history.record(
+                self._operator,
+                self.body,
+                self.ledger.status.revision,
+                resolved=made if self.ledger.status.blueprint is not None else None,
+                blueprint=self.ledger.status.blueprint,
+                limit=spec.revision_history_limit if spec is not None else 10,
+            )
+        except ApiError as exc:
+            self.reporter.history_failed(exc.describe())
 
     async def _own_scopes(self) -> set[tuple[Resource, str | None]]:
         """The policy kinds, watched as the operator while prevention may be on."""
@@ -179,6 +229,7 @@ class Environment:
         self.reporter.status_failed(error)
 
     def stop(self) -> None:
+        self.audit.stop()
         self.judge.stop()
         self.resync.stop()
         self.status.stop()

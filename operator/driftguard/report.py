@@ -23,6 +23,8 @@ log = get_logger(__name__)
 
 Post = Callable[[str, str, bool], None]
 """Queues an Event on the Environment: reason, message, is_warning."""
+Trail = Callable[[list[Change], bool], None]
+"""Keeps the records that are incidents in the audit trail; True while enforcement is paused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +78,22 @@ def now() -> str:
 class Reporter:
     """Reports one Environment's change records, exactly as TABLE says."""
 
-    def __init__(self, ledger: tracking.Ledger, post: Post) -> None:
+    def __init__(self, ledger: tracking.Ledger, post: Post, trail: Trail | None = None) -> None:
         self._ledger = ledger
         self._post = post
+        self._trail = trail
         owner = ledger.owner
         self._env = (owner.namespace, owner.name)
         self._log = log.bind(environment=str(owner))
 
     def record(self, records: Iterable[Change]) -> None:
+        records = list(records)
         for change in records:
             self._one(change)
+        if self._trail is not None and records:
+            spec = self._ledger.spec
+            paused = bool(self._ledger.paused_until) or (spec is not None and spec.suspend)
+            self._trail(records, paused)
 
     def _one(self, change: Change) -> None:
         reporting = TABLE[change.outcome]
@@ -137,6 +145,9 @@ class Reporter:
 
     def status_failed(self, error: str) -> None:
         self._log.warning("status_failed", error=error)
+
+    def history_failed(self, error: str) -> None:
+        self._log.warning("history_failed", error=error)
 
 
 def _fields(change: Change) -> dict[str, Any]:

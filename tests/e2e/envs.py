@@ -103,8 +103,10 @@ class Operator:
             ref = event.get("objectRef") or {}
             if event.get("verb") not in WRITES or ref.get("namespace") != namespace:
                 continue
-            if ref.get("resource") == "events":
-                continue
+            if ref.get("resource") in ("events", "controllerrevisions"):
+                continue  # an Event, or the Environment's history: not a managed object
+            if str(ref.get("name", "")).endswith("-drift-audit"):
+                continue  # the audit trail
             if (ref.get("resource") == "environments") != status:
                 continue
             if "dryRun" in (event.get("requestURI") or ""):

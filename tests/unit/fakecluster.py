@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from driftguard.cluster import CONNECTED, ApiError, UnknownKindError, WatchEvent
+from driftguard.cluster import CONNECTED, ENVIRONMENTS, ApiError, UnknownKindError, WatchEvent
 from driftguard.model import Resource
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
@@ -146,8 +146,16 @@ class FakeCluster:
     ) -> dict[str, Any]:
         raise NotImplementedError("the fake's manifests hold no lists")
 
-    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.statuses.append(copy.deepcopy(status))
+    async def patch_status(
+        self,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        *,
+        resource: Resource = ENVIRONMENTS,
+    ) -> None:
+        if resource == ENVIRONMENTS:
+            self.statuses.append(copy.deepcopy(status))
 
     async def post_event(
         self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False

@@ -28,6 +28,12 @@ ROWS: list[Row] = [
     (metrics.fights, "driftguard_fights_total", "counter", ENV),
     (metrics.watches, "driftguard_watches", "gauge", ("state",)),
     (metrics.watch_restarts, "driftguard_watch_restarts_total", "counter", ("kind",)),
+    (
+        metrics.environment_info,
+        "driftguard_environment_info",
+        "gauge",
+        (*ENV, "blueprint", "revision"),
+    ),
 ]
 """The contract's table, then suspension and the watchers' health: collector, name, type, labels."""
 
@@ -102,7 +108,7 @@ def test_module_has_no_unlisted_collectors() -> None:
 def test_no_per_object_labels(registry: CollectorRegistry) -> None:
     """No label names an object, so cardinality is bounded by Environments, kinds and reasons."""
     used = set().union(*(labels for _, _, labels in families(registry).values()))
-    assert used <= {"namespace", "environment", "kind", "reason", "state"}
+    assert used <= {"namespace", "environment", "kind", "reason", "state", "blueprint", "revision"}
 
 
 def test_help_texts(registry: CollectorRegistry) -> None:
@@ -136,3 +142,26 @@ def test_forget_removes_environment_gauges() -> None:
         assert 'driftguard_drift_detected_total{environment="shop"' in text
     finally:
         metrics.drift_detected.remove(*labels, "Deployment")
+
+
+def test_environment_info_keeps_one_series_per_environment() -> None:
+    """A new revision replaces the Environment's info series; forgetting it removes it."""
+    metrics.set_info("ns-info", "dev", "shop", 1)
+    metrics.set_info("ns-info", "dev", "shop", 2)
+    samples = [
+        sample.labels
+        for family in metrics.environment_info.collect()
+        for sample in family.samples
+        if sample.labels["namespace"] == "ns-info"
+    ]
+    assert samples == [
+        {"namespace": "ns-info", "environment": "dev", "blueprint": "shop", "revision": "2"}
+    ]
+    metrics.forget("ns-info", "dev")
+    left = [
+        sample
+        for family in metrics.environment_info.collect()
+        for sample in family.samples
+        if sample.labels["namespace"] == "ns-info"
+    ]
+    assert left == []

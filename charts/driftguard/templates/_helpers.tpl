@@ -79,6 +79,8 @@ finalizer, for deletionPolicy Delete) and their status (kopf's progress); driftg
 writes status and posts Events (always new ones, by generateName). It impersonates
 an Environment's ServiceAccount (spec.serviceAccountName, or tenancy.defaultServiceAccount),
 which lives in the Environment's namespace, after checking that it exists.
+Beside each Environment it keeps its history (ControllerRevisions) and its drift
+audit trail (a ConfigMap), both owned by the Environment.
 */}}
 {{- define "driftguard.environmentRules" -}}
 - apiGroups: ["driftguard.io"]
@@ -93,6 +95,25 @@ which lives in the Environment's namespace, after checking that it exists.
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "impersonate"]
+- apiGroups: ["apps"]
+  resources: ["controllerrevisions"]
+  verbs: ["get", "list", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
+{{- end }}
+
+{{/*
+Blueprints are cluster-scoped: read everywhere, their status written. Their revisions
+are kept as ControllerRevisions in the release namespace (see blueprintHistoryRules).
+*/}}
+{{- define "driftguard.blueprintRules" -}}
+- apiGroups: ["driftguard.io"]
+  resources: ["blueprints"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["driftguard.io"]
+  resources: ["blueprints/status"]
+  verbs: ["patch"]
 {{- end }}
 
 {{/*
