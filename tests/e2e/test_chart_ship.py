@@ -208,6 +208,11 @@ def test_install_refuses_bad_values(
     assert "additional properties 'enabeld' not allowed" in done.stderr
     assert helm("list", "-a", "-q", "-n", namespace, f"--kubeconfig={kubeconfig}").stdout == ""
     assert kubectl("get", "deployments,services", "-n", namespace, "-o", "name").stdout == ""
-    # The same install with the key spelt right is accepted by the API server (dry run).
-    right = {"metrics": {"serviceMonitor": {"enabled": False}}}
-    helm(*install, "--skip-crds", "--dry-run=server", "-f", "-", input=yaml.safe_dump(right))
+    # Spelt right, the install is accepted by the API server (dry run), and its notes say
+    # where the dashboard went.
+    right = {
+        "metrics": {"serviceMonitor": {"enabled": False}},
+        "grafanaDashboard": {"enabled": True},
+    }
+    done = helm(*install, "--skip-crds", "--dry-run=server", "-f", "-", input=yaml.safe_dump(right))
+    assert f"Dashboard: ConfigMap {name}-driftguard-dashboard" in done.stdout
