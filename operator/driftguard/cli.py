@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -73,7 +74,49 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="a table of Environments")
     status.add_argument("-n", "--namespace", default=None)
     status.add_argument("-A", "--all-namespaces", action="store_true")
+    _memory_commands(commands)
     return parser
+
+
+def _memory_commands(commands: Any) -> None:
+    """history, rollback, audit, compare: the past of an Environment; Environments side by side."""
+    history = commands.add_parser("history", help="the applied revisions of an Environment")
+    history.add_argument("environment")
+    history.add_argument("-n", "--namespace", default=None)
+    shown = history.add_mutually_exclusive_group()
+    shown.add_argument("--revision", type=int, metavar="N", help="print revision N's spec")
+    shown.add_argument("--diff", type=int, nargs=2, metavar=("N", "M"), help="diff two revisions")
+    shown.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    rollback = commands.add_parser(
+        "rollback", help="write an earlier revision's spec back into the Environment"
+    )
+    rollback.add_argument("environment")
+    rollback.add_argument("-n", "--namespace", default=None)
+    rollback.add_argument("--to-revision", type=int, required=True, metavar="N")
+    rollback.add_argument(
+        "--force", action="store_true", help="even when a GitOps tool manages the spec"
+    )
+    rollback.add_argument(
+        "--dry-run", action="store_true", help="show the change; the server checks it, keeps none"
+    )
+
+    audit = commands.add_parser("audit", help="the drift incidents of an Environment")
+    audit.add_argument("environment")
+    audit.add_argument("-n", "--namespace", default=None)
+    audit.add_argument("--since", metavar="DURATION", help="only newer ones: 30s, 10m, 1h, 2d")
+    audit.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    compare = commands.add_parser(
+        "compare", help="Environments side by side: declared and live; exit 1 on live drift"
+    )
+    which = compare.add_mutually_exclusive_group(required=True)
+    which.add_argument("environments", nargs="*", default=[], metavar="NAMESPACE/NAME")
+    which.add_argument("--blueprint", metavar="NAME", help="every Environment of this Blueprint")
+    compare.add_argument(
+        "--all", action="store_true", help="every declared field, not only differences"
+    )
+    compare.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -99,11 +142,42 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch_grace=args.liveness_watch_grace,
             history_namespace=args.history_namespace,
         )
+    if args.command in ("history", "rollback", "audit", "compare"):
+        return _memory(args)
     from driftguard import inspect
 
     if args.command == "diff":
         return inspect.diff(args.environment, namespace=args.namespace)
     return inspect.status(namespace=args.namespace, all_namespaces=args.all_namespaces)
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from driftguard import comparison, views
+
+    if args.command == "history":
+        diff = tuple(args.diff) if args.diff else None
+        return views.show_history(
+            args.environment,
+            namespace=args.namespace,
+            revision=args.revision,
+            diff=diff,
+            output=args.output,
+        )
+    if args.command == "rollback":
+        return views.rollback(
+            args.environment,
+            namespace=args.namespace,
+            to_revision=args.to_revision,
+            force=args.force,
+            dry_run=args.dry_run,
+        )
+    if args.command == "audit":
+        return views.show_audit(
+            args.environment, namespace=args.namespace, since=args.since, output=args.output
+        )
+    return comparison.compare(
+        args.environments, blueprint=args.blueprint, output=args.output, everything=args.all
+    )
 
 
 if __name__ == "__main__":

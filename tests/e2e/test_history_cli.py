@@ -1,0 +1,306 @@
+"""history, rollback, audit and compare on a real API server, over the records the operator keeps.
+
+The session operator writes the ControllerRevisions and the audit trail; the CLI reads
+them as the admin user, as a person would. Rollback writes the Environment's spec
+through the API and the operator records the result as a new revision.
+"""
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from envs import (
+    Operator,
+    apply,
+    configmap,
+    deployment,
+    environment,
+    get,
+    run_cli,
+    status,
+    wait_condition,
+)
+from helpers import Kubectl, wait_established, wait_for
+from kubernetes import client as k8s
+
+DB = "db"
+
+
+def env_with(namespace: str, version: str, **spec: Any) -> dict[str, Any]:
+    return environment("app", namespace, [configmap(DB, DB_VERSION=version)], **spec)
+
+
+def revisions(kubectl: Kubectl, namespace: str, name: str = "app") -> list[dict[str, Any]]:
+    done = run_cli(kubectl, "history", name, "-n", namespace, "-o", "json")
+    assert done.returncode == 0, done.stderr
+    found: list[dict[str, Any]] = json.loads(done.stdout)
+    return found
+
+
+def wait_revisions(kubectl: Kubectl, namespace: str, numbers: list[int]) -> list[dict[str, Any]]:
+    """Waits until `history` lists exactly these revisions (the operator records each)."""
+
+    def listed() -> list[dict[str, Any]] | None:
+        found = revisions(kubectl, namespace)
+        return found if [r["revision"] for r in found] == numbers else None
+
+    result: list[dict[str, Any]] = wait_for(listed, timeout=20, message=f"revisions {numbers}")
+    return result
+
+
+def db_version(kubectl: Kubectl, namespace: str) -> str | None:
+    found = get(kubectl, "configmap", DB, namespace)
+    return None if found is None else str(found["data"].get("DB_VERSION"))
+
+
+def spec_of(kubectl: Kubectl, namespace: str, name: str = "app") -> dict[str, Any]:
+    return dict((get(kubectl, "environment", name, namespace) or {})["spec"])
+
+
+def test_history_lists_diffs_and_rolls_back(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """Three applied specs make three revisions; rollback to 1 writes its spec and makes a 4th."""
+    for version in ("5.7", "5.6", "5.5"):
+        apply(kubectl, env_with(namespace, version))
+        wait_for(lambda v=version: db_version(kubectl, namespace) == v, message=f"DB {version}")
+    kept = wait_revisions(kubectl, namespace, [1, 2, 3])
+    assert [r["current"] for r in kept] == [False, False, True]
+    assert all("kubectl-client-side-apply" in r["specManagers"] for r in kept)
+
+    listed = run_cli(kubectl, "history", "app", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    columns = ["CURRENT", "REVISION", "APPLIED", "GENERATION", "SPEC", "BY", "BLUEPRINT"]
+    assert header.split() == columns
+    assert rows[-1].split()[:2] == ["*", "3"]
+
+    diff = run_cli(kubectl, "history", "app", "-n", namespace, "--diff", "1", "3")
+    assert diff.returncode == 0, diff.stderr
+    assert "-    DB_VERSION: '5.7'" in diff.stdout
+    assert "+    DB_VERSION: '5.5'" in diff.stdout
+
+    one = run_cli(kubectl, "history", "app", "-n", namespace, "--revision", "1")
+    assert yaml.safe_load(one.stdout)["spec"]["resources"][0]["data"] == {"DB_VERSION": "5.7"}
+
+    unknown = run_cli(kubectl, "history", "app", "-n", namespace, "--revision", "9")
+    assert unknown.returncode == 1
+    assert "no revision 9 kept (kept: 1, 2, 3)" in unknown.stderr
+
+    done = run_cli(kubectl, "rollback", "app", "-n", namespace, "--to-revision", "1")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "rolled back to revision 1: spec written; the operator will apply it as revision 4"
+    )
+    assert spec_of(kubectl, namespace)["resources"][0]["data"] == {"DB_VERSION": "5.7"}
+    wait_for(lambda: db_version(kubectl, namespace) == "5.7", message="DB back at 5.7")
+    fourth = wait_revisions(kubectl, namespace, [1, 2, 3, 4])[-1]
+    assert "driftguard-rollback" in fourth["specManagers"]
+    assert fourth["current"] is True
+
+
+def test_history_keeps_revision_history_limit(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """With revisionHistoryLimit 2 the oldest goes, and rolling back to it is refused naming the kept."""
+    for version in ("5.7", "5.6", "5.5"):
+        apply(kubectl, env_with(namespace, version, revisionHistoryLimit=2))
+        wait_for(lambda v=version: db_version(kubectl, namespace) == v, message=f"DB {version}")
+    wait_revisions(kubectl, namespace, [2, 3])
+
+    done = run_cli(kubectl, "rollback", "app", "-n", namespace, "--to-revision", "1")
+
+    assert done.returncode == 1
+    assert "no revision 1 kept (kept: 2, 3)" in done.stderr
+    assert spec_of(kubectl, namespace)["resources"][0]["data"] == {"DB_VERSION": "5.5"}
+
+
+APPLICATION_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "applications.argoproj.io"},
+    "spec": {
+        "group": "argoproj.io",
+        "names": {"kind": "Application", "plural": "applications", "singular": "application"},
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {
+                        "type": "object",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
+                },
+            }
+        ],
+    },
+}
+
+
+def apply_as_argocd(kubectl: Kubectl, manifest: dict[str, Any]) -> None:
+    argv = ["apply", "--server-side", "--field-manager=argocd-controller", "-f", "-"]
+    kubectl(*argv, input=yaml.safe_dump(manifest))
+
+
+def test_rollback_of_a_gitops_owned_spec_is_refused_unless_forced(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A spec argocd-controller applies is refused, naming the tool and its synced commit; --force writes it."""
+    # Argo CD's Application, as far as the CLI reads it: the commit it last synced.
+    kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(APPLICATION_CRD))
+    wait_established(kubectl, "applications.argoproj.io")
+    app = f"web-{namespace}"
+    application = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": app, "namespace": namespace},
+        "status": {"sync": {"revision": "0f3c9a1e7b2d"}},
+    }
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(application))
+    tracking = {"argocd.argoproj.io/tracking-id": f"{namespace}_{app}:driftguard.io/Environment"}
+    for version in ("5.7", "5.5"):
+        manifest = env_with(namespace, version)
+        manifest["metadata"]["annotations"] = tracking
+        apply_as_argocd(kubectl, manifest)
+        wait_for(lambda v=version: db_version(kubectl, namespace) == v, message=f"DB {version}")
+    wait_revisions(kubectl, namespace, [1, 2])
+
+    refused = run_cli(kubectl, "rollback", "app", "-n", namespace, "--to-revision", "1")
+
+    assert refused.returncode == 1
+    assert "managed by argocd-controller" in refused.stderr
+    assert "would put the spec back" in refused.stderr
+    assert f"0f3c9a1e7b2d (Application {namespace}/{app} last synced it)" in refused.stderr
+    assert spec_of(kubectl, namespace)["resources"][0]["data"] == {"DB_VERSION": "5.5"}
+
+    argv = ("rollback", "app", "-n", namespace, "--to-revision", "1", "--force")
+    dry = run_cli(kubectl, *argv, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "+    DB_VERSION: '5.7'" in dry.stdout
+    assert spec_of(kubectl, namespace)["resources"][0]["data"] == {"DB_VERSION": "5.5"}
+
+    forced = run_cli(kubectl, *argv)
+
+    assert forced.returncode == 0, forced.stderr
+    assert "may put the spec back" in forced.stderr
+    assert spec_of(kubectl, namespace)["resources"][0]["data"] == {"DB_VERSION": "5.7"}
+    wait_for(lambda: db_version(kubectl, namespace) == "5.7", message="DB back at 5.7")
+    wait_revisions(kubectl, namespace, [1, 2, 3])
+
+
+def incidents(kubectl: Kubectl, namespace: str, *args: str) -> list[dict[str, Any]]:
+    done = run_cli(kubectl, "audit", "app", "-n", namespace, "-o", "json", *args)
+    assert done.returncode == 0, done.stderr
+    found: list[dict[str, Any]] = json.loads(done.stdout)
+    return found
+
+
+def test_audit_shows_a_reverted_drift_with_its_values(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A patched ConfigMap is in the trail: object, reverted, manager, 5.7 → 5.5; a Secret's value never."""
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "creds"},
+        "stringData": {"password": "hunter2-original"},
+    }
+    resources = [configmap(DB, DB_VERSION="5.7"), secret]
+    apply(kubectl, environment("app", namespace, resources))
+    wait_condition(kubectl, "app", namespace, "InSync", "True")
+    quiet = run_cli(kubectl, "audit", "app", "-n", namespace)
+    assert (quiet.returncode, quiet.stdout.strip()) == (0, "no drift recorded")
+
+    kubectl("patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}')
+    kubectl(
+        "patch", "secret", "creds", "-n", namespace, "-p", '{"stringData":{"password":"x-leak"}}'
+    )
+
+    def both() -> list[dict[str, Any]] | None:
+        found = incidents(kubectl, namespace)
+        return found if {i["kind"] for i in found} >= {"ConfigMap", "Secret"} else None
+
+    found = wait_for(both, timeout=20, message="the ConfigMap's and the Secret's incidents")
+
+    db = next(i for i in found if i["kind"] == "ConfigMap")
+    assert (db["namespace"], db["name"], db["action"]) == (namespace, DB, "reverted")
+    assert db["paths"] == ["/data/DB_VERSION"]
+    assert db["changedBy"] == "kubectl-patch"
+    assert db["values"] == [{"path": "/data/DB_VERSION", "blueprint": "5.7", "live": "5.5"}]
+    table = run_cli(kubectl, "audit", "app", "-n", namespace, "--since", "1h")
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split()[:6] == ["TIME", "OBJECT", "ACTION", "PATHS", "BY", "VALUES"]
+    row = next(line for line in table.stdout.splitlines() if f"ConfigMap/{namespace}/{DB}" in line)
+    assert "reverted" in row
+    assert "kubectl-patch" in row
+    assert row.endswith("/data/DB_VERSION: 5.7 → 5.5")
+    for shown in (table.stdout, json.dumps(found)):
+        assert "hunter2" not in shown
+        assert "x-leak" not in shown
+        assert "aHVudGVyMi" not in shown  # nor their base64
+        assert "eC1sZWFr" not in shown
+    # --since filters: once a millisecond has passed, nothing is that new.
+    wait_for(lambda: incidents(kubectl, namespace, "--since", "1ms") == [], message="--since 1ms")
+    bad = run_cli(kubectl, "audit", "app", "-n", namespace, "--since", "soon")
+    assert bad.returncode == 2
+    assert "'soon' is not a duration" in bad.stderr
+
+
+@pytest.fixture
+def other_namespace(core_api: k8s.CoreV1Api) -> Iterator[str]:
+    """A second namespace, for a second Environment."""
+    name = f"t-{secrets.token_hex(4)}"
+    core_api.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    core_api.delete_namespace(name)
+
+
+def test_compare_shows_declared_and_live_differences(
+    kubectl: Kubectl, operator: Operator, namespace: str, other_namespace: str
+) -> None:
+    """dev declares 5.7, staging 5.5 and its image is changed live: rows for both, exit 1 naming the drift."""
+    web = deployment("web", image="nginx:1.27.3")
+    apply(kubectl, environment("dev", namespace, [configmap(DB, DB_VERSION="5.7"), web]))
+    staging = environment("staging", other_namespace, [configmap(DB, DB_VERSION="5.5"), web])
+    apply(kubectl, staging)
+    wait_condition(kubectl, "dev", namespace, "InSync", "True")
+    wait_condition(kubectl, "staging", other_namespace, "InSync", "True")
+    same = run_cli(kubectl, "compare", f"{namespace}/dev", f"{other_namespace}/staging")
+    assert same.returncode == 0, same.stderr
+    # Observe keeps the live change (Enforce would revert it before compare could see it).
+    apply(kubectl, {**staging, "spec": {**staging["spec"], "mode": "Observe"}})
+    wait_condition(kubectl, "staging", other_namespace, "Ready", "True", reason="Observing")
+    kubectl("set", "image", "deploy/web", "web=nginx:1.26.0", "-n", other_namespace)
+
+    done = run_cli(kubectl, "compare", f"{namespace}/dev", f"{other_namespace}/staging")
+
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["OBJECT", "FIELD", f"{namespace}/dev", f"{other_namespace}/staging"]
+    image = "/spec/template/spec/containers/0/image"
+    drifted = ["nginx:1.27.3", "(live:", "nginx:1.26.0)"]
+    assert lines[1].split() == ["Deployment/web", image, "nginx:1.27.3", *drifted]
+    assert lines[2].split() == ["ConfigMap/db", "/data/DB_VERSION", "5.7", "5.5"]
+    assert "live differs from declared:" in done.stdout
+    assert f"  {other_namespace}/staging: Deployment/web {image}" in lines
+    assert not any("/status" in line or "/metadata/uid" in line for line in lines)
+
+    doc = json.loads(
+        run_cli(
+            kubectl, "compare", f"{namespace}/dev", f"{other_namespace}/staging", "-o", "json"
+        ).stdout
+    )
+    rows = {(r["kind"], r["path"]): r for r in doc["rows"]}
+    assert rows[("Deployment", image)]["liveDiffers"] == [f"{other_namespace}/staging"]
+    assert rows[("ConfigMap", "/data/DB_VERSION")]["declared"] == {
+        f"{namespace}/dev": "5.7",
+        f"{other_namespace}/staging": "5.5",
+    }
+    assert status(kubectl, "staging", other_namespace)["summary"]["drifted"] == 1
