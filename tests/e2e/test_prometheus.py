@@ -37,6 +37,7 @@ MUST_HAVE_DATA = {
     "driftguard_drift_reverted_total",
     "driftguard_revert_latency_seconds_bucket",
     "driftguard_watches",
+    "driftguard_environment_info",
 }
 
 
