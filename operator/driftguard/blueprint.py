@@ -41,14 +41,16 @@ def check(spec: BlueprintSpec) -> None:
         for target in parameter.targets:
             template = _template(spec, target)
             _operation(template, target)  # its parent field must exist
-    _validate(spec, defaults(spec.values, {}), label="the defaults of the values schema")
+    # Each default must fit its own property; `required` is the Environments' to meet.
+    relaxed = {key: value for key, value in spec.values.items() if key != "required"}
+    _validate(relaxed, defaults(spec.values, {}), label="the defaults of the values schema")
 
 
 def resolve(spec: BlueprintSpec, values: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The Environment's objects: the templates with its values (or the defaults) laid over."""
     check(spec)
     given = defaults(spec.values, values or {})
-    _validate(spec, given, label="spec.values")
+    _validate(spec.values, given, label="spec.values")
     resources = copy.deepcopy(spec.resources)
     by_object = {_identity(manifest): manifest for manifest in resources}
     for parameter in spec.parameters:
@@ -73,8 +75,8 @@ def defaults(schema: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
-def _validate(spec: BlueprintSpec, values: dict[str, Any], *, label: str) -> None:
-    validator = jsonschema.Draft202012Validator(spec.values)
+def _validate(schema: dict[str, Any], values: dict[str, Any], *, label: str) -> None:
+    validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(values), key=lambda error: list(error.absolute_path))
     if errors:
         shown = "; ".join(_describe(error) for error in errors[:_ERRORS_SHOWN])

@@ -1,8 +1,10 @@
 """`make demo`: the whole story on a local control plane, narrated on screen.
 
 Starts etcd + kube-apiserver + kube-controller-manager, installs the CRD, runs
-the operator, applies examples/ (staging in Enforce, dev in Observe), makes
-manual changes with kubectl and shows the revert and the flag. Development
+the operator and tells the database story with examples/: one Blueprint makes
+dev, staging and prod; someone downgrades the database in staging (reverted)
+and prod (flagged, Observe); compare, audit, history and rollback show and undo
+it; then guardrails, prevention and break-glass. Development
 tooling: it needs the dev dependencies (kubectl) and the built control plane.
 """
 
@@ -94,87 +96,83 @@ def _metrics(port: int) -> list[str]:
 
 
 def story(demo: Demo, port: int) -> None:
-    say("1. Two environments, one source of truth each")
-    note("staging is Enforce: manual changes are reverted. dev is Observe: they are reported.")
-    note("dev already runs, made by hand; driftguard starts by watching it.")
-    demo.kubectl("apply", "-f", str(ROOT / "examples" / "dev-running.yaml"))
-    demo.kubectl("apply", "-f", str(ROOT / "examples" / "staging.yaml"))
-    demo.kubectl("apply", "-f", str(ROOT / "examples" / "dev.yaml"))
-    for name in ("staging", "dev"):
+    say("1. One Blueprint, three environments")
+    note("The shop's objects are written once; dev, staging and prod differ only in typed values.")
+    note("prod already runs, made by another pipeline: in Observe, driftguard starts by watching.")
+    demo.kubectl("apply", "-f", str(ROOT / "examples" / "prod-running.yaml"))
+    demo.kubectl("apply", "-f", str(ROOT / "examples" / "shop-blueprint.yaml"))
+    demo.kubectl("apply", "-f", str(ROOT / "examples" / "shop-environments.yaml"))
+    for name in ("dev", "staging", "prod"):
         demo.until(f"{name} in sync", lambda n=name: demo.condition(n, "InSync") == "True")  # type: ignore[misc]
+    demo.kubectl("get", "blueprints")
     demo.kubectl("get", "environments", "-n", "platform")
-    demo.kubectl("get", "deploy,configmap,service", "-n", "staging", "-l",
-                 "app.kubernetes.io/managed-by=driftguard")  # fmt: skip
 
-    say("2. Enforce: someone downgrades the image in staging during an incident")
-    demo.kubectl("set", "image", "deploy/web", "-n", "staging", "web=nginx:1.25")
-    took = demo.until(
-        "the image reverted",
-        lambda: (
-            demo.get("deploy", "web", "staging")["spec"]["template"]["spec"]["containers"][0][
-                "image"
-            ]
-            == "nginx:1.27.3"
-        ),
-    )
-    note(f"back to nginx:1.27.3 {took * 1000:.0f} ms after kubectl returned")
-    demo.kubectl("get", "deploy", "web", "-n", "staging", "-o",
-                 "jsonpath={.spec.template.spec.containers[0].image}{'\\n'}")  # fmt: skip
+    say("2. The incident: someone downgrades the database to 5.5 in staging and prod")
+    for namespace in ("staging", "prod"):
+        demo.kubectl("set", "image", "deploy/db", "-n", namespace, "db=mysql:5.5")
+    took = demo.until("staging's database reverted", lambda: _image(demo, "staging") == "mysql:5.7")
+    note(f"staging (Enforce): back to mysql:5.7 {took * 1000:.0f} ms after kubectl returned")
+    demo.until("prod flagged", lambda: demo.condition("prod", "InSync") == "False")
+    note("prod (Observe): flagged, left as it is; a person decides")
 
-    say("3. Guardrails: replicas may move between 2 and 10 (allowedChanges)")
+    say("3. Before the release: every environment side by side")
+    demo.driftguard("compare", "platform/dev", "platform/staging", "platform/prod")
+    note("exit 1: prod runs what nobody declared. No hours lost suspecting the code.")
+
+    say("4. Who changed what: the audit trail survives restarts")
+    demo.driftguard("audit", "staging", "-n", "platform")
+
+    say("5. Guardrails: web may be scaled between 2 and 10 in staging")
     demo.kubectl("scale", "deploy/web", "-n", "staging", "--replicas=5")
     demo.until("Overridden", lambda: _state(demo, "staging", "web") == "Overridden")
     note("5 is within bounds: tolerated, reported as Overridden, not reverted")
     demo.kubectl("scale", "deploy/web", "-n", "staging", "--replicas=50")
-    demo.until(
-        "replicas reverted", lambda: demo.get("deploy", "web", "staging")["spec"]["replicas"] == 3
-    )
-    note("50 is out of bounds: drift, reverted to the blueprint's 3")
+    demo.until("replicas reverted", lambda: _replicas(demo, "staging") == 2)
+    note("50 is out of bounds: drift, reverted to the blueprint's 2")
 
-    say("4. Observe: someone edits the config in dev by hand")
-    demo.kubectl("patch", "configmap", "web-config", "-n", "dev", "--type=merge",
-                 "-p", '{"data":{"DB_VERSION":"5.6"}}')  # fmt: skip
-    took = demo.until("dev flagged", lambda: demo.condition("dev", "InSync") == "False")
-    note(f"flagged {took * 1000:.0f} ms later; the change stays, a person decides")
-    demo.kubectl("get", "environments", "-n", "platform")
-    demo.driftguard("diff", "dev", "-n", "platform")
-    demo.driftguard("status", "-A")
+    say("6. A workaround committed to the source of truth, then undone from history")
+    demo.kubectl("patch", "environment", "staging", "-n", "platform", "--type=merge",
+                 "-p", '{"spec":{"values":{"dbImage":"mysql:5.5"}}}')  # fmt: skip
+    demo.until("revision 2 applied", lambda: _image(demo, "staging") == "mysql:5.5")
+    demo.driftguard("history", "staging", "-n", "platform")
+    started = time.monotonic()
+    demo.driftguard("rollback", "staging", "-n", "platform", "--to-revision", "1")
+    demo.until("revision 3 applied", lambda: _image(demo, "staging") == "mysql:5.7")
+    took = time.monotonic() - started
+    note(f"mysql:5.7 again {took:.1f} s after the rollback command, recorded as revision 3")
+    demo.driftguard("history", "staging", "-n", "platform")
 
     prevent(demo)
 
-    say("7. What a person, a pager and a dashboard see")
+    say("9. What a person, a pager and a dashboard see")
     demo.kubectl("get", "events", "-n", "platform", "--sort-by=.lastTimestamp")
-    demo.kubectl("get", "environment", "staging", "-n", "platform", "-o",
-                 "jsonpath={.status.lastDrift}{'\\n'}")  # fmt: skip
     print(f"{GREEN}$ curl -s localhost:{port}/metrics | grep driftguard_{RESET}")
     print("\n".join(_metrics(port)))
 
 
 def prevent(demo: Demo) -> None:
-    say("5. Prevention: refuse the change at the door instead of reverting it")
+    say("7. Prevention: refuse the change at the door instead of reverting it")
     demo.kubectl("patch", "environment", "staging", "-n", "platform", "--type=merge",
                  "-p", '{"spec":{"prevention":"Deny"}}')  # fmt: skip
-    probe = ("scale", "deploy/web", "-n", "staging", "--replicas=50", "--dry-run=server")
+    probe = ("set", "image", "deploy/db", "-n", "staging", "db=mysql:5.5", "--dry-run=server")
     demo.until("the policy in force", lambda: not _succeeds(demo, *probe))
     note("one ValidatingAdmissionPolicy for the Environment, evaluated by the API server")
-    demo.kubectl("set", "image", "deploy/web", "-n", "staging", "web=nginx:1.25", check=False)
+    demo.kubectl("set", "image", "deploy/db", "-n", "staging", "db=mysql:5.5", check=False)
     demo.kubectl("scale", "deploy/web", "-n", "staging", "--replicas=4")
     note("within allowedChanges bounds, still allowed")
 
-    say("6. Break-glass: suspendUntil pauses enforcement and prevention, then ends by itself")
+    say("8. Break-glass: suspendUntil pauses enforcement and prevention, then ends by itself")
     until = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 8))
     demo.kubectl("patch", "environment", "staging", "-n", "platform", "--type=merge",
                  "-p", json.dumps({"spec": {"suspendUntil": until}}))  # fmt: skip
     demo.until("the pause", lambda: _succeeds(demo, *probe))
-    demo.kubectl("set", "image", "deploy/web", "-n", "staging", "web=nginx:1.25")
-    demo.kubectl("get", "environment", "staging", "-n", "platform")
+    demo.kubectl("set", "image", "deploy/db", "-n", "staging", "db=mysql:5.5")
     note(f"the incident fix stays until {until}; nobody has to remember to undo the pause")
     took = demo.until(
-        "the pause to end and the image to be reverted", lambda: _image(demo) == "nginx:1.27.3"
+        "the pause to end and the image to be reverted",
+        lambda: _image(demo, "staging") == "mysql:5.7",
     )
-    note(
-        f"suspension over: the image is back to nginx:1.27.3 ({took:.1f} s later), prevention again"
-    )
+    note(f"suspension over: mysql:5.7 again ({took:.1f} s later), prevention again")
 
 
 def _succeeds(demo: Demo, *args: str) -> bool:
@@ -184,9 +182,13 @@ def _succeeds(demo: Demo, *args: str) -> bool:
     return done.returncode == 0
 
 
-def _image(demo: Demo) -> str:
-    containers = demo.get("deploy", "web", "staging")["spec"]["template"]["spec"]["containers"]
+def _image(demo: Demo, namespace: str) -> str:
+    containers = demo.get("deploy", "db", namespace)["spec"]["template"]["spec"]["containers"]
     return str(containers[0]["image"])
+
+
+def _replicas(demo: Demo, namespace: str) -> int:
+    return int(demo.get("deploy", "web", namespace)["spec"]["replicas"])
 
 
 def _state(demo: Demo, env: str, name: str) -> str:
@@ -204,24 +206,25 @@ def main() -> int:
         note(f"export KUBECONFIG={plane.kubeconfig}")
         demo.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
         # Polled: `kubectl wait` fails at once while a new CRD has no conditions yet.
-        demo.until(
-            "the CRD Established",
-            lambda: "True" in demo.kubectl("get", "crd", "environments.driftguard.io", "-o",
-                                           'jsonpath={.status.conditions[?(@.type=="Established")].status}',
-                                           show=False, check=False),
-        )  # fmt: skip
-        for namespace in ("platform", "staging", "dev"):
+        for crd in ("environments.driftguard.io", "blueprints.driftguard.io"):
+            demo.until(
+                f"the CRD {crd} Established",
+                lambda c=crd: "True" in demo.kubectl("get", "crd", c, "-o",  # type: ignore[misc]
+                                                     'jsonpath={.status.conditions[?(@.type=="Established")].status}',
+                                                     show=False, check=False),
+            )  # fmt: skip
+        for namespace in ("platform", "dev", "staging", "prod"):
             demo.kubectl("create", "namespace", namespace, show=False)
         demo.until(
             "the Environment API",
-            lambda: subprocess.run([str(BIN / "kubectl"), "get", "env", "-A"], env=demo.env,
-                                   capture_output=True, check=False).returncode == 0,
+            lambda: subprocess.run([str(BIN / "kubectl"), "get", "env,blueprints", "-A"],
+                                   env=demo.env, capture_output=True, check=False).returncode == 0,
         )  # fmt: skip
         port = _free_port()
         log = plane.directory / "operator.log"
         operator_config = plane.user_kubeconfig("driftguard-demo", groups=["system:masters"])
         say("Starting the operator: driftguard run --all-namespaces")
-        note("--allow-target-namespaces staging dev: the Environments in platform write there")
+        note("--allow-target-namespaces dev staging prod: Environments in platform write there")
         note(f"its JSON logs: {log}")
         with log.open("wb") as sink:
             operator = subprocess.Popen(
@@ -230,7 +233,7 @@ def main() -> int:
                     *("--metrics-port", str(port)),
                     # The demo's Environments live in platform and write to staging and
                     # dev: a single-team install allows that explicitly.
-                    *("--allow-target-namespaces", "staging", "dev"),
+                    *("--allow-target-namespaces", "dev", "staging", "prod"),
                 ],
                 # Its own identity, not the admin's: prevention lets the operator through,
                 # and the demo's kubectl (the admin) is the person it stops.
@@ -242,7 +245,7 @@ def main() -> int:
             story(demo, port)
             say("A few of the operator's log lines")
             for line in log.read_text().splitlines():
-                if '"drift_' in line:
+                if '"drift_' in line and "db" in line:
                     print(line)
         finally:
             operator.terminate()

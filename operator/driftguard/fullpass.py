@@ -187,6 +187,19 @@ class FullPass:
         model.parse_spec(body.get("spec") or {})  # the Environment as written, then its objects
         body, self._made_from = await self._resolve(body)
         self.made = body
+        if self._made_from is None:
+            return await self._render_made(body)
+        made_from = self._made_from
+        try:
+            return await self._render_made(body)
+        except InvalidSpecError as exc:
+            # Its objects come from the Blueprint: say so, the index is the Blueprint's.
+            where = f"Blueprint {made_from.name!r} revision {made_from.revision}: "
+            raise type(exc)(where + str(exc).replace("spec.resources", "its resources")) from exc
+
+    async def _render_made(
+        self, body: dict[str, Any]
+    ) -> tuple[model.EnvironmentSpec, dict[ObjectKey, Resource], dict[ObjectKey, dict[str, Any]]]:
         spec = model.parse_spec(body.get("spec") or {})
         kinds: dict[tuple[str, str], Resource] = {}
         for index, manifest in enumerate(spec.resources):

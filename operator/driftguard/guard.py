@@ -141,4 +141,5 @@ class Guard:
             objects=guarded,
             exempt_users=[self._settings.operator_user, identity],
             exempt_groups=self._settings.break_glass_groups,
+            blueprint=ledger.status.blueprint.name if ledger.status.blueprint else None,
         )

@@ -59,8 +59,12 @@ def manifests(
     objects: Iterable[Guarded],
     exempt_users: Iterable[str],
     exempt_groups: Iterable[str],
+    blueprint: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The policy and its binding; empty when there is nothing to guard."""
+    """The policy and its binding; empty when there is nothing to guard.
+
+    `blueprint`: the Blueprint the objects are made from, which the messages point to.
+    """
     objects = sorted(objects, key=lambda o: o.key)
     if not objects:
         return []
@@ -71,7 +75,7 @@ def manifests(
         model.LABEL_ENVIRONMENT_NAMESPACE: owner_namespace,
     }
     env = f"Environment {owner_namespace}/{owner_name}"
-    validations = [v for guarded in objects for v in _validations(guarded, env)]
+    validations = [v for guarded in objects for v in _validations(guarded, env, blueprint)]
     policy = {
         "apiVersion": f"{GROUP}/v1",
         "kind": POLICY,
@@ -159,12 +163,14 @@ def _not_exempt(users: Iterable[str], groups: Iterable[str]) -> str:
     return expression
 
 
-def _validations(guarded: Guarded, env: str) -> list[dict[str, str]]:
+def _validations(guarded: Guarded, env: str, blueprint: str | None) -> list[dict[str, str]]:
     key, resource = guarded.key, guarded.resource
     target = f"variables.target != {_literal(f'{resource.plural}/{key.name}')}"
     namespace = f"request.namespace != {_literal(key.namespace)}" if key.namespace else "false"
     skip = f"{target} || {namespace}"
     where = f"change spec.resources[{guarded.index}] of the {env} instead"
+    if blueprint:
+        where = f"change the Blueprint {blueprint}, or spec.values of the {env}, instead"
     out = [
         {
             "expression": f"{skip} || request.operation != 'DELETE'",

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from envs import (
+    ROOT,
     Operator,
     apply,
     condition,
@@ -396,3 +397,12 @@ def test_observe_flags_are_audited_and_environment_info_names_the_revision(
         timeout=10,
         message="driftguard_environment_info for the Environment",
     )
+
+
+def test_the_examples_are_accepted_by_the_api_server(operator: Operator, kubectl: Kubectl) -> None:
+    """Everything in examples/ passes the CRDs' schemas (a server-side dry run)."""
+    for namespace in ("platform", "dev", "staging", "prod"):
+        kubectl("create", "namespace", namespace, check=False)
+    done = kubectl("apply", "--dry-run=server", "-f", str(ROOT / "examples"))
+    assert "blueprint.driftguard.io/shop created (server dry run)" in done.stdout, done.stdout
+    assert "environment.driftguard.io/prod created (server dry run)" in done.stdout, done.stdout
