@@ -82,6 +82,7 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
         "--metrics-port=8080",
         "--liveness=http://0.0.0.0:8081/healthz",
         "--log-level=INFO",
+        "--history-namespace=ops",
         "--break-glass-group=driftguard:break-glass",
     ]
     (service,) = of_kind(objects, "Service")
@@ -128,7 +129,16 @@ def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
     objects = helm.template({"watchNamespaces": ["a", "b"], "rbac": {"targetNamespaces": ["c"]}})
     assert container(objects)["args"][:2] == ["--namespace=a", "--namespace=b"]
     roles = {role["metadata"]["namespace"]: role["rules"] for role in of_kind(objects, "Role")}
-    assert sorted(roles) == ["a", "b", "c"]
+    # The release namespace gets a Role too: Blueprint revisions are kept there.
+    assert sorted(roles) == ["a", "b", "c", "ops"]
+    assert grants(roles["ops"], "apps", "controllerrevisions") == {
+        "get",
+        "list",
+        "create",
+        "patch",
+        "delete",
+    }
+    assert grants(roles["ops"], "driftguard.io", "environments") == set()
     assert grants(roles["a"], "driftguard.io", "environments") == {"list", "watch", "patch"}
     assert grants(roles["c"], "driftguard.io", "environments") == set()
     assert grants(roles["c"], "apps", "deployments") == set(MANAGED_VERBS)
@@ -136,7 +146,12 @@ def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
     assert grants(cluster_role["rules"], "driftguard.io", "environments") == set()
     assert grants(cluster_role["rules"], "", "configmaps") == set()
     bindings = of_kind(objects, "RoleBinding")
-    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == ["a", "b", "c"]
+    assert sorted(binding["metadata"]["namespace"] for binding in bindings) == [
+        "a",
+        "b",
+        "c",
+        "ops",
+    ]
 
 
 def test_chart_managed_resources_become_rules(helm: Helm) -> None:
