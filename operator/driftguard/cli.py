@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _memory(args: argparse.Namespace) -> int:
-    from driftguard import comparison, views
+    from driftguard import comparison, rollback, views
 
     if args.command == "history":
         diff = tuple(args.diff) if args.diff else None
@@ -164,7 +164,7 @@ def _memory(args: argparse.Namespace) -> int:
             output=args.output,
         )
     if args.command == "rollback":
-        return views.rollback(
+        return rollback.run(
             args.environment,
             namespace=args.namespace,
             to_revision=args.to_revision,

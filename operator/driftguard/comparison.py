@@ -21,7 +21,7 @@ from typing import Any
 from jsonpointer import escape
 
 from driftguard import history, inspect, model, plan, render, sources, views
-from driftguard.cluster import ENVIRONMENTS, ApiError, KubeCluster
+from driftguard.cluster import ENVIRONMENTS, KubeCluster
 from driftguard.diff import MISSING
 
 ObjectId = tuple[str, str, str]
@@ -306,37 +306,30 @@ async def side_of(cluster: KubeCluster, env: dict[str, Any]) -> Side:
     return Side(label, declared, live, tolerated)
 
 
-async def _compare(
-    targets: Sequence[str], blueprint: str | None, output: str, everything: bool
-) -> int:
-    cluster = await inspect._connect()
-    if cluster is None:
-        return 2
-    try:
-        envs = await _environments(cluster, targets, blueprint)
-        sides = [await side_of(cluster, env) for env in envs]
-    except (ApiError, model.InvalidSpecError, LookupError, ValueError) as exc:
-        describe = exc.describe() if isinstance(exc, ApiError) else str(exc)
-        print(f"error: {describe}", file=sys.stderr)
-        return 2
-    finally:
-        await cluster.close()
+def _print(sides: Sequence[Side], *, output: str, everything: bool) -> int:
     labels = [side.label for side in sides]
     found = rows(sides)
     drift = drift_lines(labels, found)
     if output == "json":
         print(json.dumps(to_json(labels, found, everything=everything), indent=2))
+        return 1 if drift else 0
+    shown = compare_rows(labels, found, everything=everything)
+    if len(shown) > 1:
+        sys.stdout.write(views.table(shown))
     else:
-        shown = compare_rows(labels, found, everything=everything)
-        if len(shown) > 1:
-            sys.stdout.write(views.table(shown))
-        else:
-            print(f"no differences between {', '.join(labels)}")
-        if drift:
-            print("\nlive differs from declared:")
-            print("\n".join(f"  {line}" for line in drift))
+        print(f"no differences between {', '.join(labels)}")
+    if drift:
+        print("\nlive differs from declared:")
+        print("\n".join(f"  {line}" for line in drift))
     return 1 if drift else 0
 
 
 def compare(targets: Sequence[str], *, blueprint: str | None, output: str, everything: bool) -> int:
-    return asyncio.run(_compare(targets, blueprint, output, everything))
+    """Exit 1 when a live value departs from its declared one anywhere, 2 on errors."""
+
+    async def work(cluster: KubeCluster) -> int:
+        envs = await _environments(cluster, targets, blueprint)
+        sides = [await side_of(cluster, env) for env in envs]
+        return _print(sides, output=output, everything=everything)
+
+    return asyncio.run(views.session(work))

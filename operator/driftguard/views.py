@@ -1,9 +1,9 @@
-"""`driftguard history`, `rollback` and `audit`: an Environment's memory, for people.
+"""`driftguard history` and `audit`: an Environment's memory, for people.
 
 They read the records the operator keeps (ControllerRevisions, the audit ConfigMap)
-as the CLI's user; only rollback writes, and only the Environment's spec, through
-a PUT named `driftguard-rollback`, so it is audited and recorded like any change.
-Secret values are never printed. `driftguard compare` lives in `sidebyside`.
+as the CLI's user and never write. Secret values are never printed. The helpers
+every memory command shares (one session, the Environment, tables, YAML diffs) are
+here too: `rollback` and `comparison` use them.
 """
 
 from __future__ import annotations
@@ -21,19 +21,8 @@ from typing import Any
 import yaml
 
 from driftguard import audit, history, inspect, model
-from driftguard.cluster import ENVIRONMENTS, ApiError, KubeCluster, Resource
+from driftguard.cluster import ENVIRONMENTS, ApiError, KubeCluster
 
-ROLLBACK_MANAGER = "driftguard-rollback"
-_PEOPLE = ("kubectl",)
-"""Managers that are a person's tool: every kubectl verb names itself kubectl-<verb>."""
-KUSTOMIZATIONS = Resource(
-    "kustomize.toolkit.fluxcd.io", "v1", "Kustomization", "kustomizations", namespaced=True
-)
-APPLICATIONS = Resource("argoproj.io", "v1alpha1", "Application", "applications", namespaced=True)
-FLUX_NAME = "kustomize.toolkit.fluxcd.io/name"
-FLUX_NAMESPACE = "kustomize.toolkit.fluxcd.io/namespace"
-ARGO_TRACKING = "argocd.argoproj.io/tracking-id"
-ARGO_INSTANCE = "app.kubernetes.io/instance"
 _DAYS = re.compile(r"^([0-9]+(?:\.[0-9]+)?)d(.*)$")
 
 
@@ -50,16 +39,6 @@ def table(rows: Sequence[Sequence[str]]) -> str:
         "   ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
     ]
     return "\n".join(lines) + "\n"
-
-
-def is_person(manager: str) -> bool:
-    """True for a person's kubectl (any verb) and for driftguard rollback itself."""
-    return manager == ROLLBACK_MANAGER or manager.startswith(_PEOPLE)
-
-
-def tools_among(managers: Sequence[str]) -> list[str]:
-    """The managers that are GitOps tools or other controllers: they would undo a rollback."""
-    return [m for m in managers if not is_person(m)]
 
 
 def since_seconds(text: str) -> float:
@@ -169,7 +148,7 @@ def revisions_diff(old: history.Revision, new: history.Revision) -> str:
             spec["resources"] = _paired(spec["resources"], other.spec.get("resources") or [], side)
         return spec
 
-    out = _unified(
+    out = unified_yaml(
         spec_of(old, new, f"r{old.revision}"),
         spec_of(new, old, f"r{new.revision}"),
         f"revision {old.revision}/spec",
@@ -178,7 +157,7 @@ def revisions_diff(old: history.Revision, new: history.Revision) -> str:
     old_made, new_made = old.data.get("resources"), new.data.get("resources")
     if isinstance(old_made, list) or isinstance(new_made, list):
         old_made, new_made = old_made or [], new_made or []
-        out += _unified(
+        out += unified_yaml(
             _paired(old_made, new_made, f"r{old.revision}"),
             _paired(new_made, old_made, f"r{new.revision}"),
             f"revision {old.revision}/resources ({blueprint_of(old)})",
@@ -187,7 +166,7 @@ def revisions_diff(old: history.Revision, new: history.Revision) -> str:
     return out
 
 
-def _unified(old: Any, new: Any, old_name: str, new_name: str) -> str:
+def unified_yaml(old: Any, new: Any, old_name: str, new_name: str) -> str:
     return "".join(
         difflib.unified_diff(
             yaml.safe_dump(old, sort_keys=True).splitlines(keepends=True),
@@ -262,77 +241,11 @@ def audit_rows(incidents: Sequence[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-# rollback
-
-
-def rollback_body(env: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
-    """The Environment to PUT: its old spec, its current resourceVersion, no managedFields.
-
-    Without managedFields in the body the server keeps the live ones and records this
-    write under the rollback's own manager; status is a subresource a PUT ignores.
-    """
-    meta = {k: v for k, v in env["metadata"].items() if k != "managedFields"}
-    body = {k: v for k, v in env.items() if k not in ("status", "metadata", "spec")}
-    return {**body, "metadata": meta, "spec": copy.deepcopy(spec)}
-
-
-def argo_application(env: dict[str, Any], managers: Sequence[str]) -> tuple[str, str] | None:
-    """The Argo CD Application (namespace, name) that applies the Environment, if it says."""
-    meta = env.get("metadata") or {}
-    tracking = (meta.get("annotations") or {}).get(ARGO_TRACKING)
-    if tracking:
-        app = str(tracking).split(":", 1)[0]
-        namespace, _, name = app.rpartition("_")  # apps in any namespace: <ns>_<app>
-        return namespace or "argocd", name
-    instance = (meta.get("labels") or {}).get(ARGO_INSTANCE)
-    if instance and any(m.startswith("argocd") for m in managers):
-        return "argocd", str(instance)
-    return None
-
-
-async def source_commit(cluster: KubeCluster, env: dict[str, Any], managers: Sequence[str]) -> str:
-    """Which commit to change instead, as precisely as the GitOps tool's objects say."""
-    labels = (env.get("metadata") or {}).get("labels") or {}
-    if labels.get(FLUX_NAME) and labels.get(FLUX_NAMESPACE):
-        where = (str(labels[FLUX_NAMESPACE]), str(labels[FLUX_NAME]))
-        found = await _read(cluster, KUSTOMIZATIONS, where, ("status", "lastAppliedRevision"))
-        what = f"Kustomization {where[0]}/{where[1]}"
-        return f"{found} ({what} last applied it)" if found else f"the revision {what} last applied"
-    app = argo_application(env, managers)
-    if app is not None:
-        found = await _read(cluster, APPLICATIONS, app, ("status", "sync", "revision"))
-        what = f"Application {app[0]}/{app[1]}"
-        return f"{found} ({what} last synced it)" if found else f"the revision {what} last synced"
-    return "the revision that tool last applied"
-
-
-async def _read(
-    cluster: KubeCluster, resource: Resource, where: tuple[str, str], path: tuple[str, ...]
-) -> str | None:
-    """A field of another tool's object, or None when absent or not readable by this user."""
-    try:
-        node: Any = await cluster.get(resource, *where)
-    except ApiError:
-        return None
-    for step in path:
-        node = node.get(step) if isinstance(node, dict) else None
-    return str(node) if node else None
-
-
-def refusal(env: str, tools: Sequence[str], commit: str) -> str:
-    return (
-        f"refused: the spec of Environment {env} is managed by {', '.join(tools)} "
-        "(a GitOps tool or another controller): it would put the spec back.\n"
-        f"Change the blueprint in git instead, from {commit}.\n"
-        "--force writes the old spec anyway."
-    )
-
-
 # commands
 
 
-async def _session(work: Callable[[KubeCluster], Awaitable[int]]) -> int:
-    """Runs one command: exit 1 when refused, 2 on errors, always closing the client."""
+async def session(work: Callable[[KubeCluster], Awaitable[int]]) -> int:
+    """Runs one command: exit 1 when refused, 2 on errors; the client is always closed."""
     cluster = await inspect._connect()
     if cluster is None:
         return 2
@@ -349,14 +262,14 @@ async def _session(work: Callable[[KubeCluster], Awaitable[int]]) -> int:
         await cluster.close()
 
 
-async def _environment(cluster: KubeCluster, name: str, namespace: str) -> dict[str, Any]:
+async def environment(cluster: KubeCluster, name: str, namespace: str) -> dict[str, Any]:
     env = await cluster.get(ENVIRONMENTS, namespace, name)
     if env is None:
         raise LookupError(f"Environment {namespace}/{name} not found")
     return env
 
 
-def _current(env: dict[str, Any]) -> int | None:
+def current_revision(env: dict[str, Any]) -> int | None:
     revision = (env.get("status") or {}).get("revision")
     return int(revision) if revision else None
 
@@ -372,7 +285,7 @@ def show_history(
     ns = namespace or inspect.current_namespace()
 
     async def work(cluster: KubeCluster) -> int:
-        env = await _environment(cluster, name, ns)
+        env = await environment(cluster, name, ns)
         kept = await history.revisions(cluster, ns, name)
         label = f"{ns}/{name}"
         if revision is not None:
@@ -380,55 +293,14 @@ def show_history(
         elif diff is not None:
             sys.stdout.write(revisions_diff(find(kept, diff[0], label), find(kept, diff[1], label)))
         elif output == "json":
-            print(json.dumps(history_json(kept, _current(env)), indent=2))
+            print(json.dumps(history_json(kept, current_revision(env)), indent=2))
         elif not kept:
             print(f"no revisions recorded for Environment {label}")
         else:
-            sys.stdout.write(table(history_rows(kept, _current(env))))
+            sys.stdout.write(table(history_rows(kept, current_revision(env))))
         return 0
 
-    return asyncio.run(_session(work))
-
-
-def rollback(
-    name: str, *, namespace: str | None, to_revision: int, force: bool, dry_run: bool
-) -> int:
-    ns = namespace or inspect.current_namespace()
-
-    async def work(cluster: KubeCluster) -> int:
-        env = await _environment(cluster, name, ns)
-        label = f"{ns}/{name}"
-        target = find(await history.revisions(cluster, ns, name), to_revision, label)
-        if target.spec == (env.get("spec") or {}):
-            print(f"the spec of {label} already is revision {to_revision}'s: nothing written")
-            return 0
-        managers = history.spec_managers(env)
-        tools = tools_among(managers)
-        if tools and not force:
-            raise Refused(refusal(label, tools, await source_commit(cluster, env, managers)))
-        if tools:
-            print(f"warning: {', '.join(tools)} may put the spec back", file=sys.stderr)
-        body = rollback_body(env, target.spec)
-        await cluster.replace(ENVIRONMENTS, body, field_manager=ROLLBACK_MANAGER, dry_run=dry_run)
-        upcoming = (_current(env) or 0) + 1
-        if dry_run:
-            sys.stdout.write(
-                _unified(
-                    shown_spec(env.get("spec") or {}),
-                    shown_spec(target.spec),
-                    "spec (now)",
-                    f"spec (revision {to_revision})",
-                )
-            )
-            print(f"dry run: rolling back to revision {to_revision} would write the spec above")
-        else:
-            print(
-                f"rolled back to revision {to_revision}: spec written; "
-                f"the operator will apply it as revision {upcoming}"
-            )
-        return 0
-
-    return asyncio.run(_session(work))
+    return asyncio.run(session(work))
 
 
 def show_audit(name: str, *, namespace: str | None, since: str | None, output: str) -> int:
@@ -436,7 +308,7 @@ def show_audit(name: str, *, namespace: str | None, since: str | None, output: s
 
     async def work(cluster: KubeCluster) -> int:
         seconds = since_seconds(since) if since else None
-        await _environment(cluster, name, ns)
+        await environment(cluster, name, ns)
         trail = await cluster.get(audit.CONFIGMAPS, ns, audit.trail_name(name))
         text = ((trail or {}).get("data") or {}).get(audit.KEY, "")
         incidents = select(audit.parse(text), since=seconds, now=datetime.now(UTC))
@@ -448,4 +320,4 @@ def show_audit(name: str, *, namespace: str | None, since: str | None, output: s
             sys.stdout.write(table(audit_rows(incidents)))
         return 0
 
-    return asyncio.run(_session(work))
+    return asyncio.run(session(work))

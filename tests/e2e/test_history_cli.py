@@ -304,3 +304,154 @@ def test_compare_shows_declared_and_live_differences(
         f"{other_namespace}/staging": "5.5",
     }
     assert status(kubectl, "staging", other_namespace)["summary"]["drifted"] == 1
+
+
+def blueprint(name: str) -> dict[str, Any]:
+    """A database Blueprint: the image and DB_VERSION are values, everything else is shared."""
+    db = deployment("db", image="mysql:5.7")
+    return {
+        "apiVersion": "driftguard.io/v1alpha1",
+        "kind": "Blueprint",
+        "metadata": {"name": name},
+        "spec": {
+            "values": {
+                "type": "object",
+                "properties": {
+                    "dbImage": {"type": "string", "default": "mysql:5.7"},
+                    "dbVersion": {"type": "string", "default": "5.7"},
+                },
+            },
+            "parameters": [
+                {
+                    "name": "dbImage",
+                    "targets": [
+                        {
+                            "kind": "Deployment",
+                            "name": "db",
+                            "path": "/spec/template/spec/containers/0/image",
+                        }
+                    ],
+                },
+                {
+                    "name": "dbVersion",
+                    "targets": [{"kind": "ConfigMap", "name": DB, "path": "/data/DB_VERSION"}],
+                },
+            ],
+            "resources": [configmap(DB, DB_VERSION="5.7", DB_HOST="db"), db],
+        },
+    }
+
+
+def from_blueprint(name: str, namespace: str, ref: str, **values: str) -> dict[str, Any]:
+    env = environment(name, namespace, [], blueprintRef={"name": ref}, values=values)
+    del env["spec"]["resources"]
+    return env
+
+
+@pytest.fixture
+def third_namespace(core_api: k8s.CoreV1Api) -> Iterator[str]:
+    """A third namespace, for a third Environment."""
+    name = f"t-{secrets.token_hex(4)}"
+    core_api.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name)))
+    yield name
+    core_api.delete_namespace(name)
+
+
+def test_compare_every_environment_of_a_blueprint(
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    other_namespace: str,
+    third_namespace: str,
+) -> None:
+    """dev, staging and prod of one Blueprint: the image values differ, prod's DB_VERSION is 5.5 live."""
+    ref = f"shop-{namespace}"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(blueprint(ref)))
+    try:
+        envs = [
+            from_blueprint("dev", namespace, ref, dbImage="mysql:5.7.44"),
+            from_blueprint("staging", other_namespace, ref),
+            from_blueprint("prod", third_namespace, ref),
+        ]
+        for env in envs:
+            apply(kubectl, env)
+        for env in envs:
+            wait_condition(
+                kubectl, env["metadata"]["name"], env["metadata"]["namespace"], "InSync", "True"
+            )
+        prod = envs[2]
+        apply(kubectl, {**prod, "spec": {**prod["spec"], "mode": "Observe"}})
+        wait_condition(kubectl, "prod", third_namespace, "Ready", "True", reason="Observing")
+        kubectl(
+            "patch", "configmap", DB, "-n", third_namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}'
+        )
+
+        done = run_cli(kubectl, "compare", "--blueprint", ref)
+
+        assert done.returncode == 1, done.stderr
+        labels = sorted(
+            [f"{namespace}/dev", f"{other_namespace}/staging", f"{third_namespace}/prod"]
+        )
+        lines = done.stdout.splitlines()
+        assert lines[0].split() == ["OBJECT", "FIELD", *labels]
+        image = "/spec/template/spec/containers/0/image"
+        rows = {
+            tuple(line.split()[:2]): line
+            for line in lines[1:]
+            if line.startswith(("Deployment", "ConfigMap"))
+        }
+        assert set(rows) == {("Deployment/db", image), ("ConfigMap/db", "/data/DB_VERSION")}
+        assert lines[1].startswith("Deployment/db")  # images first
+        doc = json.loads(run_cli(kubectl, "compare", "--blueprint", ref, "-o", "json").stdout)
+        found = {(r["kind"], r["path"]): r for r in doc["rows"]}
+        assert found[("Deployment", image)]["declared"] == {
+            f"{namespace}/dev": "mysql:5.7.44",
+            f"{other_namespace}/staging": "mysql:5.7",
+            f"{third_namespace}/prod": "mysql:5.7",
+        }
+        version = found[("ConfigMap", "/data/DB_VERSION")]
+        assert set(version["declared"].values()) == {"5.7"}
+        assert version["live"][f"{third_namespace}/prod"] == "5.5"
+        assert version["liveDiffers"] == [f"{third_namespace}/prod"]
+        assert doc["drift"] == [f"{third_namespace}/prod: ConfigMap/db /data/DB_VERSION"]
+        assert "5.7 (live: 5.5)" in rows[("ConfigMap/db", "/data/DB_VERSION")]
+    finally:
+        kubectl("delete", "blueprint", ref, "--wait=false", check=False)
+
+    unknown = run_cli(kubectl, "compare", "--blueprint", f"none-{namespace}")
+    assert unknown.returncode == 2
+    assert f"no Environment uses Blueprint none-{namespace}" in unknown.stderr
+
+
+def test_rollback_undoes_a_bad_blueprint_change_by_pinning(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A Blueprint change makes revision 2; rollback to 1 pins the Blueprint's revision 1 and restores it."""
+    ref = f"shop-{namespace}"
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(blueprint(ref)))
+    try:
+        apply(kubectl, from_blueprint("app", namespace, ref))
+        wait_for(lambda: db_version(kubectl, namespace) == "5.7", message="DB 5.7")
+        bad = [
+            {"op": "replace", "path": "/spec/values/properties/dbVersion/default", "value": "5.5"}
+        ]
+        kubectl("patch", "blueprint", ref, "--type", "json", "-p", json.dumps(bad))
+        wait_for(
+            lambda: db_version(kubectl, namespace) == "5.5", message="DB 5.5 from the Blueprint"
+        )
+        kept = wait_revisions(kubectl, namespace, [1, 2])
+        assert [r["blueprint"]["revision"] for r in kept] == [1, 2]
+        diff = run_cli(kubectl, "history", "app", "-n", namespace, "--diff", "1", "2")
+        assert f"+++ revision 2/resources ({ref}@2)" in diff.stdout
+        assert "+    DB_VERSION: '5.5'" in diff.stdout
+
+        done = run_cli(kubectl, "rollback", "app", "-n", namespace, "--to-revision", "1")
+
+        assert done.returncode == 0, done.stderr
+        assert f"pinned to Blueprint {ref} revision 1" in done.stdout
+        assert spec_of(kubectl, namespace)["blueprintRef"] == {"name": ref, "revision": 1}
+        wait_for(lambda: db_version(kubectl, namespace) == "5.7", message="DB back at 5.7")
+        third = wait_revisions(kubectl, namespace, [1, 2, 3])[-1]
+        assert third["blueprint"] == {"name": ref, "revision": 1}
+    finally:
+        kubectl("delete", "blueprint", ref, "--wait=false", check=False)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from driftguard import cli, comparison, history, inspect, views
+from driftguard import cli, comparison, history, inspect, rollback, views
 from driftguard.comparison import ABSENT, Side
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -157,12 +157,12 @@ def test_revisions_diff_marks_a_changed_secret_without_its_value() -> None:
 )
 def test_manager_classification(manager: str, is_person: bool) -> None:
     """Only a person's kubectl and driftguard rollback count as people."""
-    assert views.is_person(manager) is is_person
+    assert rollback.is_person(manager) is is_person
 
 
 def test_tools_among_keeps_only_the_tools() -> None:
     """The refusal names the tools, not the people beside them."""
-    assert views.tools_among(["argocd-controller", "kubectl-edit"]) == ["argocd-controller"]
+    assert rollback.tools_among(["argocd-controller", "kubectl-edit"]) == ["argocd-controller"]
 
 
 def test_rollback_body_keeps_the_resource_version_and_drops_managed_fields() -> None:
@@ -175,7 +175,7 @@ def test_rollback_body_keeps_the_resource_version_and_drops_managed_fields() -> 
         "status": {"revision": 3},
     }
 
-    body = views.rollback_body(env, {"mode": "Enforce"})
+    body = rollback.put_body(env, {"mode": "Enforce"})
 
     assert body == {
         "apiVersion": "driftguard.io/v1alpha1",
@@ -189,17 +189,21 @@ def test_rollback_body_keeps_the_resource_version_and_drops_managed_fields() -> 
     ("metadata", "managers", "expected"),
     [
         (
-            {"annotations": {views.ARGO_TRACKING: "web:driftguard.io/Environment:team/app"}},
+            {"annotations": {rollback.ARGO_TRACKING: "web:driftguard.io/Environment:team/app"}},
             [],
             ("argocd", "web"),
         ),
         (
-            {"annotations": {views.ARGO_TRACKING: "apps_web:driftguard.io/Environment:team/app"}},
+            {
+                "annotations": {
+                    rollback.ARGO_TRACKING: "apps_web:driftguard.io/Environment:team/app"
+                }
+            },
             [],
             ("apps", "web"),
         ),
-        ({"labels": {views.ARGO_INSTANCE: "web"}}, ["argocd-controller"], ("argocd", "web")),
-        ({"labels": {views.ARGO_INSTANCE: "web"}}, ["helm-controller"], None),
+        ({"labels": {rollback.ARGO_INSTANCE: "web"}}, ["argocd-controller"], ("argocd", "web")),
+        ({"labels": {rollback.ARGO_INSTANCE: "web"}}, ["helm-controller"], None),
         ({}, ["argocd-controller"], None),
     ],
     ids=["tracking-id", "tracking-id-namespaced", "instance-label", "instance-not-argo", "nothing"],
@@ -208,12 +212,12 @@ def test_argo_application_of_an_environment(
     metadata: dict[str, Any], managers: list[str], expected: tuple[str, str] | None
 ) -> None:
     """The Argo CD Application comes from the tracking id, or the instance label with an argocd manager."""
-    assert views.argo_application({"metadata": metadata}, managers) == expected
+    assert rollback.argo_application({"metadata": metadata}, managers) == expected
 
 
 def test_refusal_says_which_tool_and_where_to_change_instead() -> None:
     """The refusal names the tool, says it would put the spec back, the commit, and --force."""
-    text = views.refusal(
+    text = rollback.refusal(
         "team/app", ["argocd-controller"], "abc123 (Application argocd/web last synced it)"
     )
 
@@ -493,7 +497,7 @@ def test_compare_needs_environments_or_a_blueprint() -> None:
 def test_the_new_commands_load_neither_kubernetes_nor_kopf() -> None:
     """history, rollback, audit and compare import no sync client and no kopf, as diff does."""
     script = (
-        "import sys; from driftguard import cli, comparison, views; "
+        "import sys; from driftguard import cli, comparison, rollback, views; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'kubernetes', 'kopf'}))"
     )
     done = subprocess.run(
@@ -501,3 +505,28 @@ def test_the_new_commands_load_neither_kubernetes_nor_kopf() -> None:
     )
 
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ({"name": "shop"}, {"name": "shop", "revision": 1}),
+        ({"name": "shop", "revision": 1}, {"name": "shop", "revision": 1}),
+        ({"name": "other"}, {"name": "other"}),
+    ],
+    ids=["follows", "already-pinned", "another-blueprint"],
+)
+def test_rollback_pins_the_blueprint_revision_it_was_made_from(
+    ref: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """A rollback of a Blueprint-made revision pins the Blueprint revision it used."""
+    rev = revision(2, spec={"blueprintRef": ref}, blueprint={"name": "shop", "revision": 1})
+
+    assert rollback.spec_of(rev) == {"blueprintRef": expected}
+
+
+def test_rollback_of_an_inline_revision_is_its_spec() -> None:
+    """An inline Environment's revision is written back as it was."""
+    spec = {"resources": [configmap("5.7")]}
+
+    assert rollback.spec_of(revision(1, spec=spec)) == spec
