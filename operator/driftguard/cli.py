@@ -60,6 +60,26 @@ def _parser() -> argparse.ArgumentParser:
         "else driftguard-system)",
     )
     run.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="run beside other replicas: kopf peering through the ClusterKopfPeering (or, "
+        "with --namespace, the KopfPeering objects) of this name; only the replica with "
+        "the highest priority acts",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="this replica's peering priority (default: random, so that replicas differ)",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a replica not heard from this long is dead: another takes over (default 60)",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -141,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             watch_grace=args.liveness_watch_grace,
             history_namespace=args.history_namespace,
+            peering=args.peering,
+            priority=args.priority,
+            peering_lifetime=args.peering_lifetime,
         )
     if args.command in ("history", "rollback", "audit", "compare"):
         return _memory(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import kopf
 import prometheus_client
@@ -22,6 +23,10 @@ def run(
     watch_grace: float = handlers.WATCH_GRACE_S,
     history_namespace: str = "driftguard-system",
 ) -> int:
+    # kopf decodes each watch event with json.loads, one recursion per level of nesting, and
+    # the API server stores objects nested up to 10,000 levels: at Python's default limit
+    # (1,000) one deep Environment would end the process. The model refuses it afterwards.
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 25_000))
     logs.configure(level=log_level)
     # The contract's families only: no `_created` timestamp series beside each counter.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

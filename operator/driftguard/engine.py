@@ -11,6 +11,7 @@ objects itself: deletes go through `apply.py`.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -342,7 +343,11 @@ class Engine:
         while True:
             env, reason, message, warning = await self._events.get()
             try:
-                await self.cluster.post_event(env, reason=reason, message=message, warning=warning)
+                # Retried like any request (a throttled API server must not cost Events).
+                post = functools.partial(
+                    self.cluster.post_event, env, reason=reason, message=message, warning=warning
+                )
+                await apply.retrying(post)
             except ApiError as exc:
                 log.warning("event_failed", reason=reason, error=exc.describe())
 

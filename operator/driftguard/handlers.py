@@ -7,13 +7,14 @@ deletionPolicy Delete, keeps kopf's progress in status and uses our finalizer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from driftguard import model
+from driftguard import model, standby
 from driftguard.cluster import KubeCluster
 from driftguard.engine import Engine
 from driftguard.guard import Settings as GuardSettings
@@ -43,6 +44,19 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         history_namespace=memo.get("history_namespace") or "driftguard-system",
     )
     memo.cluster = cluster
+    if memo.get("peering"):
+        memo.standby = asyncio.create_task(
+            standby.follow(
+                cluster,
+                memo.engine,
+                name=memo.peering,
+                namespaces=memo.get("namespaces") or (),
+                identity=memo.identity,
+                priority=memo.priority,
+                lifetime=memo.peering_lifetime,
+            )
+        )
+
 
 
 @kopf.on.probe(id="watches")
@@ -77,6 +91,8 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("standby") is not None:
+        memo.standby.cancel()
     await memo.engine.close()
     await memo.cluster.close()
 

@@ -45,6 +45,26 @@ MIN_RESYNC_S = 10.0
 RESOURCE_STATUS_LIMIT = 500
 """Entries in status.resources at most: etcd keeps an object under 1.5 MiB, spec included."""
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DEPTH = 100
+"""Levels of nesting a blueprint object or values may have. The API server takes 10,000;
+no Kubernetes object needs a tenth of this, and deeper ones would only cost recursion."""
+
+
+def depth(value: Any) -> int:
+    """How deeply maps and lists nest in a JSON value, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if level + 1 > MAX_DEPTH:
+                    return level + 1  # deep enough to refuse: stop counting
+                stack.append((child, level + 1))
+        deepest = max(deepest, level)
+    return deepest
 
 
 class Mode(StrEnum):
@@ -380,6 +400,18 @@ class EnvironmentSpec(BaseModel):
             raise ValueError("values are the parameters of a Blueprint: set blueprintRef too")
         return self
 
+    @field_validator("resources", "values")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        for index, item in items:
+            if item is not None and depth(item) > MAX_DEPTH:
+                where = f"[{index}]: " if index is not None else ""
+                raise ValueError(
+                    f"{where}nested more than {MAX_DEPTH} levels deep; no object needs that"
+                )
+        return value
+
     @field_validator("resources")
     @classmethod
     def _each_resource_is_identified(cls, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -623,6 +655,11 @@ class BlueprintSpec(BaseModel):
         max_length=256,
         description="Where each value goes: a JSON-pointer overlay, never text templating.",
     )
+
+    @field_validator("resources", "values")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        return EnvironmentSpec._not_too_deep(value)
 
     @field_validator("resources")
     @classmethod

@@ -214,7 +214,8 @@ class Watch:
             self._log.warning("watch_lost", error=error.describe())
             self.health, self.lost_since = Health.LOST, time.monotonic()
             self._on_health()
-        return self._timing.delay(failures)
+        # A 429 or 503 says how long to stay away: never come back sooner.
+        return max(self._timing.delay(failures), error.retry_after or 0.0)
 
 
 class Watches:
