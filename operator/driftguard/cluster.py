@@ -35,11 +35,15 @@ _APPLY = "application/apply-patch+yaml"
 class ApiError(Exception):
     """The API server refused a request."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, *, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        # Seconds the server asked us to wait (its Retry-After header on a 429 or 503).
+        self.retry_after = retry_after
         # What was refused, filled in where the request is made: a person reading
         # "Forbidden" needs the verb, the kind and the namespace to fix their RBAC.
         self.verb = ""
@@ -56,6 +60,11 @@ class ApiError(Exception):
     @property
     def is_transient(self) -> bool:
         return self.status in (0, 429) or self.status >= 500
+
+    @property
+    def is_throttled(self) -> bool:
+        """429 Too Many Requests: API Priority and Fairness or max-requests-inflight refused."""
+        return self.status == 429
 
     @property
     def is_forbidden(self) -> bool:
@@ -470,8 +479,22 @@ def _watch_event(line: bytes, resource: Resource) -> WatchEvent:
 async def _error(response: aiohttp.ClientResponse) -> ApiError:
     async with response:
         text = await response.text()
+    wait = _retry_after(response.headers.get("Retry-After"))
     try:
         status = json.loads(text)
-        return ApiError(response.status, str(status.get("reason")), str(status.get("message")))
+        reason, message = str(status.get("reason")), str(status.get("message"))
     except ValueError:
-        return ApiError(response.status, response.reason or "", text[:500])
+        reason, message = response.reason or "", text[:500]
+    return ApiError(response.status, reason, message, retry_after=wait)
+
+
+def _retry_after(header: str | None) -> float | None:
+    """Retry-After in seconds; the API server sends whole seconds (RFC 9110 also allows
+    an HTTP date, which it never sends: that, or garbage, counts as absent)."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

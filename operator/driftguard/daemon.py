@@ -1,15 +1,26 @@
-"""`driftguard run`: logging, metrics endpoint, then kopf with driftguard's handlers."""
+"""`driftguard run`: logging, metrics endpoint, then kopf with driftguard's handlers.
+
+Standalone by default. With `--peering NAME` several replicas run and kopf's peering
+lets only the one with the highest priority act; the others stand by (`standby.py`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import os
+import random
+import socket
 import sys
 
 import kopf
 import prometheus_client
 
-from driftguard import handlers, logs
+from driftguard import cluster, handlers, logs
 from driftguard.tenancy import Tenancy
+
+VERSION = importlib.metadata.version("driftguard")
+"""The build's version: logged at start and sent in every request's User-Agent."""
 
 
 def run(
@@ -22,31 +33,54 @@ def run(
     break_glass_groups: tuple[str, ...] = (),
     watch_grace: float = handlers.WATCH_GRACE_S,
     history_namespace: str = "driftguard-system",
+    peering: str | None = None,
+    priority: int | None = None,
+    peering_lifetime: int = 60,
 ) -> int:
     # kopf decodes each watch event with json.loads, one recursion per level of nesting, and
     # the API server stores objects nested up to 10,000 levels: at Python's default limit
     # (1,000) one deep Environment would end the process. The model refuses it afterwards.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 25_000))
     logs.configure(level=log_level)
+    # kopf names a peer after POD_ID (the chart sets the Pod's name); outside a Pod, after
+    # the host and pid. The same name goes in the User-Agent, so that the API server's
+    # audit log tells replicas apart.
+    identity = os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")
+    cluster.USER_AGENT = f"driftguard/{VERSION} ({identity})"
+    if peering and priority is None:
+        # Replicas of one Deployment share their flags; kopf pauses every peer of the
+        # same priority, so each picks its own.
+        priority = random.randint(1, 2**31 - 1)
     # The contract's families only: no `_created` timestamp series beside each counter.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     if metrics_port:
         prometheus_client.start_http_server(metrics_port)
     settings = kopf.OperatorSettings()
     handlers.configure(settings)
+    settings.peering.lifetime = peering_lifetime
+    logs.get(__name__).info(
+        "operator_started", version=VERSION, identity=identity, peering=peering, priority=priority
+    )
     memo = kopf.Memo(
         namespaced=bool(namespaces),
         watch_grace=watch_grace,
         tenancy=tenancy or Tenancy(),
         break_glass_groups=break_glass_groups,
         history_namespace=history_namespace,
+        peering=peering,
+        namespaces=namespaces,
+        identity=identity,
+        priority=priority or 0,
+        peering_lifetime=peering_lifetime,
     )
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
             namespaces=namespaces,
             liveness_endpoint=liveness,
-            standalone=True,
+            standalone=not peering,
+            peering_name=peering,
+            priority=priority,
             settings=settings,
             memo=memo,
         )

@@ -58,7 +58,6 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         )
 
 
-
 @kopf.on.probe(id="watches")
 def watches(memo: kopf.Memo, **_: Any) -> str:
     """Liveness: unhealthy while a watch has been down longer than the grace period.

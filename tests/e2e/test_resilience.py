@@ -60,7 +60,7 @@ def deployer(kubectl: Kubectl, namespace: str) -> Iterator[str]:
     name = f"deployer-{namespace}"
     kubectl("create", "serviceaccount", "deployer", "-n", namespace)
     rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
+    role: dict[str, Any] = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
     role |= {"metadata": {"name": name}, "rules": rules}
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -109,9 +109,9 @@ def test_target_namespace_deleted_then_recreated(
     applied = time.monotonic() - began
     wait_condition(kubectl, "app", namespace, "InSync", "True", reason="InSync", timeout=20)
     wait_condition(kubectl, "app", namespace, "Ready", "True", timeout=5)
-    in_sync = time.monotonic() - began
+    synced = time.monotonic() - began
     assert (get(kubectl, "cm", "c-0002", target) or {}).get("data") == {"v": "2"}
-    print(f"\nnamespace re-created: objects back in {applied:.2f}s, InSync in {in_sync:.2f}s")
+    print(f"\nnamespace re-created: objects back in {applied:.2f}s, InSync in {synced:.2f}s")
 
 
 @pytest.mark.parametrize(

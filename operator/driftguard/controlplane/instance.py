@@ -105,11 +105,14 @@ class ControlPlane:
         *,
         controller_manager: bool = True,
         feature_gates: Mapping[str, bool] | None = None,
+        apiserver_flags: Iterable[str] = (),
         startup_timeout: float = 60.0,
         binaries: binaries_module.Binaries | None = None,
     ) -> None:
         self._with_controller_manager = controller_manager
         self._feature_gates = dict(feature_gates or {})
+        # Appended last, so a test can override a default (e.g. --max-requests-inflight=20).
+        self._apiserver_flags = list(apiserver_flags)
         self._timeout = startup_timeout
         self._binaries = binaries
         self._layout: flags.Layout | None = None
@@ -312,6 +315,7 @@ class ControlPlane:
         argv = flags.apiserver(
             binaries, self._layout, etcd_url=etcd_url, port=port, feature_gates=self._feature_gates
         )
+        argv += self._apiserver_flags
         server, context = f"https://127.0.0.1:{port}", _admin_tls(self._layout)
         self._launch(
             "kube-apiserver",
