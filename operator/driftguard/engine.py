@@ -129,8 +129,6 @@ class Engine:
         environment = self.environments.pop(ident, None)
         if environment is not None:
             environment.stop()
-            if environment.blueprint is not None:
-                self._spawn(self._count_users(environment.blueprint))
         self.watches.release(ident)
 
     async def delete_objects(self, body: dict[str, Any]) -> int:
