@@ -64,5 +64,10 @@ crds: install ## regenerate crds/ (and the chart's copy) from the pydantic model
 bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
 	$(BIN)/python bench/run.py
 
+.PHONY: image
+image: install controlplane tools ## build the operator image daemonless (buildah, debootstrap; root) and test it
+	hack/build-image.sh
+	DRIFTGUARD_IMAGE_TESTS=1 $(BIN)/pytest -q tests/e2e/test_image.py
+
 clean: ## remove the virtual environment (the control-plane cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
