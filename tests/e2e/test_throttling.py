@@ -528,3 +528,56 @@ def too_soon(events: list[dict[str, Any]], refused: list[dict[str, Any]]) -> tup
         if again and min(again) - at < 1.0:
             early.append(f"{key[0]} {key[1]} after {min(again) - at:.3f}s")
     return early, retried
+
+
+def test_outranked_replica_stands_by(
+    plane: ControlPlane,
+    admin: Kubectl,
+    kubeconfig: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A replica acting alone, outranked by a new one (a rollout), stops its own watches
+    too: afterwards a change is reverted once, by the new replica only."""
+    logs = tmp_path_factory.mktemp("rollout")
+    peering = ("--peering", PEERING, "--peering-lifetime", str(LIFETIME_S))
+    old = start(plane, kubeconfig, logs, "old", *peering, "--priority", "100")
+    old_agent = old.agent
+    try:
+        apply_all(admin, [environment("roll", NAMESPACE, [configmap("roll-a", v="1")])])
+        wait_condition(admin, "roll", NAMESPACE, "InSync", "True", timeout=30)
+        new = start(plane, kubeconfig, logs, "new", *peering, "--priority", "200")
+        arrived = time.time()
+        try:
+            new_agent = new.agent
+            (stood,) = wait_for(
+                lambda: old.records("standing_by"),
+                timeout=LIFETIME_S + 10,
+                message="the outranked replica standing by",
+            )
+            stood_by = time.time() - arrived
+            made = drift(admin, "roll-a", "by-hand")
+            wait_for(
+                lambda: value(admin, "roll-a") == "1",
+                timeout=20,
+                interval=0.1,
+                message="the new replica to revert the change",
+            )
+        finally:
+            new.stop()
+    finally:
+        old.stop()
+
+    writes = [
+        e
+        for e in operator_events(plane, made)
+        if is_write(e) and e["objectRef"].get("name") == "roll-a"
+    ]
+    assert stood["environments"] >= 1
+    assert len(writes) == 1, [describe(e) for e in writes]
+    assert new_agent in writes[0]["userAgent"]
+    assert old_agent not in writes[0]["userAgent"]
+    print(
+        f"\nrollout: the outranked replica stood by {stood_by:.1f}s after the new one started"
+        f" ({stood['environments']} Environments let go); the change was reverted once, by"
+        " the new replica"
+    )
