@@ -102,6 +102,22 @@ def _columns() -> list[dict[str, Any]]:
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Suspended")].message',
         },
+        # priority 1: only `kubectl get env -o wide` shows these.
+        {"name": "Target", "type": "string", "jsonPath": ".spec.targetNamespace", "priority": 1},
+        {"name": "Managed", "type": "integer", "jsonPath": ".status.summary.managed", "priority": 1},
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "priority": 1,
+        },
+        {"name": "Last Drift", "type": "date", "jsonPath": ".status.lastDrift.time", "priority": 1},
+        {
+            "name": "Changed By",
+            "type": "string",
+            "jsonPath": ".status.lastDrift.changedBy",
+            "priority": 1,
+        },
     ]
 
 

@@ -9,6 +9,7 @@ tool's own method (nothing), apply again (no new resourceVersion), diff again (n
 """
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +190,29 @@ def test_argocd_client_side_apply_sees_no_diff_from_the_operator(
         # kubectl itself records an empty annotations map beside the manifest's metadata.
         assert recorded["metadata"].pop("annotations", {}) == {}
         assert recorded == manifest
+
+
+def test_get_wide_shows_target_managed_ready_and_the_last_drift(
+    operator: Operator, kubectl: Kubectl, namespace: str
+) -> None:
+    """`kubectl get env -o wide` adds Target, Managed, Ready and the last drift's time and author."""
+    manifest = environment("wide", namespace, [configmap("c", A="1")], targetNamespace=namespace)
+    kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    wait_condition(kubectl, "wide", namespace, "InSync", "True", timeout=30)
+    kubectl("patch", "configmap", "c", "-n", namespace, "-p", '{"data":{"A":"2"}}')
+    wait_for(
+        lambda: resource_status(kubectl, "wide", namespace, "ConfigMap", "c").get("reverts", 0),
+        timeout=30,
+        message="the patch reverted",
+    )
+    narrow = kubectl("get", "env", "wide", "-n", namespace).stdout.splitlines()[0].split()
+    assert not {"TARGET", "MANAGED", "CHANGED"} & set(narrow), narrow
+    header, row = kubectl("get", "env", "wide", "-n", namespace, "-o", "wide").stdout.splitlines()
+    # Columns are fixed-width: cut the row where each header starts.
+    starts = [
+        header.index(name) for name in ("TARGET", "MANAGED", "READY", "LAST DRIFT", "CHANGED BY")
+    ]
+    cells = [row[a:b].strip() for a, b in zip(starts, [*starts[1:], None], strict=True)]
+    assert cells[:3] == [namespace, "1", "Applied"], cells
+    assert re.fullmatch(r"(\d+[smhd])+", cells[3]), cells  # an age, such as 3s or 2m5s
+    assert cells[4] == "kubectl-patch", cells

@@ -93,7 +93,10 @@ def test_printer_columns() -> None:
     assert [c["name"] for c in columns] == [
         *("Mode", "InSync", "Drifted", "Revision", "Age"),
         *("Blueprint", "Prevention", "Suspended"),
+        *("Target", "Managed", "Ready", "Last Drift", "Changed By"),
     ]
+    wide = [c["name"] for c in columns if c.get("priority", 0) == 1]
+    assert wide == ["Target", "Managed", "Ready", "Last Drift", "Changed By"]
 
 
 BLUEPRINT = crd.blueprint_definition()
