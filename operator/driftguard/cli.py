@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("-n", "--namespace", default=None)
     status.add_argument("-A", "--all-namespaces", action="store_true")
     _memory_commands(commands)
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
 
 
@@ -165,6 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             priority=args.priority,
             peering_lifetime=args.peering_lifetime,
         )
+    if args.command == "completion":
+        from driftguard import completion
+
+        sys.stdout.write(completion.script(_parser(), args.shell))
+        return 0
     if args.command in ("history", "rollback", "audit", "compare"):
         return _memory(args)
     from driftguard import inspect

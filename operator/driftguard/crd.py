@@ -104,7 +104,12 @@ def _columns() -> list[dict[str, Any]]:
         },
         # priority 1: only `kubectl get env -o wide` shows these.
         {"name": "Target", "type": "string", "jsonPath": ".spec.targetNamespace", "priority": 1},
-        {"name": "Managed", "type": "integer", "jsonPath": ".status.summary.managed", "priority": 1},
+        {
+            "name": "Managed",
+            "type": "integer",
+            "jsonPath": ".status.summary.managed",
+            "priority": 1,
+        },
         {
             "name": "Ready",
             "type": "string",

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import celpy
 import pytest
 import yaml
 from envs import (
@@ -26,7 +27,8 @@ from envs import (
     resource_status,
     wait_condition,
 )
-from helpers import Kubectl, wait_for
+from helpers import ROOT, Kubectl, wait_for
+from lupa import lua51
 
 # What kustomize-controller does: server-side apply, its own field manager, conflicts forced.
 FLUX_APPLY = ("apply", "--server-side", "--field-manager=kustomize-controller", "--force-conflicts")
@@ -35,6 +37,29 @@ FLUX_DIFF = ("diff", "--server-side", "--field-manager=kustomize-controller", "-
 ARGO_APPLY = ("apply",)
 ARGO_DIFF = ("diff",)
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+GITOPS = ROOT / "examples" / "gitops"
+
+
+def argocd_health(obj: dict[str, Any]) -> str:
+    """examples/gitops' Argo CD health script (Lua 5.1, as Argo CD's gopher-lua) on an object."""
+    config = yaml.safe_load((GITOPS / "argocd" / "argocd-cm.yaml").read_text())
+    lua = lua51.LuaRuntime()
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    result = lua.execute(config["data"]["resource.customizations.health.driftguard.io_Environment"])
+    return str(result["status"])
+
+
+def flux_verdicts(obj: dict[str, Any]) -> set[str]:
+    """Which of examples/gitops' Flux healthCheckExprs hold for an object."""
+    docs = yaml.safe_load_all((GITOPS / "flux" / "environments.yaml").read_text())
+    kustomization = next(doc for doc in docs if doc["kind"] == "Kustomization")
+    (check,) = kustomization["spec"]["healthCheckExprs"]
+    env = celpy.Environment()
+    activation = {
+        key: celpy.json_to_cel(obj.get(key, {})) for key in ("metadata", "spec", "status")
+    }
+    verdicts = ("inProgress", "failed", "current")
+    return {v for v in verdicts if bool(env.program(env.compile(check[v])).evaluate(activation))}
 
 
 @pytest.fixture
@@ -153,6 +178,9 @@ def test_flux_server_side_apply_sees_no_diff_from_the_operator(
         assert versions(kubectl, namespace, blueprint) == before, "a re-apply changed something"
     assert_no_diff(kubectl, FLUX_DIFF, path)
     assert_generation_one(kubectl, namespace)
+    # The examples' health checks read the live Environments, drift reverted, as healthy.
+    for item in kubectl.json("get", "environments", "-n", namespace)["items"]:
+        assert (argocd_health(item), flux_verdicts(item)) == ("Healthy", {"current"}), item
     # Why: kustomize-controller owns the whole spec; the operator's manager owns no spec field.
     listing = kubectl.json("get", "environments", "-n", namespace, "--show-managed-fields")
     for item in listing["items"]:
