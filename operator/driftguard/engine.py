@@ -303,17 +303,34 @@ class Engine:
         An unfiltered watch sees every object of a kind in a namespace, and decoding
         each would cost the most CPU of all. A tracked object's event always holds
         `"name":"<its name>"`; a line without any such name cannot be one of ours.
+        Each `"name":"…"` value in the line (a handful) is looked up in the ledgers,
+        so an unrelated event costs the same however many objects are tracked.
         """
+        resource = scope.resource
+        namespace = scope.namespace or ""
 
         def is_tracked(line: bytes) -> bool:
             if not line.startswith(
                 (b'{"type":"ADDED"', b'{"type":"MODIFIED"', b'{"type":"DELETED"')
             ):
                 return True  # bookmarks and errors always go through
-            for environment in self._users(scope):
-                for key in environment.ledger.tracked:
-                    if key.kind == scope.resource.kind and _quoted_name(key.name) in line:
-                        return True
+            users = self._users(scope)
+            start = line.find(_NAME)
+            while start >= 0:
+                start += len(_NAME)
+                end = line.find(b'"', start)
+                if end < 0:
+                    return True  # cannot happen in JSON; let the decoder judge
+                key = model.ObjectKey(
+                    resource.group,
+                    resource.version,
+                    resource.kind,
+                    namespace,
+                    line[start:end].decode(errors="replace"),
+                )
+                if any(key in environment.ledger.tracked for environment in users):
+                    return True
+                start = line.find(_NAME, end)
             return False
 
         return is_tracked
@@ -359,5 +376,4 @@ class Engine:
             self._poster.cancel()
 
 
-def _quoted_name(name: str) -> bytes:
-    return b'"name":"' + name.encode() + b'"'
+_NAME = b'"name":"'
