@@ -248,13 +248,18 @@ class Resync:
         self._environment = environment
         self._task: asyncio.Task[None] | None = None
         self._paused_until: str | None = None
+        self._period: float | None = None
 
     def schedule(self) -> None:
         ledger = self._environment.ledger
-        if self._paused_until != ledger.paused_until and self._task is not None:
-            self._task.cancel()  # a suspension began or changed: wake at its end
+        period = ledger.spec.resync_seconds if ledger.spec is not None else None
+        is_changed = self._paused_until != ledger.paused_until or self._period != period
+        if is_changed and self._task is not None:
+            # A suspension began or changed (wake at its end), or a new resyncInterval:
+            # the old sleep (up to the old interval) must not delay the new one.
+            self._task.cancel()
             self._task = None
-        self._paused_until = ledger.paused_until
+        self._paused_until, self._period = ledger.paused_until, period
         if self._task is None and (ledger.spec is not None or ledger.is_waiting_for_kind):
             self._task = asyncio.create_task(self._loop())
 
