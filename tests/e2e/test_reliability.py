@@ -34,14 +34,16 @@ def test_one_object_the_server_refuses_applies_nothing(
     """A revision with one object the API server rejects is not applied at all, and says which."""
     apply(kubectl, environment("app", namespace, [configmap("a", v="1")]))
     wait_condition(kubectl, "app", namespace, "InSync", "True")
-    bad_name = configmap("Not_A_Valid_Name", v="1")
+    # The CRD cannot judge ConfigMap keys; the API server refuses this one.
+    bad_key = {**configmap("c"), "data": {"not a valid key!": "1"}}
     manifest = environment(
-        "app", namespace, [configmap("a", v="2"), configmap("b", v="1"), bad_name]
+        "app", namespace, [configmap("a", v="2"), configmap("b", v="1"), bad_key]
     )
     apply(kubectl, manifest)
 
     ready = wait_condition(kubectl, "app", namespace, "Ready", "False", reason="ApplyFailed")
-    assert "Not_A_Valid_Name" in ready["message"]
+    assert "not a valid key!" in ready["message"]
+    assert "ConfigMap/" in ready["message"]
     assert (get(kubectl, "cm", "a", namespace) or {}).get("data") == {"v": "1"}
     assert get(kubectl, "cm", "b", namespace) is None
 
