@@ -95,6 +95,19 @@ import_base() {
   "${BUILDAH[@]}" commit --quiet --rm "$ctr" "$BASE_IMAGE" >/dev/null
 }
 
+# vfs stores every layer as a full copy, so superseded builds would fill the disk: drop
+# working containers that failed builds left behind, and every untagged image this build
+# did not use (those it used are its layer cache and stay).
+prune() {
+  local used id
+  "${BUILDAH[@]}" rm --all >/dev/null
+  used="$(grep -oE '^--> [0-9a-f]{11,}' "$IMAGE_DIR/build.log" | cut -c5-15 | sort -u)"
+  for id in $("${BUILDAH[@]}" images --filter dangling=true --format '{{.ID}}' --no-trunc); do
+    id="${id#sha256:}"
+    grep -qx "${id:0:11}" <<<"$used" || "${BUILDAH[@]}" rmi "$id" >/dev/null 2>&1 || true
+  done
+}
+
 main() {
   need_tools
   mkdir -p "$IMAGE_DIR"
@@ -112,7 +125,9 @@ main() {
   # --layers: each Dockerfile step is cached, so a rebuild with the same lockfile reuses
   # the dependency layer. --pull=never: the base exists only in this store.
   "${BUILDAH[@]}" bud --isolation chroot --layers --pull=never \
-    "${trust[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO"
+    "${trust[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f "$REPO/Dockerfile" "$REPO" |
+    tee "$IMAGE_DIR/build.log"
+  prune
   rm -f "$ARCHIVE"
   "${BUILDAH[@]}" push --quiet "$IMAGE" "oci-archive:$ARCHIVE:$IMAGE"
   log "$IMAGE ready: $("${BUILDAH[@]}" images --format '{{.Size}}' "$IMAGE") unpacked," \
