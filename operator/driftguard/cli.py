@@ -80,6 +80,33 @@ def _parser() -> argparse.ArgumentParser:
         help="a replica not heard from this long is dead: another takes over (default 60)",
     )
     run.add_argument(
+        "--shards-from-leases",
+        action="store_true",
+        help="share the work with the other replicas: each holds a Lease in "
+        "--lease-namespace and acts on the Environments whose target namespace hashes "
+        "into its share (not with --peering)",
+    )
+    run.add_argument(
+        "--replica-id",
+        default=os.environ.get("POD_ID") or "",
+        metavar="ID",
+        help="this replica's id in its Lease (default: $POD_ID, else host and pid)",
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        metavar="NAMESPACE",
+        help="where the replicas' Leases are (default: $POD_NAMESPACE, else driftguard-system)",
+    )
+    run.add_argument(
+        "--lease-duration",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a replica that has not renewed for this long is gone and its share moves "
+        "(default 10); it stops acting itself before then",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -147,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig
     if args.command == "run":
         from driftguard import daemon
+
+        if args.peering and args.shards_from_leases:
+            _parser().error("--peering and --shards-from-leases exclude each other")
         from driftguard.tenancy import Tenancy
 
         tenancy = Tenancy(
@@ -166,6 +196,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             peering=args.peering,
             priority=args.priority,
             peering_lifetime=args.peering_lifetime,
+            sharding=daemon.Sharding(
+                replica=args.replica_id,
+                namespace=args.lease_namespace,
+                duration=args.lease_duration,
+            )
+            if args.shards_from_leases
+            else None,
         )
     if args.command == "completion":
         from driftguard import completion

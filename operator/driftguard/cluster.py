@@ -125,6 +125,7 @@ class Cluster(Protocol):
         namespace: str | None = None,
         selector: str = "",
         limit: int = 0,
+        shard: str = "",
     ) -> tuple[list[dict[str, Any]], str]: ...
 
     async def delete(
@@ -160,6 +161,7 @@ class Cluster(Protocol):
         resource_version: str,
         timeout_seconds: int = 600,
         accept: Callable[[bytes], bool] | None = None,
+        shard: str = "",
     ) -> AsyncGenerator[WatchEvent, None]: ...
 
 
@@ -322,10 +324,13 @@ class KubeCluster:
         namespace: str | None = None,
         selector: str = "",
         limit: int = 0,
+        shard: str = "",
     ) -> tuple[list[dict[str, Any]], str]:
         query = {"labelSelector": selector} if selector else {}
         if limit:
             query["limit"] = str(limit)
+        if shard:  # a shard selector (sharding.selector); ignored where the gate is off
+            query["shardSelector"] = shard
         with _refusal("list", resource.kind, namespace):
             listing = await self._json("GET", resource.path(namespace), query=query)
         items: list[dict[str, Any]] = listing.get("items") or []
@@ -357,6 +362,26 @@ class KubeCluster:
             return await self._json(
                 "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
             )
+
+    async def create(
+        self, resource: Resource, body: dict[str, Any], *, field_manager: str
+    ) -> dict[str, Any]:
+        """A POST of a new object (409 AlreadyExists if it is there): a replica's own Lease."""
+        namespace = body["metadata"].get("namespace")
+        with _refusal("create", resource.kind, namespace):
+            return await self._json(
+                "POST",
+                resource.path(namespace),
+                query={"fieldManager": field_manager},
+                body=body,
+            )
+
+    async def filters_shards(self, resource: Resource, shard: str) -> bool:
+        """Whether the API server filters by shard selector (feature gate
+        ShardedListAndWatch): a list it filtered says so in metadata.shardInfo."""
+        query = {"limit": "1", "shardSelector": shard}
+        listing = await self._json("GET", resource.path(), query=query)
+        return bool((listing.get("metadata") or {}).get("shardInfo"))
 
     async def replace(
         self, resource: Resource, body: dict[str, Any], *, field_manager: str, dry_run: bool = False
@@ -405,6 +430,7 @@ class KubeCluster:
         resource_version: str,
         timeout_seconds: int = 600,
         accept: Callable[[bytes], bool] | None = None,
+        shard: str = "",
     ) -> AsyncGenerator[WatchEvent, None]:
         """CONNECTED, then events from resource_version on, until the server ends the stream.
 
@@ -419,6 +445,8 @@ class KubeCluster:
         }
         if selector:
             query["labelSelector"] = selector
+        if shard:
+            query["shardSelector"] = shard
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
         with _refusal("watch", resource.kind, namespace):
             response = await self._request(

@@ -2,6 +2,8 @@
 
 Standalone by default. With `--peering NAME` several replicas run and kopf's peering
 lets only the one with the highest priority act; the others stand by (`standby.py`).
+With `--shards-from-leases` several replicas share the work, each acting on its own
+share of the target namespaces (`membership.py`, `shards.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import random
 import socket
 import sys
+from dataclasses import dataclass
 
 import kopf
 import prometheus_client
@@ -21,6 +24,15 @@ from driftguard.tenancy import Tenancy
 
 VERSION = importlib.metadata.version("driftguard")
 """The build's version: logged at start and sent in every request's User-Agent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sharding:
+    """`--shards-from-leases`: this replica's id, where the Leases are, their duration."""
+
+    replica: str
+    namespace: str
+    duration: float
 
 
 def run(
@@ -36,6 +48,7 @@ def run(
     peering: str | None = None,
     priority: int | None = None,
     peering_lifetime: int = 60,
+    sharding: Sharding | None = None,
 ) -> int:
     # kopf decodes each watch event with json.loads, one recursion per level of nesting, and
     # the API server stores objects nested up to 10,000 levels: at Python's default limit
@@ -46,6 +59,10 @@ def run(
     # the host and pid. The same name goes in the User-Agent, so that the API server's
     # audit log tells replicas apart.
     identity = os.environ.setdefault("POD_ID", f"{socket.gethostname()}-{os.getpid()}")
+    if sharding is not None:
+        # The replica's id names its Lease and, in the User-Agent, its requests.
+        sharding = Sharding(sharding.replica or identity, sharding.namespace, sharding.duration)
+        identity = sharding.replica
     cluster.USER_AGENT = f"driftguard/{VERSION} ({identity})"
     if peering and priority is None:
         # Replicas of one Deployment share their flags; kopf pauses every peer of the
@@ -72,6 +89,7 @@ def run(
         identity=identity,
         priority=priority or 0,
         peering_lifetime=peering_lifetime,
+        sharding=sharding,
     )
     asyncio.run(
         kopf.operator(

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from driftguard import model, standby
+from driftguard import membership, model, standby
 from driftguard.cluster import KubeCluster
 from driftguard.engine import Engine
 from driftguard.guard import Settings as GuardSettings
@@ -44,6 +44,15 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
         history_namespace=memo.get("history_namespace") or "driftguard-system",
     )
     memo.cluster = cluster
+    if memo.get("sharding"):
+        share = memo.sharding
+        memo.shards, memo.membership, memo.membership_task = await membership.start(
+            cluster,
+            memo.engine,
+            replica=share.replica,
+            namespace=share.namespace,
+            duration=share.duration,
+        )
     if memo.get("peering"):
         memo.standby = asyncio.create_task(
             standby.follow(
@@ -92,6 +101,10 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("standby") is not None:
         memo.standby.cancel()
+    if memo.get("membership") is not None:
+        memo.membership_task.cancel()
+        await memo.membership.leave()  # stop acting, and let the others take over at once
+        memo.shards.close()
     await memo.engine.close()
     await memo.cluster.close()
 
@@ -99,11 +112,19 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.event(*_RESOURCE)
 async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     body = event.get("object") or {}
+    shards = memo.get("shards")
     if event.get("type") == "DELETED":
         meta = body.get("metadata", {})
-        memo.engine.forget((meta.get("namespace"), meta.get("name")))
-        if _leaves_something(body.get("spec") or {}):
+        ident = (meta.get("namespace"), meta.get("name"))
+        is_mine = shards is None or ident in memo.engine.environments or shards.owns(body)
+        if shards is not None:
+            shards.environment_deleted(ident)
+        memo.engine.forget(ident)
+        if is_mine and _leaves_something(body.get("spec") or {}):
             await _delete_unfinalized(memo, dict(body))
+        return
+    if shards is not None:  # replicas share the work: only this one's share is acted on
+        await shards.environment_changed(body)
         return
     await memo.engine.environment_changed(body)
 
@@ -136,4 +157,10 @@ def _leaves_something(spec: Mapping[str, Any], **_: Any) -> bool:
 @kopf.on.delete(*_RESOURCE, when=_leaves_something)
 async def delete_objects(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     raw = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    shards = memo.get("shards")
+    if shards is not None and not shards.owns(raw):
+        # Every replica's kopf sees the deletion; the one whose share it is deletes.
+        raise kopf.TemporaryError(
+            f"left to the replica whose share {body.metadata.name} is", delay=5
+        )
     await memo.engine.delete_objects(raw)

@@ -74,6 +74,11 @@ environment_info = Gauge(
     "revisions > 1 to find environments on different revisions.",
     [*_ENV, "blueprint", "revision"],
 )
+shard_environments = Gauge(
+    "driftguard_shard_environments",
+    "Environments this replica acts on, when replicas share the work by Leases.",
+    ["replica"],
+)
 _info: dict[tuple[str, str], tuple[str, str]] = {}
 
 

@@ -581,6 +581,13 @@ class EnvironmentStatus(BaseModel):
     blueprint: AppliedBlueprint | None = Field(
         None, description="The Blueprint revision in use, for Environments made from one."
     )
+    shard: str | None = Field(
+        None,
+        description=(
+            "The operator replica that acts on this Environment, when several share the work "
+            "(driftguard run --shards-from-leases): the id in its Lease."
+        ),
+    )
 
     def to_body(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

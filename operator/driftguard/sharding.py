@@ -169,17 +169,37 @@ def _quotas(replicas: Sequence[str], counts: Mapping[str, int], total: int) -> d
     return {replica: base + (1 if rank < extra else 0) for rank, replica in enumerate(ranked)}
 
 
+SLACK = 0.2
+"""New namespaces may unbalance the shares by this fraction of a share before anything
+moves: an Environment created is not worth a handover, a replica joining or leaving is."""
+
+
+def tolerance(total: int, replicas: int) -> int:
+    """How far below its share a replica may fall before a rebalance (at least 1)."""
+    return max(1, int(SLACK * total / max(replicas, 1)))
+
+
+def _is_unbalanced(counts: Mapping[str, int], total: int, has_unowned: bool) -> bool:
+    """Whether to rebalance: a replica left (its namespaces are nobody's), one joined (it
+    has none while there are enough to go round), or one fell well below its share."""
+    floor = total // len(counts)
+    lowest = min(counts.values())
+    is_empty = lowest == 0 and max(counts.values()) >= 2
+    return has_unowned or is_empty or lowest < floor - tolerance(total, len(counts))
+
+
 def plan(
     replicas: Iterable[str], hashes: Iterable[int], claims: Mapping[str, Ranges]
 ) -> dict[str, Ranges]:
     """The ranges each replica should hold: every namespace hash to one replica, balanced.
 
-    `claims` are what the live replicas hold now (others are ignored). A namespace
-    stays with the replica that holds it unless that replica is over its quota;
-    the ones released and the ones nobody holds go, in hash order, to the replicas
-    under their quota, in id order. Each range starts at a hash in use (the first at
-    0, the last ends at 2**64), so the whole space is always covered and a new
-    namespace lands in the range below it until the next plan.
+    `claims` are what the live replicas hold now (others are ignored). When a replica
+    joined or left, or the shares drifted apart by more than the tolerance, they are
+    balanced by count: a namespace stays with the replica that holds it unless that
+    replica is over its quota; the ones released and the ones nobody holds go, in hash
+    order, to the replicas under their quota, in id order. Otherwise nothing moves.
+    Each range starts at a hash in use (the first at 0, the last ends at 2**64), so the
+    whole space is always covered and a new namespace lands in the range below it.
     """
     ids = sorted(set(replicas))
     if not ids:
@@ -194,6 +214,21 @@ def plan(
         return result
     owner: dict[int, str | None] = {key: _owner_of(key, held) for key in keys}
     counts = {replica: sum(1 for o in owner.values() if o == replica) for replica in ids}
+    has_unowned = any(o is None for o in owner.values())
+    if _is_unbalanced(counts, len(keys), has_unowned):
+        _balance(ids, keys, owner, counts)
+    starts = [0, *keys[1:]]
+    ends = [*keys[1:], SPACE]
+    result_lists: dict[str, list[Range]] = {replica: [] for replica in ids}
+    for key, start, end in zip(keys, starts, ends, strict=True):
+        result_lists[str(owner[key])].append((start, end))
+    return {replica: merge(ranges) for replica, ranges in result_lists.items()}
+
+
+def _balance(
+    ids: list[str], keys: list[int], owner: dict[int, str | None], counts: dict[str, int]
+) -> None:
+    """Moves as few namespaces as exact quotas allow (in place)."""
     quota = _quotas(ids, counts, len(keys))
     for replica in ids:
         excess = counts[replica] - quota[replica]
@@ -208,12 +243,6 @@ def plan(
             taker = next(replica for replica in ids if counts[replica] < quota[replica])
             owner[key] = taker
             counts[taker] += 1
-    starts = [0, *keys[1:]]
-    ends = [*keys[1:], SPACE]
-    result_lists: dict[str, list[Range]] = {replica: [] for replica in ids}
-    for key, start, end in zip(keys, starts, ends, strict=True):
-        result_lists[str(owner[key])].append((start, end))
-    return {replica: merge(ranges) for replica, ranges in result_lists.items()}
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,13 +37,15 @@ log = get_logger(__name__)
 
 
 class Scope(NamedTuple):
-    """One watch: a kind, a namespace (None: all), a label selector ("": none), and the
-    identity it is made as ("": the operator; else an impersonated ServiceAccount)."""
+    """One watch: a kind, a namespace (None: all), a label selector ("": none), the
+    identity it is made as ("": the operator; else an impersonated ServiceAccount), and
+    a shard selector ("": none; set by shards.py when replicas share the work)."""
 
     resource: Resource
     namespace: str | None
     selector: str
     identity: str = ""
+    shard: str = ""
 
 
 class Health(StrEnum):
@@ -155,6 +157,7 @@ class Watch:
             namespace=self.scope.namespace,
             selector=self.scope.selector,
             limit=0 if is_gap else 1,
+            **self._sharded(),
         )
         if is_gap:
             self._listener.relisted(self.scope, items, time.monotonic())
@@ -163,7 +166,7 @@ class Watch:
 
     async def _stream(self, version: str) -> str:
         loop = asyncio.get_running_loop()
-        resource, namespace, selector, _ = self.scope
+        resource, namespace, selector = self.scope[:3]
         stream = self._cluster.watch(
             resource,
             namespace=namespace,
@@ -171,6 +174,7 @@ class Watch:
             resource_version=version,
             timeout_seconds=random.randint(*self._timing.server_timeout),
             accept=self._accept,
+            **self._sharded(),
         )
         async with (
             contextlib.aclosing(stream) as events,
@@ -185,6 +189,10 @@ class Watch:
                 if event.type != "BOOKMARK":
                     self._listener.event(self.scope, event.type, event.object, time.monotonic())
         return version
+
+    def _sharded(self) -> dict[str, str]:
+        # Only when set: clients that do not shard need not know the option.
+        return {"shard": self.scope.shard} if self.scope.shard else {}
 
     def _healthy(self) -> None:
         if self.health is Health.HEALTHY:

@@ -34,6 +34,7 @@ ROWS: list[Row] = [
         "gauge",
         (*ENV, "blueprint", "revision"),
     ),
+    (metrics.shard_environments, "driftguard_shard_environments", "gauge", ("replica",)),
 ]
 """The contract's table, then suspension and the watchers' health: collector, name, type, labels."""
 
@@ -106,9 +107,11 @@ def test_module_has_no_unlisted_collectors() -> None:
 
 
 def test_no_per_object_labels(registry: CollectorRegistry) -> None:
-    """No label names an object, so cardinality is bounded by Environments, kinds and reasons."""
+    """No label names an object, so cardinality is bounded by Environments, kinds, reasons
+    and replicas."""
     used = set().union(*(labels for _, _, labels in families(registry).values()))
-    assert used <= {"namespace", "environment", "kind", "reason", "state", "blueprint", "revision"}
+    bounded = {"namespace", "environment", "kind", "reason", "state", "blueprint", "revision"}
+    assert used <= bounded | {"replica"}
 
 
 def test_help_texts(registry: CollectorRegistry) -> None:

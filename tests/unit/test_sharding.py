@@ -132,6 +132,38 @@ def test_plan_is_balanced_and_a_fixed_point(
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(names, min_size=1, max_size=80, unique=True), replica_sets)
+def test_new_namespaces_move_nothing_within_the_tolerance(
+    namespaces: list[str], replicas: set[str]
+) -> None:
+    """Namespaces added one by one stay where they land, and nothing already placed moves,
+    until a share falls more than the tolerance below its floor (or one is empty)."""
+    held: dict[str, sharding.Ranges] = {}
+    hashes: list[int] = []
+    for namespace in namespaces:
+        hashes.append(sharding.fnv64a(namespace))
+        planned = sharding.plan(replicas, hashes, held)
+        total = len(set(hashes))
+        if held:
+            landed = [sum(sharding.contains(held[r], h) for h in set(hashes)) for r in replicas]
+            floor, slack = total // len(replicas), sharding.tolerance(total, len(replicas))
+            is_tolerable = min(landed) >= floor - slack and not (min(landed) == 0 < max(landed) - 1)
+            if is_tolerable:
+                assert sharding.moved(held, planned, hashes) == 0
+        assert all(len(_owners(planned, h)) == 1 for h in hashes)
+        held = planned
+
+
+def test_an_added_namespace_is_not_a_handover() -> None:
+    """One more namespace in a balanced 3/3/3 split joins the range it falls in; nothing moves."""
+    hashes = [sharding.fnv64a(f"team-{i}") for i in range(9)]
+    before = sharding.plan(["a", "b", "c"], hashes, {})
+    extra = sharding.fnv64a("team-new")
+    after = sharding.plan(["a", "b", "c"], [*hashes, extra], before)
+    assert after == before
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.sets(names, min_size=1, max_size=60), replica_sets, replica_sets)
 def test_plan_moves_no_more_than_needed(
     namespaces: set[str], first: set[str], second: set[str]

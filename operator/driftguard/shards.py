@@ -1,0 +1,193 @@
+"""One replica's share of the work: the Environments it acts on and the watches it needs.
+
+Every replica sees every Environment (kopf watches them all; they are few), keeps
+its body, and hands the engine only those whose *target* namespace hashes into the
+ranges this replica holds (`membership.py` decides which). The managed objects'
+watches carry the same ranges as a shard selector, so the API server sends each
+replica only its own objects. Where the server does not filter (feature gate
+ShardedListAndWatch off) the watches stay whole and the engine, which routes an event
+only to an Environment it keeps, drops the rest: the same hash, applied client-side.
+
+This module decides nothing about membership; it does what it is told, at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from driftguard import metrics, model, sharding
+from driftguard.cluster import Cluster
+from driftguard.engine import Engine
+from driftguard.logs import get as get_logger
+from driftguard.watcher import Listener, Scope, Timing, Watches
+
+log = get_logger(__name__)
+
+Ident = tuple[str, str]
+
+
+def target_of(body: dict[str, Any]) -> str:
+    """The namespace an Environment writes into: its hash decides the owner."""
+    spec = body.get("spec") or {}
+    return str(spec.get("targetNamespace") or body["metadata"]["namespace"])
+
+
+def _is_shardable(scope: Scope) -> bool:
+    """Cluster-wide labelled watches of namespaced kinds: the ones a shard selector narrows.
+    (A cluster-scoped object has no namespace to hash; a namespaced watch is narrow already.)"""
+    return (
+        scope.resource.namespaced
+        and scope.namespace is None
+        and scope.selector == model.MANAGED_SELECTOR
+    )
+
+
+class ShardedWatches(Watches):
+    """Watches whose cluster-wide labelled scopes carry this replica's shard selector.
+
+    The engine names scopes without a shard; this adds the current one on the way in,
+    so the engine's bookkeeping (need, release, refusals) works unchanged.
+    """
+
+    def __init__(self, cluster: Cluster, listener: Listener, *, timing: Timing) -> None:
+        super().__init__(cluster, listener, timing=timing)
+        self.shard = ""
+
+    def _sharded(self, scope: Scope) -> Scope:
+        return scope._replace(shard=self.shard) if _is_shardable(scope) else scope
+
+    async def need(self, scope: Scope, user: Hashable, *, accept: Any = None) -> None:
+        await super().need(self._sharded(scope), user, accept=accept)
+
+    def refusals(self, scopes: Iterable[Scope]) -> list[Any]:
+        return super().refusals(self._sharded(scope) for scope in scopes)
+
+    def release(self, user: Hashable, *, keep: frozenset[Scope] = frozenset()) -> None:
+        super().release(user, keep=frozenset(self._sharded(scope) for scope in keep))
+
+    async def rescope(self, shard: str) -> None:
+        """Moves every sharded watch to the new selector: the new ones are listed before
+        the old ones stop, so no event falls between them."""
+        if shard == self.shard:
+            return
+        old, self.shard = self.shard, shard
+        moving = [scope for scope in self._watches if scope.shard == old and _is_shardable(scope)]
+        starts = []
+        for scope in moving:
+            for user in self.users(scope):
+                starts.append(super().need(scope._replace(shard=shard), user))
+        await asyncio.gather(*starts)
+        for scope in moving:
+            self._users.pop(scope, None)
+            watch = self._watches.pop(scope, None)
+            if watch is not None:
+                watch.stop()
+        self._export()
+
+
+class Shards:
+    """The Environments of one replica's ranges; everything else is only remembered."""
+
+    def __init__(self, engine: Engine, replica: str, *, server_filters: bool) -> None:
+        self.engine = engine
+        self.replica = replica
+        self.server_filters = server_filters
+        self.ranges: sharding.Ranges = ()
+        self.bodies: dict[Ident, dict[str, Any]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._export()
+
+    # -- what kopf sees -------------------------------------------------------
+
+    def hashes(self) -> set[int]:
+        """The hashes of the target namespaces in use: the plan's split points follow them."""
+        return {sharding.fnv64a(target_of(body)) for body in self.bodies.values()}
+
+    def owns(self, body: dict[str, Any]) -> bool:
+        return sharding.owns(self.ranges, target_of(body))
+
+    async def environment_changed(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        ident = (meta["namespace"], meta["name"])
+        if meta.get("deletionTimestamp"):
+            self.bodies.pop(ident, None)
+        else:
+            self.bodies[ident] = body
+        if self.owns(body) or ident in self.engine.environments:
+            await self.engine.environment_changed(body)
+        # The ranges may have moved while the engine worked (a rebalance, or fencing).
+        environment = self.engine.environments.get(ident)
+        if environment is not None and not self.owns(body):
+            self.engine.forget(ident)
+        elif environment is not None and environment.ledger.status.shard != self.replica:
+            # Status names the replica that acts: one write when an Environment changes hands.
+            ledger = environment.ledger
+            ledger.status = ledger.status.model_copy(update={"shard": self.replica})
+            await environment.status.flush()
+        self._export()
+
+    def environment_deleted(self, ident: Ident) -> None:
+        self.bodies.pop(ident, None)
+        self.engine.forget(ident)
+        self._export()
+
+    # -- what membership decides ------------------------------------------------
+
+    def fence(self, *, reason: str = "lease_expired") -> None:
+        """This replica's Lease is no longer valid (or it stops): stop acting on everything, now."""
+        if self.ranges or self.engine.environments:
+            log.info(
+                "shard_fenced",
+                replica=self.replica,
+                reason=reason,
+                environments=len(self.engine.environments),
+            )
+        self.ranges = ()
+        for ident in list(self.engine.environments):
+            self.engine.forget(ident)
+        self._export()
+
+    async def act_on(self, ranges: sharding.Ranges) -> None:
+        """Acts on exactly these ranges from now on: what left is forgotten first, then the
+        watches follow the new ranges, then what arrived gets a full pass."""
+        ranges = sharding.merge(ranges)
+        if ranges == self.ranges:
+            return
+        before, self.ranges = self.ranges, ranges
+        for ident in list(self.engine.environments):
+            body = self.bodies.get(ident)
+            if body is None or not self.owns(body):
+                self.engine.forget(ident)
+        if self.server_filters and isinstance(self.engine.watches, ShardedWatches):
+            await self.engine.watches.rescope(sharding.selector(ranges))
+        gained = [
+            body
+            for ident, body in self.bodies.items()
+            if ident not in self.engine.environments and self.owns(body)
+        ]
+        log.info(
+            "shard_changed",
+            replica=self.replica,
+            ranges=len(ranges),
+            share=round(sharding.size(ranges) / sharding.SPACE, 4),
+            gained=len(gained),
+            released=len(sharding.subtract(before, ranges)),
+            environments=len(self.engine.environments) + len(gained),
+        )
+        for body in gained:
+            self._spawn(self.environment_changed(body))
+        self._export()
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _export(self) -> None:
+        metrics.shard_environments.labels(self.replica).set(len(self.engine.environments))
+
+    def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
