@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from driftguard import apply, blueprint, history, model
 from driftguard.cluster import ApiError, Cluster
@@ -18,6 +18,16 @@ from driftguard.logs import get as get_logger
 from driftguard.model import InvalidSpecError
 
 log = get_logger(__name__)
+
+REFUSED_SHOWN = 20
+"""Environments listed in status.invalidEnvironments at most; the rest are counted."""
+
+
+class Users(NamedTuple):
+    """The Environments made from a Blueprint: how many, and those its schema refuses."""
+
+    total: int = 0
+    refused: tuple[str, ...] = ()
 
 
 class Blueprints:
@@ -39,7 +49,7 @@ class Blueprints:
         found = self._known.get(name)
         return int(found["metadata"].get("generation") or 1) if found else None
 
-    async def changed(self, body: dict[str, Any], *, users: int) -> bool:
+    async def changed(self, body: dict[str, Any], *, users: Users) -> bool:
         """A Blueprint event; True when its spec is new to this operator (Environments follow)."""
         meta = body["metadata"]
         name = meta["name"]
@@ -58,7 +68,7 @@ class Blueprints:
     def deleted(self, name: str) -> None:
         self._known.pop(name, None)
 
-    async def report(self, body: dict[str, Any], problem: str | None, *, users: int) -> None:
+    async def report(self, body: dict[str, Any], problem: str | None, *, users: Users) -> None:
         """Writes the Blueprint's status when it says something new."""
         meta = body["metadata"]
         old = model.BlueprintStatus.model_validate(body.get("status") or {})
@@ -86,7 +96,15 @@ class Blueprints:
             observedGeneration=generation,
             revision=generation if not problem else old.revision,
             conditions=[condition],
-            environments=users,
+            environments=users.total,
+            invalid_environments=[
+                *users.refused[:REFUSED_SHOWN],
+                *(
+                    [f"and {len(users.refused) - REFUSED_SHOWN} more"]
+                    if len(users.refused) > REFUSED_SHOWN
+                    else []
+                ),
+            ],
         )
         if _comparable(new.to_body()) == _comparable(old.to_body()):
             return

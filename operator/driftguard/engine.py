@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from driftguard import apply, guard, model, prevention, render, report, sources, tracking
-from driftguard.blueprints import Blueprints
+from driftguard.blueprints import Blueprints, Users
+from driftguard.conditions import Reason
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
@@ -103,15 +104,29 @@ class Engine:
     def _made_from(self, name: str) -> list[Environment]:
         return [env for env in self.environments.values() if env.blueprint == name]
 
+    def _blueprint_users(self, name: str) -> Users:
+        """How many Environments use the Blueprint, and which its schema refuses, and why."""
+        users = self._made_from(name)
+        refused = [
+            f"{env.owner.namespace}/{env.owner.name}: {env.ledger.ready[2]}"
+            for env in users
+            if env.ledger.ready[1] == Reason.INVALID_SPEC
+            and env.ledger.ready[2].startswith("spec.values")
+        ]
+        return Users(len(users), tuple(sorted(refused)))
+
     async def blueprint_changed(self, body: dict[str, Any]) -> None:
         """A Blueprint's new revision reaches every Environment made from it (unless pinned)."""
         name = body["metadata"]["name"]
-        users = self._made_from(name)
-        is_new = await self.blueprints.changed(body, users=len(users))
+        is_new = await self.blueprints.changed(body, users=self._blueprint_users(name))
         if is_new:
-            for environment in users:
+            for environment in self._made_from(name):
                 if environment.follows(self.blueprints.generation(name)):
-                    self._spawn(environment.full_pass())
+                    self._spawn(self._pass_and_count(environment, name))
+
+    async def _pass_and_count(self, environment: Environment, name: str) -> None:
+        await environment.full_pass()
+        await self._count_users(name)
 
     async def blueprint_deleted(self, name: str) -> None:
         """Its Environments say so (InvalidSpec) and keep their objects as they are."""
@@ -122,13 +137,15 @@ class Engine:
     async def _count_users(self, name: str) -> None:
         for known in list(self.blueprints.known()):
             if known["metadata"]["name"] == name:
-                await self.blueprints.changed(known, users=len(self._made_from(name)))
+                await self.blueprints.changed(known, users=self._blueprint_users(name))
 
     def forget(self, ident: Ident) -> None:
         """Stops keeping an Environment; its objects stay as they are."""
         environment = self.environments.pop(ident, None)
         if environment is not None:
             environment.stop()
+            if environment.blueprint is not None:
+                self._spawn(self._count_users(environment.blueprint))
         self.watches.release(ident)
 
     async def delete_objects(self, body: dict[str, Any]) -> int:

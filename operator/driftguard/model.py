@@ -689,6 +689,14 @@ class BlueprintStatus(BaseModel):
         default_factory=list, description="Ready: whether the latest revision is valid."
     )
     environments: int = Field(0, description="Environments made from this Blueprint.")
+    invalid_environments: list[str] = Field(
+        default_factory=list,
+        alias="invalidEnvironments",
+        description=(
+            "Environments whose spec.values this revision refuses, as namespace/name: why. "
+            "They keep the objects their last valid revision made."
+        ),
+    )
 
     def to_body(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")

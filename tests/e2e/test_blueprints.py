@@ -225,6 +225,15 @@ def test_values_that_fail_the_schema_are_invalid_spec_and_nothing_is_made(
     assert "maximum" in found["message"], found
     assert get(kubectl, "deployment", "db", namespace) is None
     assert get(kubectl, "configmap", "db-config", namespace) is None
+    # The Blueprint says which of its Environments it refuses, and why.
+    refused = wait_for(
+        lambda: (kubectl.json("get", "blueprint", blueprint_name).get("status") or {}).get(
+            "invalidEnvironments"
+        ),
+        timeout=20,
+        message="the refused Environment in the Blueprint's status",
+    )
+    assert refused[0].startswith(f"{namespace}/shop: spec.values"), refused
 
 
 def test_a_missing_blueprint_is_invalid_spec_until_it_appears(
