@@ -1,0 +1,451 @@
+"""make bench-scale: three replicas share 50,000 managed objects in 500 Environments.
+
+    make bench-scale                          # = .venv/bin/python bench/scale.py
+    .venv/bin/python bench/scale.py --quick   # 60 Environments of 50 ConfigMaps
+
+Its own control plane (etcd with --unsafe-no-fsync, kube-apiserver with the feature gate
+ShardedListAndWatch, kube-controller-manager), `crds/`, and the chart's ServiceAccount and
+RBAC rendered with sharding.enabled (Leases included). The Environments exist before any
+operator runs; then three `driftguard run --shards-from-leases` start together, each with its
+own POD_ID (hence Lease and User-Agent). Measured:
+
+- cold_in_sync_s: from the three starts to every Environment InSync (generation and count);
+- rss_mb_per_replica: VmRSS of each, 5 s after that;
+- revert_p50_s / revert_p99_s: manual merge patches (user agent bench-manual) to distinct
+  ConfigMaps spread over all Environments, one at a time; from the patch's return to the
+  benchmark's own watch seeing the blueprint's value again. The single-process figures
+  are read from bench/results.json (`make bench`), when there is one;
+- failover_s: SIGKILL one replica, then at once a manual change in one ConfigMap of each of
+  its Environments; until every one of them names another replica in status.shard and
+  the change is seen reverted;
+- double_writes: from the API server's audit log, after the kill: managed objects written
+  (create/update/patch/delete) by more than one replica, plus reverts beyond the first for
+  each injected change.
+
+Writes bench/scale.json (not committed) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubeapi import MERGE, ApiError, Kube, cm_path, env_path, gather_limited
+
+from driftguard.controlplane import ControlPlane
+from driftguard.controlplane.binaries import cache_root
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CHART = ROOT / "charts" / "driftguard"
+NAMESPACE = "driftguard-system"
+RELEASE = "driftguard"
+REPLICAS = ("r-1", "r-2", "r-3")
+VICTIM = "r-2"
+MANAGED = "app.kubernetes.io/managed-by=driftguard"
+SIZES = {"full": (500, 100, 250), "quick": (60, 50, 60)}
+"""Environments, ConfigMaps in each, manual changes for the revert latency."""
+WRITES = {"create", "update", "patch", "delete"}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- identity and processes ----------------------------------------------------------
+
+
+def install_identity(plane: ControlPlane) -> Path:
+    """The chart's ServiceAccount and RBAC with sharding.enabled; a kubeconfig with its token."""
+    helm = cache_root() / "tools-helm-v3.22.0" / "bin" / "helm"
+    rendered = subprocess.run(
+        [
+            *(str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE),
+            *("--set", "sharding.enabled=true", "--set", f"replicas={len(REPLICAS)}"),
+            *("--show-only", "templates/serviceaccount.yaml"),
+            *("--show-only", "templates/rbac.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl = [str(BIN / "kubectl"), f"--kubeconfig={plane.kubeconfig}"]
+    subprocess.run([*kubectl, "create", "namespace", NAMESPACE], check=True, capture_output=True)
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=rendered, text=True, check=True)
+    subprocess.run([*kubectl, "apply", "--server-side", "-f", str(ROOT / "crds")], check=True)
+    account = next(
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(rendered)
+        if doc and doc.get("kind") == "ServiceAccount"
+    )
+    return plane.serviceaccount_kubeconfig(NAMESPACE, account)
+
+
+@dataclass
+class Replica:
+    replica: str
+    kubeconfig: Path
+    directory: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", "0"]
+        argv += ["--shards-from-leases", f"--lease-namespace={NAMESPACE}", "--log-level=INFO"]
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_ID": self.replica}
+        with (self.directory / f"{self.replica}.log").open("ab") as sink:
+            self.process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
+
+    def rss_mb(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+        return 0.0
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+# -- the world -------------------------------------------------------------------------
+
+
+def blueprint(configmaps: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": f"cm-{j}"},
+            "data": {"value": "blueprint", "index": str(j)},
+        }
+        for j in range(configmaps)
+    ]
+
+
+async def create_world(admin: Kube, environments: int, configmaps: int) -> list[str]:
+    names = [f"scale-{i}" for i in range(environments)]
+    await gather_limited(
+        16,
+        [
+            admin.request("POST", "/api/v1/namespaces", body={"metadata": {"name": n}})
+            for n in names
+        ],
+    )
+    resources = blueprint(configmaps)
+
+    def env(namespace: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "driftguard.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": "app", "namespace": namespace},
+            "spec": {"mode": "Enforce", "resources": resources},
+        }
+
+    await gather_limited(8, [admin.request("POST", env_path(n), body=env(n)) for n in names])
+    return names
+
+
+@dataclass
+class EnvState:
+    in_sync: bool = False
+    shard: str = ""
+
+
+def env_state(obj: dict[str, Any]) -> EnvState:
+    meta, status = obj["metadata"], obj.get("status") or {}
+    generation = meta.get("generation")
+    condition = next((c for c in status.get("conditions") or [] if c.get("type") == "InSync"), {})
+    expected = len((obj.get("spec") or {}).get("resources") or [])
+    in_sync = (
+        status.get("observedGeneration") == generation
+        and condition.get("status") == "True"
+        and (status.get("summary") or {}).get("managed") == expected
+    )
+    return EnvState(in_sync=in_sync, shard=str(status.get("shard") or ""))
+
+
+@dataclass
+class Observer:
+    """The benchmark's own watches: Environments (state, owner) and managed ConfigMaps."""
+
+    admin: Kube
+    envs: dict[str, EnvState] = field(default_factory=dict)
+    values: dict[tuple[str, str], tuple[int, str, float]] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        listing = await self.admin.request("GET", env_path(None))
+        for item in listing["items"]:
+            self.envs[item["metadata"]["namespace"]] = env_state(item)
+        version = listing["metadata"]["resourceVersion"]
+        self.tasks.append(asyncio.create_task(self._envs(version)))
+        query = {"labelSelector": MANAGED, "limit": "1"}
+        first = await self.admin.request("GET", cm_path(None), query=query)
+        self.tasks.append(
+            asyncio.create_task(self._configmaps(first["metadata"]["resourceVersion"]))
+        )
+
+    async def _envs(self, version: str) -> None:
+        while True:
+            with contextlib.suppress(ApiError):
+                async for _, kind, obj in self.admin.watch(
+                    env_path(None), query={"resourceVersion": version}
+                ):
+                    version = obj["metadata"].get("resourceVersion", version)
+                    if kind in ("ADDED", "MODIFIED"):
+                        self.envs[obj["metadata"]["namespace"]] = env_state(obj)
+                        self._notify()
+            await asyncio.sleep(0.2)
+
+    async def _configmaps(self, version: str) -> None:
+        while True:
+            with contextlib.suppress(ApiError):
+                query = {"resourceVersion": version, "labelSelector": MANAGED}
+                async for arrived, kind, obj in self.admin.watch(cm_path(None), query=query):
+                    meta = obj["metadata"]
+                    version = meta.get("resourceVersion", version)
+                    if kind == "MODIFIED":
+                        value = str((obj.get("data") or {}).get("value"))
+                        key = (meta["namespace"], meta["name"])
+                        self.values[key] = (int(meta["resourceVersion"]), value, arrived)
+                        self._notify()
+            await asyncio.sleep(0.2)
+
+    def _notify(self) -> None:
+        self.changed.set()
+
+    async def until(self, check: Any, timeout: float) -> float:
+        """Waits until check() holds; returns the monotonic time it first did."""
+        deadline = time.monotonic() + timeout
+        while not check():
+            self.changed.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("condition not reached")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=min(remaining, 1.0))
+        return time.monotonic()
+
+    def reverted(self, key: tuple[str, str], after: int) -> float | None:
+        seen = self.values.get(key)
+        if seen is not None and seen[0] > after and seen[1] == "blueprint":
+            return seen[2]
+        return None
+
+    def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+
+async def manual_change(manual: Kube, namespace: str, name: str, value: str) -> int:
+    body = {"data": {"value": value}}
+    answer = await manual.request("PATCH", cm_path(namespace, name), body=body, content_type=MERGE)
+    return int(answer["metadata"]["resourceVersion"])
+
+
+# -- phases ----------------------------------------------------------------------------
+
+
+async def revert_latencies(
+    observer: Observer, manual: Kube, names: list[str], configmaps: int, changes: int
+) -> list[float]:
+    latencies = []
+    for k in range(changes):
+        namespace = names[(k * 7) % len(names)]
+        name = f"cm-{(k * 13) % configmaps}"
+        version = await manual_change(manual, namespace, name, f"manual-{k}")
+        written = time.monotonic()
+        seen = await observer.until(
+            lambda n=namespace, c=name, v=version: observer.reverted((n, c), v) is not None, 30
+        )
+        arrived = observer.reverted((namespace, name), version) or seen
+        latencies.append(arrived - written)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return round(ordered[index], 4)
+
+
+def audit_writes(audit_log: Path, offset: int) -> list[dict[str, Any]]:
+    """The operator replicas' writes to managed ConfigMaps after ``offset`` bytes."""
+    found = []
+    with audit_log.open("rb") as handle:
+        handle.seek(offset)
+        for line in handle:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            agent = str(event.get("userAgent") or "")
+            ref = event.get("objectRef") or {}
+            if event.get("stage") != "ResponseComplete" or not agent.startswith("driftguard/"):
+                continue
+            if event.get("verb") not in WRITES or ref.get("resource") != "configmaps":
+                continue
+            if "dryRun" in str(event.get("requestURI")) or ref.get("name", "").endswith("-audit"):
+                continue
+            event["replica"] = agent.rsplit("(", 1)[-1].rstrip(")")
+            found.append(event)
+    return found
+
+
+def double_writes(writes: list[dict[str, Any]], injected: set[tuple[str, str]]) -> dict[str, int]:
+    by_object: dict[tuple[str, str], list[str]] = {}
+    for event in writes:
+        ref = event["objectRef"]
+        by_object.setdefault((ref["namespace"], ref["name"]), []).append(event["replica"])
+    shared = sum(1 for replicas in by_object.values() if len(set(replicas)) > 1)
+    extra_reverts = sum(max(0, len(by_object.get(key, [])) - 1) for key in injected)
+    return {"objects_written_by_two_replicas": shared, "extra_reverts": extra_reverts}
+
+
+def single_process() -> dict[str, Any]:
+    path = ROOT / "bench" / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    keys = ("revert_p50_s", "revert_p99_s", "revert_p50_s_5000", "revert_p99_s_5000")
+    found = {key: results.get(key) for key in keys if key in results}
+    found["source"] = "bench/results.json (make bench, one process)"
+    return found
+
+
+async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict[str, Any]:
+    environments, configmaps, changes = SIZES["quick" if args.quick else "full"]
+    kubeconfig = install_identity(plane)
+    admin = await Kube.connect(plane.kubeconfig, user_agent="bench-scale")
+    manual = await Kube.connect(plane.kubeconfig, user_agent="bench-manual")
+    replicas = {r: Replica(r, kubeconfig, work) for r in REPLICAS}
+    observer = Observer(admin)
+    try:
+        log(f"creating {environments} Environments of {configmaps} ConfigMaps")
+        names = await create_world(admin, environments, configmaps)
+        await observer.start()
+        log("starting 3 replicas")
+        started = time.monotonic()
+        for replica in replicas.values():
+            replica.start()
+        done = await observer.until(
+            lambda: (
+                len(observer.envs) >= environments
+                and all(state.in_sync and state.shard for state in observer.envs.values())
+            ),
+            args.timeout,
+        )
+        cold = done - started
+        shares = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in REPLICAS}
+        log(f"cold start: all InSync after {cold:.1f}s; shares {shares}")
+        await asyncio.sleep(5)
+        rss = [replicas[r].rss_mb() for r in REPLICAS]
+        log(f"RSS per replica {rss} MB; {changes} manual changes")
+        latencies = await revert_latencies(observer, manual, names, configmaps, changes)
+        victims = [n for n, s in observer.envs.items() if s.shard == VICTIM]
+        offset = plane.audit_log.stat().st_size
+        log(f"SIGKILL {VICTIM} ({len(victims)} Environments)")
+        killed = time.monotonic()
+        replicas[VICTIM].kill()
+        injected = {}
+        for namespace in victims:
+            injected[(namespace, "cm-0")] = await manual_change(
+                manual, namespace, "cm-0", "while-down"
+            )
+
+        def taken_over() -> bool:
+            return all(
+                observer.envs[n].shard not in ("", VICTIM)
+                and observer.reverted((n, "cm-0"), injected[(n, "cm-0")]) is not None
+                for n in victims
+            )
+
+        recovered = await observer.until(taken_over, args.timeout)
+        failover = recovered - killed
+        log(f"failover: {failover:.1f}s")
+        await asyncio.sleep(3)  # late writes, if any, reach the audit log
+        doubles = double_writes(audit_writes(plane.audit_log, offset), set(injected))
+        after = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in REPLICAS}
+        return {
+            "replicas": len(REPLICAS),
+            "objects": environments * configmaps,
+            "environments": environments,
+            "cold_in_sync_s": round(cold, 2),
+            "rss_mb_per_replica": rss,
+            "revert_p50_s": percentile(latencies, 0.5),
+            "revert_p99_s": percentile(latencies, 0.99),
+            "failover_s": round(failover, 2),
+            "double_writes": sum(doubles.values()),
+            "details": {
+                "size": "quick" if args.quick else "full",
+                "revert_samples": len(latencies),
+                "revert_mean_s": round(statistics.fmean(latencies), 4),
+                "shares_before_kill": shares,
+                "shares_after_failover": after,
+                "failover_environments": len(victims),
+                "double_writes": doubles,
+                "lease_duration_s": 10,
+                "single_process": single_process(),
+                "work_directory": str(work),
+                "measured_at": datetime.now().isoformat(timespec="seconds"),
+            },
+        }
+    finally:
+        observer.stop()
+        for replica in replicas.values():
+            replica.stop()
+        await admin.close()
+        await manual.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="60 Environments of 50 ConfigMaps")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per phase, seconds")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "scale.json")
+    args = parser.parse_args()
+    plane = ControlPlane(feature_gates={"ShardedListAndWatch": True})
+    plane.start()
+    # The plane's directory goes with it; the replicas' logs stay here.
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    log(f"control plane up; replica logs in {work}")
+    try:
+        result = asyncio.run(run(args, plane, work))
+    finally:
+        plane.stop()
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
