@@ -18,10 +18,11 @@ duration past the renewTime they read, so the two never overlap.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from driftguard import sharding
 from driftguard.cluster import ENVIRONMENTS, ApiError, KubeCluster
@@ -42,6 +43,37 @@ SETTLE_TICKS = 2
 """Polls a new replica waits, holding its Lease with no claims, before it claims."""
 MARGIN_S = 0.5
 """A replica stops acting this long before its Lease runs out: the clocks of one request."""
+
+
+class LeaseApi(Protocol):
+    """What membership needs of the API server (KubeCluster; a fake in unit tests)."""
+
+    async def list_objects(
+        self, resource: Resource, *, namespace: str | None = None, selector: str = ""
+    ) -> tuple[list[dict[str, Any]], str]: ...
+
+    async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def create(
+        self, resource: Resource, body: dict[str, Any], *, field_manager: str
+    ) -> dict[str, Any]: ...
+
+    async def replace(
+        self, resource: Resource, body: dict[str, Any], *, field_manager: str
+    ) -> dict[str, Any]: ...
+
+
+class Share(Protocol):
+    """What membership drives (Shards; a fake in unit tests)."""
+
+    replica: str
+    ranges: sharding.Ranges
+
+    def hashes(self) -> set[int]: ...
+
+    async def act_on(self, ranges: sharding.Ranges) -> None: ...
+
+    def fence(self, *, reason: str = ...) -> None: ...
 
 
 def lease_name(replica: str) -> str:
@@ -77,8 +109,8 @@ class Membership:
 
     def __init__(
         self,
-        cluster: KubeCluster,
-        shards: Shards,
+        cluster: LeaseApi,
+        shards: Share,
         *,
         namespace: str,
         duration: float = 10.0,
@@ -197,7 +229,7 @@ class Membership:
         self._lease = answer
         self.claims = sharding.merge(claims)
         self._renewed = sent
-        self._valid_until = sent + self._duration - MARGIN_S
+        self._valid_until = sent + self._duration - min(MARGIN_S, self._duration / 10)
         self._arm_fence()
 
     def _body(self, claims: sharding.Ranges, wall: float) -> dict[str, Any]:
@@ -216,7 +248,8 @@ class Membership:
             },
             "spec": {
                 "holderIdentity": self.replica,
-                "leaseDurationSeconds": max(1, round(self._duration)),
+                # Whole seconds, rounded up: others must never take over before this one fences.
+                "leaseDurationSeconds": max(1, math.ceil(self._duration)),
                 "renewTime": _micro_time(wall),
                 "acquireTime": _micro_time(wall)
                 if is_new_term or "acquireTime" not in spec

@@ -145,6 +145,8 @@ class Shards:
                 environments=len(self.engine.environments),
             )
         self.ranges = ()
+        for task in list(self._background):
+            task.cancel()  # first passes of Environments taken over, still running
         for ident in list(self.engine.environments):
             self.engine.forget(ident)
         self._export()
