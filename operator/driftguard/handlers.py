@@ -159,8 +159,9 @@ async def delete_objects(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     raw = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
     shards = memo.get("shards")
     if shards is not None and not shards.owns(raw):
-        # Every replica's kopf sees the deletion; the one whose share it is deletes.
+        # Every replica's kopf sees the deletion; the one whose share it is deletes, and
+        # removes the finalizer. Here kopf retries (and logs it) until the object is gone.
         raise kopf.TemporaryError(
-            f"left to the replica whose share {body.metadata.name} is", delay=5
+            "another replica's share: that replica deletes its objects", delay=5
         )
     await memo.engine.delete_objects(raw)

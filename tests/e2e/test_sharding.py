@@ -360,3 +360,42 @@ def test_a_frozen_replica_stops_before_others_take_over(
         assert sequence[0] == "r-a", sequence
         assert len(changes) <= 1, sequence
         assert sequence[-1] == after[name], sequence
+
+
+def test_deletion_is_left_to_the_owner(
+    admin: Kubectl, fleet: Fleet, targets: list[str], plane: ControlPlane
+) -> None:
+    """Every replica's kopf sees an Environment with deletionPolicy Delete go; only the replica
+    whose share it is deletes its objects, and the Environment goes (finalizer removed)."""
+    name = f"del-{secrets.token_hex(3)}"
+    admin("create", "namespace", name)
+    manifest = environment("app", name, [configmap("settings", level="1")])
+    manifest["spec"]["deletionPolicy"] = "Delete"
+    apply(admin, manifest)
+    wait_condition(admin, "app", name, "InSync", "True", timeout=30)
+    owner = wait_for(lambda: shards(admin, [name])[name], timeout=10, message="status.shard")
+    admin("delete", "environment", "app", "-n", name, "--wait=false")
+    wait_for(
+        lambda: (
+            admin("get", "environment", "app", "-n", name, check=False).returncode != 0
+            and admin("get", "configmap", "settings", "-n", name, check=False).returncode != 0
+        ),
+        timeout=30,
+        message="the Environment and its ConfigMap gone",
+    )
+    deletes = {
+        r
+        for _, r in writers(plane.audit_log, name)
+        if r  # the ConfigMap's delete, by User-Agent
+    }
+    configmap_deletes = [
+        str(event.get("userAgent"))
+        for event in audit_events(plane.audit_log)
+        if event.get("verb") == "delete"
+        and (event.get("objectRef") or {}).get("namespace") == name
+        and (event.get("objectRef") or {}).get("resource") == "configmaps"
+        and "dryRun" not in event["requestURI"]
+    ]
+    assert configmap_deletes, "nobody deleted the ConfigMap"
+    assert all(agent.endswith(f"({owner})") for agent in configmap_deletes), configmap_deletes
+    assert deletes == {owner}, deletes
