@@ -72,12 +72,11 @@ def _round(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def ratio(a: float | None, b: float | None, *, resolution: float = 0.0) -> float | None:
-    """a / b; with ``resolution``, each side counts at least that much (a clock tick)."""
-    if a is None or b is None:
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b as measured (no floor on either side); None when b is not positive."""
+    if a is None or b is None or b <= 0:
         return None
-    a, b = max(a, resolution), max(b, resolution)
-    return round(a / b, 2) if b > 0 else None
+    return round(a / b, 2)
 
 
 def _show(value: Any) -> str:

@@ -3,8 +3,8 @@
 Everything a phase needs to act and to observe, and nothing it measures. The operator runs
 as the chart's ServiceAccount with the chart's RBAC and log level (`chartidentity.py`); the
 others are client certificates of the local control plane, so the audit log tells them all
-apart: ``bench-manual`` (the "human" making manual changes), ``bench-floor`` (the floor
-loop) and the admin (setup, observers, noise).
+apart: ``bench-manual`` (the "human" making manual changes), ``bench-floor`` and
+``bench-go-floor`` (the floors) and the admin (setup, observers, noise).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from driftguard.controlplane import ControlPlane
 
 MANUAL_USER = "bench-manual"
 FLOOR_USER = "bench-floor"
+GO_FLOOR_USER = "bench-go-floor"
 BIN = Path(sys.executable).parent
 
 
@@ -209,6 +210,20 @@ class Lab:
 
     # -- objects ------------------------------------------------------------------
 
+    async def kubectl(self, *args: str) -> str:
+        """kubectl as the admin; raises with its stderr when it fails."""
+        process = await asyncio.create_subprocess_exec(
+            str(BIN / "kubectl"),
+            f"--kubeconfig={self.plane.kubeconfig}",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {err.decode().strip()}")
+        return out.decode()
+
     async def create_namespaces(self, names: list[str]) -> None:
         async def one(name: str) -> None:
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
@@ -240,6 +255,20 @@ class Lab:
             patched = await self.admin.request(
                 "PATCH",
                 env_path(namespace, name),
+                body={"spec": {"resyncInterval": interval}},
+                content_type=MERGE,
+            )
+            return key, int(patched["metadata"]["generation"])
+
+        return dict(await gather_limited(16, [one(k) for k in keys]))
+
+    async def set_resync(self, keys: list[Key], interval: str) -> dict[Key, int]:
+        """Set each spec's resyncInterval; return the generations to meet."""
+
+        async def one(key: Key) -> tuple[Key, int]:
+            patched = await self.admin.request(
+                "PATCH",
+                env_path(*key),
                 body={"spec": {"resyncInterval": interval}},
                 content_type=MERGE,
             )

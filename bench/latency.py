@@ -5,9 +5,11 @@ the benchmark's own watch (as admin) sees, at t1, the first version newer than M
 the blueprint's value again. Latency is t1 - t0. Each object is changed once, so driftguard's
 "fighting" guard (5 reverts in 60 s) never engages.
 
-The floor loop and driftguard run side by side and their changes alternate (one floor change,
-one driftguard change, and so on, the order flipping each round), so whatever else the
-machine is doing at a given moment weighs on both alike: the ratio compares like with like.
+Two floors run beside driftguard: the Go floor (bench/gofloor, a client-go informer and
+server-side apply, the fastest client there is) and the Python floor (floorloop.py). Their
+changes alternate with driftguard's (one change each, the order rotating each round), so
+whatever else the machine is doing at a given moment weighs on all three alike: the ratios
+compare like with like.
 """
 
 from __future__ import annotations
@@ -25,11 +27,14 @@ import workload
 from figures import Latencies
 from informer import Informer, Seen
 from kubeapi import MERGE, Kube, cm_path, deploy_path, rv
-from lab import FLOOR_USER, Lab
+from lab import FLOOR_USER, GO_FLOOR_USER, Lab
 from procs import Child
 
 HERE = Path(__file__).resolve().parent
 FLOOR_NAMESPACE = "bench-floor"
+GO_FLOOR_NAMESPACE = "bench-go-floor"
+# hack/build-bench-tools.sh puts the Go floor here (keyed by a hash of its source).
+GO_FLOOR_GLOB = "bench-gofloor-*/bin/gofloor"
 
 Target = tuple[str, str, str]  # kind, namespace, name
 
@@ -72,39 +77,61 @@ class Probe:
         latencies.add(None if at is None else at - returned, target[0], write_s=returned - sent)
 
 
+def go_floor_binary() -> Path:
+    """The Go floor built from the current source (hack/build-bench-tools.sh)."""
+    import hashlib
+
+    from driftguard.controlplane.binaries import cache_root
+
+    source = HERE / "gofloor"
+    digest = hashlib.sha256()
+    for name in ("go.mod", "go.sum", *sorted(p.name for p in source.glob("*.go"))):
+        digest.update((source / name).read_bytes())
+    binary = cache_root() / f"bench-gofloor-{digest.hexdigest()[:12]}" / "bin" / "gofloor"
+    if not binary.exists():
+        raise FileNotFoundError(f"{binary} is missing: run hack/build-bench-tools.sh")
+    return binary
+
+
 @asynccontextmanager
-async def floor_loop(lab: Lab, count: int) -> AsyncIterator[list[Target]]:
-    """Run bench/floorloop.py over ``count`` ConfigMaps; yield them as targets."""
-    await lab.create_namespaces([FLOOR_NAMESPACE])
-    kubeconfig = lab.plane.user_kubeconfig(FLOOR_USER, groups=["system:masters"])
-    argv = [
-        sys.executable,
-        str(HERE / "floorloop.py"),
-        f"--kubeconfig={kubeconfig}",
-        f"--namespace={FLOOR_NAMESPACE}",
-        f"--count={count}",
-    ]
-    child = Child("floor", argv, lab.workdir / "floor.log", {}, capture_stdout=True)
+async def floor_loop(lab: Lab, count: int, *, go: bool = False) -> AsyncIterator[list[Target]]:
+    """Run a floor (floorloop.py, or the Go floor) over ``count`` ConfigMaps; yield them."""
+    namespace = GO_FLOOR_NAMESPACE if go else FLOOR_NAMESPACE
+    await lab.create_namespaces([namespace])
+    user = GO_FLOOR_USER if go else FLOOR_USER
+    kubeconfig = lab.plane.user_kubeconfig(user, groups=["system:masters"])
+    program = [str(go_floor_binary())] if go else [sys.executable, str(HERE / "floorloop.py")]
+    argv = [*program, f"--kubeconfig={kubeconfig}", f"--namespace={namespace}", f"--count={count}"]
+    name = "go-floor" if go else "floor"
+    child = Child(name, argv, lab.workdir / f"{name}.log", {}, capture_stdout=True)
     lab.children.append(child)
     try:
         assert child.popen.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(child.popen.stdout.readline), 120)
         if line.strip() != b"ready":
-            raise RuntimeError(f"the floor loop did not start:\n{child.tail()}")
-        yield [("ConfigMap", FLOOR_NAMESPACE, f"floor-{i:03d}") for i in range(count)]
+            raise RuntimeError(f"the {name} loop did not start:\n{child.tail()}")
+        yield [("ConfigMap", namespace, f"floor-{i:03d}") for i in range(count)]
     finally:
         child.stop(grace=5)
         lab.children.remove(child)
 
 
 def observers(lab: Lab) -> dict[str, dict[str, Informer]]:
-    """The floor's observer and driftguard's (label-selected, every namespace), by kind."""
+    """The floors' observers and driftguard's (label-selected, every namespace), by kind."""
     managed = workload.MANAGED_SELECTOR
     return {
         "floor": {
             "ConfigMap": Informer(
                 lab.admin,
                 cm_path(FLOOR_NAMESPACE),
+                extract=workload.cm_value,
+                selector=workload.FLOOR_SELECTOR,
+            )
+        },
+        "go_floor": {
+            "ConfigMap": Informer(
+                lab.admin,
+                cm_path(GO_FLOOR_NAMESPACE),
                 extract=workload.cm_value,
                 selector=workload.FLOOR_SELECTOR,
             )
@@ -128,18 +155,24 @@ async def interleaved(
     gap: float,
     timeout: float,
 ) -> dict[str, Any]:
-    """Alternate batches of ``batch`` simultaneous changes: floor, driftguard, driftguard,
-    floor, ... Returns both latency summaries and driftguard's requests per change."""
+    """Rotate batches of ``batch`` simultaneous changes among the Go floor, the Python
+    floor and driftguard. Returns the three latency summaries and driftguard's requests
+    per change."""
     count = len(driftguard_targets)
     watching = observers(lab)
     for group in watching.values():
         for observer in group.values():
             await observer.start()
     floor = Latencies("floor", timeout)
+    go_floor = Latencies("go_floor", timeout)
     driftguard = Latencies("driftguard", timeout)
     try:
-        async with floor_loop(lab, count) as floor_targets:
+        async with (
+            floor_loop(lab, count) as floor_targets,
+            floor_loop(lab, count, go=True) as go_targets,
+        ):
             sides = [
+                (Probe(lab.manual, watching["go_floor"], timeout), go_targets, go_floor),
                 (Probe(lab.manual, watching["floor"], timeout), floor_targets, floor),
                 (
                     Probe(lab.manual, watching["driftguard"], timeout),
@@ -149,8 +182,8 @@ async def interleaved(
             ]
             wall = time.time()
             for round_, start in enumerate(range(0, count, batch)):
-                order = sides if round_ % 2 == 0 else sides[::-1]
-                for probe, targets, latencies in order:
+                turn = round_ % len(sides)
+                for probe, targets, latencies in sides[turn:] + sides[:turn]:
                     chunk = targets[start : start + batch]
                     await asyncio.gather(*(probe.change(t, latencies) for t in chunk))
                     await asyncio.sleep(gap)
@@ -162,6 +195,7 @@ async def interleaved(
             for observer in group.values():
                 await observer.stop()
     return {
+        "go_floor": go_floor.summary(),
         "floor": floor.summary(),
         "driftguard": driftguard.summary(),
         "operator_requests_per_change": {

@@ -44,6 +44,15 @@ class Sizes:
     change_timeout: float = 10.0
     sync_timeout: float = 300.0
     gap_s: float = 0.1
+    resync_window_s: float = 120.0
+    huge_envs: int = 500
+    huge_per_env: int = 180  # the 250 added Environments; with the first 5,000: 50,000
+    huge_changes: int = 100
+    huge_timeout: float = 1200.0
+    flux_objects: int = 40
+    flux_slow_changes: int = 6  # at interval 1m, started 10 s apart
+    flux_fast_interval: str = "1s"
+    flux_fast_changes: int = 30
 
     @classmethod
     def make_quick(cls) -> Sizes:
@@ -57,6 +66,14 @@ class Sizes:
             noise=1000,
             window_s=10.0,
             sync_timeout=120.0,
+            resync_window_s=40.0,
+            huge_envs=100,
+            huge_per_env=20,
+            huge_changes=20,
+            huge_timeout=300.0,
+            flux_objects=20,
+            flux_slow_changes=2,
+            flux_fast_changes=10,
         )
 
     @property
@@ -66,6 +83,10 @@ class Sizes:
     @property
     def large(self) -> int:
         return self.envs_large * self.per_env
+
+    @property
+    def huge(self) -> int:
+        return self.large + (self.huge_envs - self.envs_large) * self.huge_per_env
 
 
 # -- driftguard: bring-up, steady state, churn ------------------------------------------
@@ -88,12 +109,12 @@ async def bring_up(lab: Lab, sizes: Sizes) -> tuple[dict[str, Any], dict[Key, in
 
 
 async def _create_and_sync(
-    lab: Lab, manifests: list[dict[str, Any]], sizes: Sizes
+    lab: Lab, manifests: list[dict[str, Any]], sizes: Sizes, *, timeout: float | None = None
 ) -> tuple[dict[Key, int], float | None]:
     await lab.create_namespaces([m["metadata"]["namespace"] for m in manifests])
     began = time.monotonic()
     keys = await lab.create_environments(manifests)
-    at = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
+    at = await lab.until(all_in_sync(keys), timeout=timeout or sizes.sync_timeout)
     return keys, None if at is None else round(at - began, 3)
 
 
@@ -124,13 +145,14 @@ async def steady_state(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str
     """Nothing drifts, nothing changes: count the operator's requests and CPU."""
     await settle(lab, keys, sizes)
     assert lab.operator is not None
-    cpu, wall = lab.operator.cpu_seconds(), time.time()
+    cpu, ticks, wall = lab.operator.cpu_precise(), lab.operator.cpu_seconds(), time.time()
     await asyncio.sleep(sizes.window_s)
-    cpu, end = lab.operator.cpu_seconds() - cpu, time.time()
+    cpu, end = lab.operator.cpu_precise() - cpu, time.time()
+    ticks = lab.operator.cpu_seconds() - ticks
     lab.check_operator()
     await asyncio.sleep(2)  # the audit log is written as requests complete
     window = lab.audit.window(wall, end)
-    return {"cpu_s": round(cpu, 3), **window.as_dict()}
+    return {"cpu_s": round(cpu, 4), "cpu_s_ticks": round(ticks, 2), **window.as_dict()}
 
 
 async def churn(lab: Lab, noise: list[Key], seconds: float, writers: int = 4) -> dict[str, Any]:
@@ -151,15 +173,18 @@ async def churn(lab: Lab, noise: list[Key], seconds: float, writers: int = 4) ->
             updates += 1
             index += writers
 
-    cpu, wall, began = lab.operator.cpu_seconds(), time.time(), time.monotonic()
+    cpu, ticks = lab.operator.cpu_precise(), lab.operator.cpu_seconds()
+    wall, began = time.time(), time.monotonic()
     await asyncio.gather(*(writer(i) for i in range(writers)))
-    cpu, end = lab.operator.cpu_seconds() - cpu, time.time()
+    cpu, end = lab.operator.cpu_precise() - cpu, time.time()
+    ticks = lab.operator.cpu_seconds() - ticks
     elapsed = time.monotonic() - began
     lab.check_operator()
     await asyncio.sleep(2)
     window = lab.audit.window(wall, end)
     return {
-        "cpu_s": round(cpu, 3),
+        "cpu_s": round(cpu, 4),
+        "cpu_s_ticks": round(ticks, 2),
         "updates": updates,
         "updates_per_s": round(updates / elapsed, 1),
         "seconds": round(elapsed, 2),
@@ -171,12 +196,20 @@ async def churn(lab: Lab, noise: list[Key], seconds: float, writers: int = 4) ->
 
 
 async def reverts(
-    lab: Lab, keys: dict[Key, int], sizes: Sizes, *, large: bool = False
+    lab: Lab, keys: dict[Key, int], sizes: Sizes, *, large: bool = False, huge: bool = False
 ) -> dict[str, Any]:
     """Sequential manual changes, then batches of ``concurrency`` at once (small size only),
-    each on fresh objects, interleaved with the same changes to the floor loop's objects."""
+    each on fresh objects, interleaved with the same changes to the floors' objects."""
     await settle(lab, keys, sizes)
-    if large:
+    if huge:
+        found = latency.targets(
+            first_env=sizes.envs_large,
+            last_env=sizes.huge_envs,
+            configmaps=sizes.huge_per_env,
+            deployments=False,
+        )
+        plan = [("sequential", sizes.huge_changes, 1)]
+    elif large:
         found = latency.targets(
             first_env=sizes.envs_small,
             last_env=sizes.envs_large,
@@ -255,17 +288,18 @@ async def _observe_churn(lab: Lab, namespace: str, sizes: Sizes) -> dict[str, An
     await asyncio.sleep(2)
     seconds = sizes.window_s / 3
     assert lab.operator is not None
-    idle = lab.operator.cpu_seconds()
+    idle = lab.operator.cpu_precise()
     await asyncio.sleep(seconds)
-    idle = lab.operator.cpu_seconds() - idle
+    idle = lab.operator.cpu_precise() - idle
     busy = await churn(lab, [(namespace, o["metadata"]["name"]) for o in objects], seconds)
     return {
         "objects": count,
         "seconds": seconds,
-        "idle_cpu_s": round(idle, 3),
+        "idle_cpu_s": round(idle, 4),
         "churn_cpu_s": busy["cpu_s"],
         "updates_per_s": busy["updates_per_s"],
-        "cpu_ratio": ratio(busy["cpu_s"], idle, resolution=0.001 * seconds),
+        "cpu_us_per_update": round(busy["cpu_s"] / max(busy["updates"], 1) * 1e6, 1),
+        "cpu_ratio": ratio(busy["cpu_s"], idle),
     }
 
 
@@ -310,7 +344,12 @@ async def cold_apply(lab: Lab, sizes: Sizes) -> dict[str, Any]:
 
 
 async def restart(
-    lab: Lab, keys: dict[Key, int], sizes: Sizes, *, change_spec: bool = False
+    lab: Lab,
+    keys: dict[Key, int],
+    sizes: Sizes,
+    *,
+    change_spec: bool = False,
+    objects: int | None = None,
 ) -> dict[str, Any]:
     """Stop the operator, start a new one: time until every Environment is in sync again.
 
@@ -335,7 +374,7 @@ async def restart(
     window = lab.audit.window(wall, wall + (seconds or sizes.sync_timeout))
     keys.update(generations)
     return {
-        "objects": sum(1 for _ in keys) * sizes.per_env,
+        "objects": objects if objects is not None else len(keys) * sizes.per_env,
         "in_sync_s": None if seconds is None else round(seconds, 3),
         "metrics_up_s": round(metrics_up_s, 3),
         "old_process_stop_s": round(stop_s, 3),
@@ -369,3 +408,132 @@ async def rss(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> float:
     await settle(lab, keys, sizes)
     assert lab.operator is not None
     return round(lab.operator.rss_mb(), 1)
+
+
+# -- resyncs and ten times the size -------------------------------------------------------
+
+
+async def steady_resync(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
+    """``resyncInterval: 30s`` on every Environment, then a quiet window of several resyncs:
+    each resync lists and judges every object, and must write nothing when nothing drifted.
+    The interval goes back to 10m afterwards (new generations, recorded in ``keys``)."""
+    keys.update(await lab.set_resync(list(keys), "30s"))
+    await settle(lab, keys, sizes)
+    assert lab.operator is not None
+    cpu, wall = lab.operator.cpu_precise(), time.time()
+    await asyncio.sleep(sizes.resync_window_s)
+    end, cpu = time.time(), lab.operator.cpu_precise() - cpu
+    lab.check_operator()
+    await asyncio.sleep(2)
+    window = lab.audit.window(wall, end)
+    keys.update(await lab.set_resync(list(keys), "10m"))
+    # Each resync lists its Environment's kinds: no lists, no resync, no figure.
+    lists = window.verbs.get("list", 0)
+    return {
+        "resync_interval_s": 30,
+        "environments": len(keys),
+        "lists": lists,
+        "resyncs_expected": int(sizes.resync_window_s // 30) * len(keys),
+        "cpu_s": round(cpu, 3),
+        **window.as_dict(),
+        "writes": window.write_count if lists else None,
+    }
+
+
+async def scale_huge(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
+    """Ten times the size: Environments added until ``sizes.huge`` objects are managed.
+
+    The benchmark only creates the Environments (``huge_envs`` of them, each with
+    ``huge_per_env`` ConfigMaps); the operator creates every object. Time from the first
+    POST to all of them InSync, the operator's CPU and requests meanwhile.
+    """
+    manifests = enforce_environments(
+        sizes.envs_large,
+        sizes.huge_envs - sizes.envs_large,
+        configmaps=sizes.huge_per_env,
+        deployments=0,
+    )
+    assert lab.operator is not None
+    cpu, wall = lab.operator.cpu_precise(), time.time()
+    added, seconds = await _create_and_sync(lab, manifests, sizes, timeout=sizes.huge_timeout)
+    if seconds is None:
+        raise TimeoutError(f"{sizes.huge} objects not in sync after {sizes.huge_timeout:.0f} s")
+    keys.update(added)
+    cpu = lab.operator.cpu_precise() - cpu
+    window = lab.audit.window(wall, time.time())
+    return {
+        "environments": len(keys),
+        "objects": sizes.huge,
+        "added_objects": len(added) * sizes.huge_per_env,
+        "added_to_in_sync_s": seconds,
+        "objects_per_s": round(len(added) * sizes.huge_per_env / seconds, 1),
+        "cpu_s": round(cpu, 2),
+        "requests": dict(window.verbs),
+    }
+
+
+async def status_sizes(lab: Lab) -> dict[str, Any]:
+    """Bytes of each Environment's status as JSON (what every status write sends)."""
+    import json
+
+    listing = await lab.admin.request("GET", env_path(None))
+    sizes = sorted(
+        len(json.dumps(item.get("status") or {}, separators=(",", ":")))
+        for item in listing["items"]
+    )
+    by_objects: dict[int, list[int]] = {}
+    for item in listing["items"]:
+        count = len(item["spec"].get("resources") or [])
+        size = len(json.dumps(item.get("status") or {}, separators=(",", ":")))
+        by_objects.setdefault(count, []).append(size)
+    return {
+        "environments": len(sizes),
+        "max_bytes": sizes[-1] if sizes else None,
+        "median_bytes": sizes[len(sizes) // 2] if sizes else None,
+        "by_objects": {
+            str(count): {"n": len(values), "max_bytes": max(values)}
+            for count, values in sorted(by_objects.items())
+        },
+    }
+
+
+# -- Flux -----------------------------------------------------------------------------------
+
+
+async def flux(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
+    """kustomize-controller at interval 1m and at ``flux_fast_interval``, each of its
+    reverts paired with one of driftguard's (objects the revert phase left unchanged)."""
+    import fluxpeer
+
+    await settle(lab, keys, sizes)
+    count = sizes.flux_objects
+    theirs = [("ConfigMap", fluxpeer.NAMESPACE, workload.cm_name(i)) for i in range(count)]
+    # The same shuffle as the revert phase: the objects after the ones it changed.
+    unused = latency.targets(
+        first_env=0, last_env=sizes.envs_small, configmaps=sizes.per_env - 1, deployments=True
+    )[sizes.changes + sizes.concurrent_changes :]
+    ours = [t for t in unused if t[0] == "ConfigMap"][-count:]
+    slow_n = sizes.flux_slow_changes
+    fast_n = min(sizes.flux_fast_changes, count - slow_n)
+    fast_s = fluxpeer.seconds_of(sizes.flux_fast_interval)
+    async with fluxpeer.controller(lab, count) as child:
+        slow = await fluxpeer.side_by_side(
+            lab, child, "1m", theirs[:slow_n], ours[:slow_n], spacing=10.0, timeout=100.0
+        )
+        fast = await fluxpeer.side_by_side(
+            lab,
+            child,
+            sizes.flux_fast_interval,
+            theirs[slow_n : slow_n + fast_n],
+            ours[slow_n : slow_n + fast_n],
+            spacing=max(0.77, fast_s * 0.77),
+            timeout=fast_s * 2 + 20.0,
+        )
+    back = await lab.until(all_in_sync(keys), timeout=sizes.sync_timeout)
+    return {
+        "version": fluxpeer.VERSION,
+        "objects": count,
+        "interval_1m": slow,
+        "interval_fast": fast,
+        "all_in_sync_again": back is not None,
+    }

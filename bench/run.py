@@ -33,6 +33,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import figures  # noqa: E402
+import fluxpeer  # noqa: E402
 import phases  # noqa: E402
 import procs  # noqa: E402
 import stacks  # noqa: E402
@@ -129,29 +130,58 @@ class Run:
         r["steady_state_reads_per_s"] = steady["reads_per_s"]
         busy = await self.phase("churn", phases.churn(lab, noise_keys, sizes.window_s))
         self.detail("churn", busy)
-        # Below 0.1 % of one core over the window, /proc's 10 ms ticks make a ratio noise.
-        resolution = 0.001 * sizes.window_s
-        r["churn_cpu_ratio"] = figures.ratio(busy["cpu_s"], steady["cpu_s"], resolution=resolution)
+        # Raw CPU seconds at the scheduler's resolution (procs.cpu_ns), no floor on either.
         r["idle_cpu_s"], r["churn_cpu_s"] = steady["cpu_s"], busy["cpu_s"]
+        r["churn_cpu_ratio"] = figures.ratio(busy["cpu_s"], steady["cpu_s"])
+        resync = await self.phase("steady-state-resync", phases.steady_resync(lab, keys, sizes))
+        self.detail("steady_state_resync", resync)
+        r["steady_state_writes_resync"] = resync["writes"]
 
         reverts = await self.phase("revert", phases.reverts(lab, keys, sizes))
         self.detail("revert", reverts)
         seq, together = reverts["sequential"], reverts[f"concurrent_{sizes.concurrency}"]
+        r["go_floor_p50_s"] = seq["go_floor"]["p50_s"]
+        r["go_floor_p99_s"] = seq["go_floor"]["p99_s"]
         r["floor_p50_s"] = seq["floor"]["p50_s"]
         r["floor_p99_s"] = seq["floor"]["p99_s"]
         r["revert_p50_s"] = seq["driftguard"]["p50_s"]
         r["revert_p99_s"] = seq["driftguard"]["p99_s"]
+        r["revert_p50_ratio_go"] = figures.ratio(r["revert_p50_s"], r["go_floor_p50_s"])
+        r["revert_p99_ratio_go"] = figures.ratio(r["revert_p99_s"], r["go_floor_p99_s"])
         r["revert_p50_ratio"] = figures.ratio(r["revert_p50_s"], r["floor_p50_s"])
         r["revert_p99_ratio"] = figures.ratio(r["revert_p99_s"], r["floor_p99_s"])
         for q in ("p50", "p99"):
-            r[f"revert_concurrent_{q}_ratio"] = figures.ratio(
-                together["driftguard"][f"{q}_s"], together["floor"][f"{q}_s"]
+            mine = together["driftguard"][f"{q}_s"]
+            r[f"revert_concurrent_{q}_ratio_go"] = figures.ratio(
+                mine, together["go_floor"][f"{q}_s"]
             )
+            r[f"revert_concurrent_{q}_ratio"] = figures.ratio(mine, together["floor"][f"{q}_s"])
 
         found = await self.phase("detect", phases.detect(lab, sizes))
         self.detail("detect", found)
         r["detect_p50_s"] = found["latency"]["p50_s"]
+        r["observe_idle_cpu_s"] = found["churn"]["idle_cpu_s"]
+        r["observe_churn_cpu_s"] = found["churn"]["churn_cpu_s"]
         r["observe_churn_cpu_ratio"] = found["churn"]["cpu_ratio"]
+
+        try:
+            peer = await self.phase("flux", phases.flux(lab, keys, sizes))
+        except (FileNotFoundError, RuntimeError, TimeoutError) as exc:
+            # Flux is a peer, not driftguard: its failure is reported, the run goes on.
+            self.detail("flux", {"error": f"{type(exc).__name__}: {exc}"})
+            print(f"flux not measured: {exc}", file=sys.stderr, flush=True)
+        else:
+            self.detail("flux", peer)
+            fast = peer["interval_fast"]
+            r["flux_revert_p50_s"] = fast["flux"]["p50_s"]
+            r["flux_interval_s"] = fluxpeer.seconds_of(fast["interval"])
+            r["flux_revert_p50_s_interval_1m"] = peer["interval_1m"]["flux"]["p50_s"]
+            r["flux_side_revert_p50_s"] = fast["driftguard"]["p50_s"]
+            mine, theirs = fast["driftguard"]["p50_s"], fast["flux"]["p50_s"]
+            r["revert_p50_ratio_flux"] = round(mine / theirs, 4) if mine and theirs else None
+            r["flux_p50_over_driftguard_p50"] = figures.ratio(theirs, mine)
+        r["argocd_documented"] = ARGOCD_DOCUMENTED
+
         cold = await self.phase("cold-apply", phases.cold_apply(lab, sizes))
         self.detail("cold_apply", cold)
         r["cold_apply_100_s"] = cold["created_to_in_sync_s"]
@@ -172,6 +202,8 @@ class Run:
         r["revert_p99_s_5000"] = big["sequential"]["driftguard"]["p99_s"]
         r["floor_p50_s_5000"] = big["sequential"]["floor"]["p50_s"]
         r["floor_p99_s_5000"] = big["sequential"]["floor"]["p99_s"]
+        r["go_floor_p50_s_5000"] = big["sequential"]["go_floor"]["p50_s"]
+        r["go_floor_p99_s_5000"] = big["sequential"]["go_floor"]["p99_s"]
         again = await self.phase(f"restart-{sizes.large}", phases.restart(lab, keys, sizes))
         self.detail(f"restart_{sizes.large}", again)
         r["restart_to_in_sync_s_5000"] = again["in_sync_s"]
@@ -184,6 +216,26 @@ class Run:
         r["restart_spec_changed_to_in_sync_s_5000"] = again["in_sync_s"]
         per_thousand = (r["rss_mb_5000"] - r["rss_mb_1000"]) / ((sizes.large - sizes.small) / 1000)
         r["rss_mb_growth_per_1000"] = round(per_thousand, 1)
+
+        # Ten times the size: its own phases, shrunk by --quick (``sizes`` says to what).
+        huge = await self.phase(f"scale-to-{sizes.huge}", phases.scale_huge(lab, keys, sizes))
+        self.detail(f"scale_to_{sizes.huge}", huge)
+        r["cold_to_in_sync_s_50000"] = huge["added_to_in_sync_s"]
+        r["rss_mb_50000"] = await phases.rss(lab, keys, sizes)
+        r["status_bytes_50000"] = await phases.status_sizes(lab)
+        wide = await self.phase(f"revert-{sizes.huge}", phases.reverts(lab, keys, sizes, huge=True))
+        self.detail(f"revert_{sizes.huge}", wide)
+        seq = wide["sequential"]
+        r["revert_p50_s_50000"] = seq["driftguard"]["p50_s"]
+        r["revert_p99_s_50000"] = seq["driftguard"]["p99_s"]
+        r["go_floor_p50_s_50000"] = seq["go_floor"]["p50_s"]
+        r["go_floor_p99_s_50000"] = seq["go_floor"]["p99_s"]
+        again = await self.phase(
+            f"restart-{sizes.huge}", phases.restart(lab, keys, sizes, objects=sizes.huge)
+        )
+        self.detail(f"restart_{sizes.huge}", again)
+        r["restart_to_in_sync_s_50000"] = again["in_sync_s"]
+        r["rss_mb_50000_after_restart"] = await phases.rss(lab, keys, sizes)
 
 
 def _cpu_delta(
@@ -224,36 +276,59 @@ def environment_facts(plane: ControlPlane) -> dict[str, Any]:
     }
 
 
+# Argo CD cannot be built here (its gitops-engine module does not resolve from the Go
+# module proxy): its figures are its documentation's, marked so, never measured.
+ARGOCD_DOCUMENTED = {
+    "source": "documented, not measured",
+    "reconciliation_timeout_s": 180,  # argocd-cm timeout.reconciliation default (3 minutes)
+    "self_heal_timeout_s": 5,  # --self-heal-timeout-seconds default, after a refresh
+}
+
+# (figure, target as printed, limit: the figure must be <= it; None: reported only)
 TARGETS: list[tuple[str, str, float | None]] = [
-    ("floor_p50_s", "", None),
-    ("floor_p99_s", "", None),
+    ("go_floor_p50_s", "", None),
+    ("go_floor_p99_s", "", None),
     ("revert_p50_s", "", None),
     ("revert_p99_s", "", None),
+    ("revert_p50_ratio_go", "<= 2", 2.0),
+    ("revert_p99_ratio_go", "<= 4", 4.0),
+    ("revert_concurrent_p50_ratio_go", "", None),
+    ("revert_concurrent_p99_ratio_go", "", None),
+    ("floor_p50_s", "", None),
+    ("floor_p99_s", "", None),
     ("revert_p50_ratio", "<= 3", 3.0),
     ("revert_p99_ratio", "<= 5", 5.0),
-    ("revert_concurrent_p50_ratio", "", None),
-    ("revert_concurrent_p99_ratio", "", None),
-    ("floor_p50_s_5000", "", None),
-    ("floor_p99_s_5000", "", None),
+    ("flux_interval_s", "", None),
+    ("flux_revert_p50_s", "", None),
+    ("flux_side_revert_p50_s", "", None),
+    ("revert_p50_ratio_flux", "report", None),
+    ("flux_p50_over_driftguard_p50", "", None),
+    ("flux_revert_p50_s_interval_1m", "", None),
     ("revert_p50_s_5000", "", None),
     ("revert_p99_s_5000", "", None),
     ("detect_p50_s", "", None),
     ("steady_state_writes", "0", 0.0),
+    ("steady_state_writes_resync", "0", 0.0),
     ("steady_state_reads_per_s", "", None),
     ("idle_cpu_s", "", None),
     ("churn_cpu_s", "", None),
-    ("churn_cpu_ratio", "<= 1.5", 1.5),
-    ("observe_churn_cpu_ratio", "", None),
+    ("churn_cpu_ratio", "", None),
+    ("observe_idle_cpu_s", "", None),
+    ("observe_churn_cpu_s", "", None),
+    ("observe_churn_cpu_ratio", "<= 10", 10.0),
     ("rss_mb_idle", "", None),
     ("rss_mb_1000", "", None),
     ("rss_mb_5000", "", None),
     ("rss_mb_growth_per_1000", "<= 30", 30.0),
-    ("rss_mb_1000_after_restart", "", None),
-    ("rss_mb_5000_after_restart", "", None),
     ("restart_to_in_sync_s_1000", "", None),
     ("restart_to_in_sync_s_5000", "<= 60", 60.0),
     ("restart_spec_changed_to_in_sync_s_5000", "", None),
     ("cold_apply_100_s", "", None),
+    ("cold_to_in_sync_s_50000", "", None),
+    ("restart_to_in_sync_s_50000", "<= 60", 60.0),
+    ("rss_mb_50000", "<= 1024", 1024.0),
+    ("revert_p50_s_50000", "", None),
+    ("revert_p99_s_50000", "", None),
 ]
 
 
@@ -263,6 +338,15 @@ def report(results: dict[str, Any]) -> str:
         for name, target, limit in TARGETS
     ]
     return figures.table(rows)
+
+
+def missed(results: dict[str, Any]) -> list[str]:
+    """Every target not met, a figure that was not measured included."""
+    return [
+        f"{name} = {results.get(name)} (target {target})"
+        for name, target, limit in TARGETS
+        if figures.verdict(results.get(name), limit) in ("MISSED", "n/a")
+    ]
 
 
 async def _measure(run: Run, deadline: float) -> None:
@@ -299,13 +383,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.py_spy:
             run.lab.profiler = procs.Profiler(args.py_spy, workdir)
             run.results["profiled"] = True
-        run.results["sizes"] = {"small": sizes.small, "large": sizes.large, "quick": sizes.quick}
+        run.results["sizes"] = {
+            "small": sizes.small,
+            "large": sizes.large,
+            "huge": sizes.huge,
+            "huge_environments": sizes.huge_envs,
+            "quick": sizes.quick,
+        }
         run.results["environment"] = environment_facts(plane)
         run.results["operator"] = {
             "identity": run.lab.identity.username,
             "rbac": "the chart's ServiceAccount, ClusterRole, ClusterRoleBinding (defaults)",
             "log_level": run.lab.identity.log_level,
         }
+        run.results["operator_identity"] = run.lab.identity.username
+        run.results["operator_log_level"] = run.lab.identity.log_level
         try:
             asyncio.run(_measure(run, DEADLINE_S[sizes.quick]))
         except (Exception, KeyboardInterrupt) as exc:  # report what was measured
@@ -326,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     if failure:
         print(f"\nbench FAILED: {failure}", file=sys.stderr)
         return 1
+    misses = missed(run.results)
+    if misses:
+        print("\ntargets missed:\n  " + "\n  ".join(misses), file=sys.stderr)
+        return 2
     return 0
 
 
