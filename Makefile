@@ -62,6 +62,7 @@ crds: install ## regenerate crds/ (and the chart's copy) from the pydantic model
 	cp crds/environments.driftguard.io.yaml crds/blueprints.driftguard.io.yaml charts/driftguard/crds/
 
 bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
+	@hack/build-bench-tools.sh
 	$(BIN)/python bench/run.py
 
 .PHONY: image
