@@ -433,6 +433,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="per phase, seconds")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "scale.json")
     args = parser.parse_args()
+    # A SIGTERM (timeout, a kill) unwinds like Ctrl-C, so the replicas and the plane stop.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     plane = ControlPlane(feature_gates={"ShardedListAndWatch": True})
     plane.start()
     # The plane's directory goes with it; the replicas' logs stay here.

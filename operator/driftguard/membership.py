@@ -41,8 +41,9 @@ CLAIMS = "driftguard.io/shard-ranges"
 FIELD_MANAGER = "driftguard-membership"
 SETTLE_TICKS = 2
 """Polls a new replica waits, holding its Lease with no claims, before it claims."""
-MARGIN_S = 0.5
-"""A replica stops acting this long before its Lease runs out: the clocks of one request."""
+MARGIN_S = 2.0
+"""A replica stops acting up to this long (a fifth of the duration at most) before its
+Lease runs out: fencing is a timer on an event loop, which a busy step delays."""
 
 
 class LeaseApi(Protocol):
@@ -61,6 +62,8 @@ class LeaseApi(Protocol):
     async def replace(
         self, resource: Resource, body: dict[str, Any], *, field_manager: str
     ) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
 
 
 class Share(Protocol):
@@ -229,7 +232,7 @@ class Membership:
         self._lease = answer
         self.claims = sharding.merge(claims)
         self._renewed = sent
-        self._valid_until = sent + self._duration - min(MARGIN_S, self._duration / 10)
+        self._valid_until = sent + self._duration - min(MARGIN_S, self._duration / 5)
         self._arm_fence()
 
     def _body(self, claims: sharding.Ranges, wall: float) -> dict[str, Any]:
@@ -289,6 +292,7 @@ class Membership:
                 await self._cluster.replace(LEASES, body, field_manager=FIELD_MANAGER)
             except ApiError as exc:
                 log.warning("lease_release_failed", error=exc.describe())
+        await self._cluster.close()
 
 
 async def start(
@@ -324,6 +328,8 @@ async def start(
         items = []
     for item in items:
         shards.bodies[(item["metadata"]["namespace"], item["metadata"]["name"])] = item
-    member = Membership(cluster, shards, namespace=namespace, duration=duration)
+    # Its own connections: a renewal must not queue behind the engine's requests.
+    leases = await KubeCluster.connect(pool=4)
+    member = Membership(leases, shards, namespace=namespace, duration=duration)
     task = asyncio.create_task(member.run(), name="membership")
     return shards, member, task

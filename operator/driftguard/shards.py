@@ -97,6 +97,7 @@ class Shards:
         self.ranges: sharding.Ranges = ()
         self.bodies: dict[Ident, dict[str, Any]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._following = asyncio.Lock()
         self._export()
 
     # -- what kopf sees -------------------------------------------------------
@@ -152,8 +153,9 @@ class Shards:
         self._export()
 
     async def act_on(self, ranges: sharding.Ranges) -> None:
-        """Acts on exactly these ranges from now on: what left is forgotten first, then the
-        watches follow the new ranges, then what arrived gets a full pass."""
+        """Acts on exactly these ranges from now on. What left is forgotten at once; the
+        watches follow and what arrived gets its first pass in the background, so that
+        the caller (membership, which must keep renewing) never waits for them."""
         ranges = sharding.merge(ranges)
         if ranges == self.ranges:
             return
@@ -162,25 +164,30 @@ class Shards:
             body = self.bodies.get(ident)
             if body is None or not self.owns(body):
                 self.engine.forget(ident)
-        if self.server_filters and isinstance(self.engine.watches, ShardedWatches):
-            await self.engine.watches.rescope(sharding.selector(ranges))
-        gained = [
-            body
-            for ident, body in self.bodies.items()
-            if ident not in self.engine.environments and self.owns(body)
-        ]
         log.info(
             "shard_changed",
             replica=self.replica,
             ranges=len(ranges),
             share=round(sharding.size(ranges) / sharding.SPACE, 4),
-            gained=len(gained),
             released=len(sharding.subtract(before, ranges)),
-            environments=len(self.engine.environments) + len(gained),
+            environments=sum(1 for body in self.bodies.values() if self.owns(body)),
         )
-        for body in gained:
-            self._spawn(self.environment_changed(body))
+        self._spawn(self._follow())
         self._export()
+
+    async def _follow(self) -> None:
+        """Moves the watches to the current ranges, then starts what arrived. One at a time:
+        each run takes the ranges as they are then, so the last change wins."""
+        async with self._following:
+            ranges = self.ranges
+            selector = sharding.selector(ranges)
+            if selector and self.server_filters and isinstance(self.engine.watches, ShardedWatches):
+                await self.engine.watches.rescope(selector)
+            if ranges != self.ranges:
+                return  # changed meanwhile: the run queued behind this one follows
+            for ident, body in list(self.bodies.items()):
+                if ident not in self.engine.environments and self.owns(body):
+                    self._spawn(self.environment_changed(body))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)

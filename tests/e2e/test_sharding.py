@@ -40,7 +40,14 @@ from driftguard.controlplane import ControlPlane
 LEASE_S = 4
 ENVIRONMENTS = 9
 FAILOVER_GOAL_S = 15.0
-SHARD_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+SHARD_KINDS = {
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "FlowSchema",
+}
 
 
 class Replica(Operator):

@@ -53,6 +53,9 @@ class FakeLeases:
             raise ApiError(409, "Conflict", "changed")
         return await self._store(body)
 
+    async def close(self) -> None:
+        pass
+
     async def _store(self, body: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(LATENCY)
         if body["spec"]["holderIdentity"] in self.broken:
