@@ -65,10 +65,18 @@ bench: install controlplane tools ## the performance benchmark; figures in bench
 	@hack/build-bench-tools.sh
 	$(BIN)/python bench/run.py
 
+.PHONY: bench-scale
+bench-scale: install controlplane tools ## 3 replicas sharing 50,000 objects; figures in bench/scale.json (QUICK=1: 3,000)
+	$(BIN)/python bench/scale.py $(if $(QUICK),--quick)
+
 .PHONY: image
 image: install controlplane tools ## build the operator image daemonless (buildah, debootstrap; root) and test it
 	hack/build-image.sh
 	DRIFTGUARD_IMAGE_TESTS=1 $(BIN)/pytest -q tests/e2e/test_image.py
+
+.PHONY: dashboard-image
+dashboard-image: install controlplane tools ## docs/dashboard.png: the Grafana dashboard drawn from a 3-minute local run
+	$(BIN)/python hack/render-dashboard.py --save-data $(CACHE)/dashboard-data.json
 
 clean: ## remove the virtual environment (the control-plane cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
