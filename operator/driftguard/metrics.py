@@ -80,6 +80,8 @@ shard_environments = Gauge(
     ["replica"],
 )
 _info: dict[tuple[str, str], tuple[str, str]] = {}
+_primed: dict[tuple[str, str], set[str]] = {}
+"""Kinds whose counters each Environment has, so that forget() removes them all."""
 
 
 def set_info(namespace: str, environment: str, blueprint: str, revision: int) -> None:
@@ -95,12 +97,28 @@ def set_info(namespace: str, environment: str, blueprint: str, revision: int) ->
     _info[(namespace, environment)] = labels
 
 
+def prime(namespace: str, environment: str, *, kinds: Iterable[str]) -> None:
+    """Every counter series an Environment may use, at 0 before its first event.
+
+    A series born at 1 hides its first increment from rate() and increase(): the first
+    drift of a new Environment would never show on a dashboard or in an alert.
+    """
+    primed = _primed.setdefault((namespace, environment), set())
+    for kind in kinds:
+        drift_detected.labels(namespace, environment, kind)
+        drift_reverted.labels(namespace, environment, kind)
+        primed.add(kind)
+    fights.labels(namespace, environment)
+    for reason in ERROR_REASONS:
+        reconcile_errors.labels(namespace, environment, reason)
+
+
 def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> None:
     """Drops every series of an Environment that is gone, so series do not pile up."""
     for gauge in (managed_resources, drifted_resources, environment_in_sync, environment_suspended):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, environment)
-    for kind in kinds:
+    for kind in {*kinds, *_primed.pop((namespace, environment), set())}:
         for counter in (drift_detected, drift_reverted):
             with contextlib.suppress(KeyError):
                 counter.remove(namespace, environment, kind)

@@ -118,9 +118,13 @@ class Environment:
             try:
                 own = await self._own_scopes()
                 revision = self.ledger.status.revision
+                # Before the pass, which may count the first error; kinds once it knows them.
+                metrics.prime(self.owner.namespace, self.owner.name, kinds=())
                 await self.passes.run(self.body, own=own)
                 if self.ledger.status.revision != revision:
                     await self._remember()
+                kinds = {key.kind for key in self.ledger.tracked}
+                metrics.prime(self.owner.namespace, self.owner.name, kinds=kinds)
                 used = self.ledger.status.blueprint
                 metrics.set_info(
                     self.owner.namespace,

@@ -168,3 +168,29 @@ def test_environment_info_keeps_one_series_per_environment() -> None:
         if sample.labels["namespace"] == "ns-info"
     ]
     assert left == []
+
+
+def test_prime_makes_every_counter_series_of_an_environment_start_at_zero() -> None:
+    """rate() and increase() see a first event only if the series was there at 0 before it."""
+    metrics.prime("ns-prime", "dev", kinds=["ConfigMap"])
+    try:
+        found = {
+            (sample.name, sample.labels.get("kind") or sample.labels.get("reason") or "")
+            for collector in (
+                metrics.drift_detected,
+                metrics.drift_reverted,
+                metrics.fights,
+                metrics.reconcile_errors,
+            )
+            for family in collector.collect()
+            for sample in family.samples
+            if sample.labels.get("namespace") == "ns-prime" and sample.value == 0
+        }
+        assert ("driftguard_drift_detected_total", "ConfigMap") in found
+        assert ("driftguard_drift_reverted_total", "ConfigMap") in found
+        assert ("driftguard_fights_total", "") in found
+        assert {r for n, r in found if n == "driftguard_reconcile_errors_total"} == set(
+            metrics.ERROR_REASONS
+        )
+    finally:
+        metrics.forget("ns-prime", "dev", kinds=["ConfigMap"])
