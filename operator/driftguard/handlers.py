@@ -46,7 +46,7 @@ async def start(memo: kopf.Memo, **_: Any) -> None:
     memo.cluster = cluster
     if memo.get("sharding"):
         share = memo.sharding
-        memo.shards, memo.membership, memo.membership_task = await membership.start(
+        memo.shards, memo.membership = await membership.start(
             cluster,
             memo.engine,
             replica=share.replica,
@@ -102,7 +102,6 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("standby") is not None:
         memo.standby.cancel()
     if memo.get("membership") is not None:
-        memo.membership_task.cancel()
         await memo.membership.leave()  # stop acting, and let the others take over at once
         memo.shards.close()
     await memo.engine.close()

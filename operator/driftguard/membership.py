@@ -18,8 +18,10 @@ duration past the renewTime they read, so the two never overlap.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import re
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -70,7 +72,9 @@ class Share(Protocol):
     """What membership drives (Shards; a fake in unit tests)."""
 
     replica: str
-    ranges: sharding.Ranges
+
+    @property
+    def ranges(self) -> sharding.Ranges: ...
 
     def hashes(self) -> set[int]: ...
 
@@ -132,6 +136,7 @@ class Membership:
         self._fence_timer: asyncio.TimerHandle | None = None
         self._members: dict[str, sharding.Member] = {}
         self._ticks = 0
+        self._lapsed_until = 0.0  # monotonic: after a lapse, when the old Lease ran out
 
     @property
     def is_valid(self) -> bool:
@@ -158,18 +163,25 @@ class Membership:
 
     async def tick(self) -> None:
         self._log_changes(await self._others())
+        if time.monotonic() < self._lapsed_until:
+            return  # fenced: the old Lease runs out before this replica comes back
         held = {replica: member.claims for replica, member in self._members.items()}
         held[self.replica] = self.claims if self.is_valid else ()
         planned = sharding.plan(held, self._shards.hashes(), held)
         step = sharding.step(self.replica, planned, held)
-        if step.released:
-            # Stop acting first: what this replica gives up is another's once written.
-            await self._shards.act_on(sharding.intersect(self._shards.ranges, step.claims))
         # After a lapse others may hold this replica's old ranges: come back with none.
         # A new replica first only shows itself, so that replicas started together see
         # each other before the first of them claims everything.
         self._ticks += 1
         claims = step.claims if self.is_valid and self._ticks > SETTLE_TICKS else ()
+        if step.released and self.is_valid:
+            # Stop acting first: what this replica gives up is another's once written. If
+            # the event loop that acts is too busy to confirm, keep claiming it for now.
+            stop = self._shards.act_on(sharding.intersect(self._shards.ranges, step.claims))
+            try:
+                await asyncio.wait_for(stop, timeout=self._poll)
+            except TimeoutError:
+                claims = self.claims
         is_due = time.monotonic() - self._renewed >= self._duration / 3
         if claims != self.claims or is_due or not self.is_valid:
             await self._renew(claims)
@@ -278,11 +290,16 @@ class Membership:
             return
         log.warning("lease_expired", replica=self.replica)
         self.claims = ()
+        self._lapsed_until = self._renewed + self._duration
         self._shards.fence()
 
     async def leave(self) -> None:
         """On a clean stop: stop acting, then give the Lease up so others take over at once."""
         self._shards.fence(reason="stopping")
+        await self.release()
+
+    async def release(self) -> None:
+        """Gives the Lease up (expired at once); the caller has stopped acting already."""
         if self._fence_timer is not None:
             self._fence_timer.cancel()
         if self._lease is not None:
@@ -295,9 +312,79 @@ class Membership:
         await self._cluster.close()
 
 
+class CrossLoop:
+    """Shards as the membership thread sees them: calls go to the operator's event loop.
+
+    Membership runs on its own thread and event loop, so that renewals keep their pace
+    while the operator's loop is busy (first passes of thousands of objects stalled it for
+    seconds, and replicas lost their shares to missed renewals). Reads are of values the
+    operator's loop replaces whole (a tuple, a frozenset): atomic under the GIL.
+    """
+
+    def __init__(self, shards: Shards, main: asyncio.AbstractEventLoop) -> None:
+        self.replica = shards.replica
+        self._shards = shards
+        self._main = main
+
+    @property
+    def ranges(self) -> sharding.Ranges:
+        return self._shards.ranges
+
+    def hashes(self) -> set[int]:
+        return set(self._shards.hash_snapshot)
+
+    async def act_on(self, ranges: sharding.Ranges) -> None:
+        future = asyncio.run_coroutine_threadsafe(self._shards.act_on(ranges), self._main)
+        await asyncio.wrap_future(future)
+
+    def fence(self, *, reason: str = "lease_expired") -> None:
+        self._main.call_soon_threadsafe(functools.partial(self._shards.fence, reason=reason))
+
+
+class Keeper:
+    """The membership thread: its own event loop, connections and Membership."""
+
+    def __init__(self, shards: Shards, *, namespace: str, duration: float) -> None:
+        self._shards = shards
+        self._namespace = namespace
+        self._duration = duration
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._member: Membership | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="membership", daemon=True)
+
+    def start(self) -> None:
+        self._main_loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    def _main(self) -> None:
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        leases = await KubeCluster.connect(pool=2)
+        share = CrossLoop(self._shards, self._main_loop)
+        self._member = Membership(leases, share, namespace=self._namespace, duration=self._duration)
+        self._task = asyncio.current_task()
+        self._ready.set()
+        try:
+            await self._member.run()
+        except asyncio.CancelledError:
+            await self._member.release()
+
+    async def leave(self) -> None:
+        """Stops acting at once (on the operator's loop), then gives the Lease up."""
+        self._shards.fence(reason="stopping")
+        if self._loop is None or self._task is None:
+            return
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10.0)
+
+
 async def start(
     cluster: KubeCluster, engine: Engine, *, replica: str, namespace: str, duration: float
-) -> tuple[Shards, Membership, asyncio.Task[None]]:
+) -> tuple[Shards, Keeper]:
     """Makes the engine share the work: its watches carry the shard, Environments go
     through Shards, and this replica's Lease is kept from now on."""
     probe = sharding.selector(sharding.EVERYTHING)
@@ -328,8 +415,8 @@ async def start(
         items = []
     for item in items:
         shards.bodies[(item["metadata"]["namespace"], item["metadata"]["name"])] = item
-    # Its own connections: a renewal must not queue behind the engine's requests.
-    leases = await KubeCluster.connect(pool=4)
-    member = Membership(leases, shards, namespace=namespace, duration=duration)
-    task = asyncio.create_task(member.run(), name="membership")
-    return shards, member, task
+    shards.remember()
+    # Its own thread, loop and connections: a renewal must not wait for the engine's work.
+    keeper = Keeper(shards, namespace=namespace, duration=duration)
+    keeper.start()
+    return shards, keeper

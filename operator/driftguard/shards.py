@@ -98,13 +98,20 @@ class Shards:
         self.bodies: dict[Ident, dict[str, Any]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._following = asyncio.Lock()
+        self.hash_snapshot: frozenset[int] = frozenset()
         self._export()
 
     # -- what kopf sees -------------------------------------------------------
 
     def hashes(self) -> set[int]:
         """The hashes of the target namespaces in use: the plan's split points follow them."""
-        return {sharding.fnv64a(target_of(body)) for body in self.bodies.values()}
+        return set(self.hash_snapshot)
+
+    def remember(self) -> None:
+        """Replaces the hashes whole, for the membership thread to read without a lock."""
+        self.hash_snapshot = frozenset(
+            sharding.fnv64a(target_of(body)) for body in self.bodies.values()
+        )
 
     def owns(self, body: dict[str, Any]) -> bool:
         return sharding.owns(self.ranges, target_of(body))
@@ -116,6 +123,7 @@ class Shards:
             self.bodies.pop(ident, None)
         else:
             self.bodies[ident] = body
+        self.remember()
         if self.owns(body) or ident in self.engine.environments:
             await self.engine.environment_changed(body)
         # The ranges may have moved while the engine worked (a rebalance, or fencing).
@@ -131,6 +139,7 @@ class Shards:
 
     def environment_deleted(self, ident: Ident) -> None:
         self.bodies.pop(ident, None)
+        self.remember()
         self.engine.forget(ident)
         self._export()
 
