@@ -54,9 +54,9 @@ BIN = Path(sys.executable).parent
 CHART = ROOT / "charts" / "driftguard"
 NAMESPACE = "driftguard-system"
 RELEASE = "driftguard"
-REPLICAS = ("r-1", "r-2", "r-3")
 VICTIM = "r-2"
 MANAGED = "app.kubernetes.io/managed-by=driftguard"
+SINGLE = ROOT / "bench" / "scale-single.json"
 SIZES = {"full": (500, 100, 250), "quick": (60, 50, 60)}
 """Environments, ConfigMaps in each, manual changes for the revert latency."""
 WRITES = {"create", "update", "patch", "delete"}
@@ -75,7 +75,7 @@ def install_identity(plane: ControlPlane) -> Path:
     rendered = subprocess.run(
         [
             *(str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE),
-            *("--set", "sharding.enabled=true", "--set", f"replicas={len(REPLICAS)}"),
+            *("--set", "sharding.enabled=true", "--set", "replicas=3"),
             *("--show-only", "templates/serviceaccount.yaml"),
             *("--show-only", "templates/rbac.yaml"),
         ],
@@ -101,10 +101,13 @@ class Replica:
     kubeconfig: Path
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    sharded: bool = True
 
     def start(self) -> None:
         argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", "0"]
-        argv += ["--shards-from-leases", f"--lease-namespace={NAMESPACE}", "--log-level=INFO"]
+        argv += ["--log-level=INFO"]
+        if self.sharded:
+            argv += ["--shards-from-leases", f"--lease-namespace={NAMESPACE}"]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_ID": self.replica}
         with (self.directory / f"{self.replica}.log").open("ab") as sink:
             self.process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -330,15 +333,25 @@ def double_writes(writes: list[dict[str, Any]], injected: set[tuple[str, str]]) 
     return {"objects_written_by_two_replicas": shared, "extra_reverts": extra_reverts}
 
 
-def single_process() -> dict[str, Any]:
-    path = ROOT / "bench" / "results.json"
+def single_process(objects: int) -> dict[str, Any]:
+    """The single-process figures to compare with: this benchmark's own `--replicas 1 --plain`
+    run at the same size when there is one, else `make bench`'s."""
+    keys = ("revert_p50_s", "revert_p99_s", "cold_in_sync_s", "rss_mb_per_replica")
     try:
-        results = json.loads(path.read_text())
+        own = json.loads(SINGLE.read_text())
+        if own.get("objects") == objects:
+            found = {key: own.get(key) for key in keys}
+            found["source"] = f"{SINGLE.name} (bench/scale.py --replicas 1 --plain)"
+            return found
+    except (OSError, ValueError):
+        pass
+    try:
+        results = json.loads((ROOT / "bench" / "results.json").read_text())
     except (OSError, ValueError):
         return {}
     keys = ("revert_p50_s", "revert_p99_s", "revert_p50_s_5000", "revert_p99_s_5000")
     found = {key: results.get(key) for key in keys if key in results}
-    found["source"] = "bench/results.json (make bench, one process)"
+    found["source"] = "bench/results.json (make bench, one process, 1,000 / 5,000 objects)"
     return found
 
 
@@ -347,30 +360,58 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
     kubeconfig = install_identity(plane)
     admin = await Kube.connect(plane.kubeconfig, user_agent="bench-scale")
     manual = await Kube.connect(plane.kubeconfig, user_agent="bench-manual")
-    replicas = {r: Replica(r, kubeconfig, work) for r in REPLICAS}
+    ids = [f"r-{i}" for i in range(1, args.replicas + 1)]
+    replicas = {r: Replica(r, kubeconfig, work, sharded=not args.plain) for r in ids}
     observer = Observer(admin)
     try:
         log(f"creating {environments} Environments of {configmaps} ConfigMaps")
         names = await create_world(admin, environments, configmaps)
         await observer.start()
-        log("starting 3 replicas")
+        log(f"starting {len(replicas)} replica(s){' without sharding' if args.plain else ''}")
         started = time.monotonic()
         for replica in replicas.values():
             replica.start()
         done = await observer.until(
             lambda: (
                 len(observer.envs) >= environments
-                and all(state.in_sync and state.shard for state in observer.envs.values())
+                and all(
+                    state.in_sync and (state.shard or args.plain)
+                    for state in observer.envs.values()
+                )
             ),
             args.timeout,
         )
         cold = done - started
-        shares = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in REPLICAS}
+        shares = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in replicas}
         log(f"cold start: all InSync after {cold:.1f}s; shares {shares}")
         await asyncio.sleep(5)
-        rss = [replicas[r].rss_mb() for r in REPLICAS]
+        rss = [replica.rss_mb() for replica in replicas.values()]
         log(f"RSS per replica {rss} MB; {changes} manual changes")
         latencies = await revert_latencies(observer, manual, names, configmaps, changes)
+        result: dict[str, Any] = {
+            "replicas": len(replicas),
+            "objects": environments * configmaps,
+            "environments": environments,
+            "cold_in_sync_s": round(cold, 2),
+            "rss_mb_per_replica": rss,
+            "revert_p50_s": percentile(latencies, 0.5),
+            "revert_p99_s": percentile(latencies, 0.99),
+            "failover_s": None,
+            "double_writes": None,
+        }
+        details: dict[str, Any] = {
+            "size": "quick" if args.quick else "full",
+            "sharded": not args.plain,
+            "revert_samples": len(latencies),
+            "revert_mean_s": round(statistics.fmean(latencies), 4),
+            "shares": shares,
+            "single_process": single_process(environments * configmaps),
+            "work_directory": str(work),
+            "measured_at": datetime.now().isoformat(timespec="seconds"),
+        }
+        result["details"] = details
+        if VICTIM not in replicas:
+            return result
         victims = [n for n, s in observer.envs.items() if s.shard == VICTIM]
         offset = plane.audit_log.stat().st_size
         log(f"SIGKILL {VICTIM} ({len(victims)} Environments)")
@@ -394,31 +435,16 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         log(f"failover: {failover:.1f}s")
         await asyncio.sleep(3)  # late writes, if any, reach the audit log
         doubles = double_writes(audit_writes(plane.audit_log, offset), set(injected))
-        after = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in REPLICAS}
-        return {
-            "replicas": len(REPLICAS),
-            "objects": environments * configmaps,
-            "environments": environments,
-            "cold_in_sync_s": round(cold, 2),
-            "rss_mb_per_replica": rss,
-            "revert_p50_s": percentile(latencies, 0.5),
-            "revert_p99_s": percentile(latencies, 0.99),
-            "failover_s": round(failover, 2),
-            "double_writes": sum(doubles.values()),
-            "details": {
-                "size": "quick" if args.quick else "full",
-                "revert_samples": len(latencies),
-                "revert_mean_s": round(statistics.fmean(latencies), 4),
-                "shares_before_kill": shares,
-                "shares_after_failover": after,
-                "failover_environments": len(victims),
-                "double_writes": doubles,
-                "lease_duration_s": 10,
-                "single_process": single_process(),
-                "work_directory": str(work),
-                "measured_at": datetime.now().isoformat(timespec="seconds"),
-            },
-        }
+        after = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in replicas}
+        result["failover_s"] = round(failover, 2)
+        result["double_writes"] = sum(doubles.values())
+        details.update(
+            shares_after_failover=after,
+            failover_environments=len(victims),
+            double_writes=doubles,
+            lease_duration_s=10,
+        )
+        return result
     finally:
         observer.stop()
         for replica in replicas.values():
@@ -431,8 +457,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="60 Environments of 50 ConfigMaps")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per phase, seconds")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "scale.json")
+    parser.add_argument("--replicas", type=int, default=3, help="how many (default 3)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help=f"one replica without sharding, the baseline; writes {SINGLE.name}",
+    )
+    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    if args.plain and args.replicas != 1:
+        parser.error("--plain runs one replica: add --replicas 1")
+    if args.output is None:
+        args.output = SINGLE if args.plain else ROOT / "bench" / "scale.json"
     # A SIGTERM (timeout, a kill) unwinds like Ctrl-C, so the replicas and the plane stop.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     plane = ControlPlane(feature_gates={"ShardedListAndWatch": True})

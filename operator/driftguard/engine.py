@@ -63,6 +63,8 @@ class Engine:
             None
         )
         self._inventory_lock = asyncio.Lock()
+        self.count_users: Callable[[str], Users] | None = None
+        """Counts a Blueprint's Environments when this engine keeps only some (shards.py)."""
 
     # -- Environments ---------------------------------------------------------
 
@@ -106,6 +108,8 @@ class Engine:
 
     def _blueprint_users(self, name: str) -> Users:
         """How many Environments use the Blueprint, and which its schema refuses, and why."""
+        if self.count_users is not None:
+            return self.count_users(name)
         users = self._made_from(name)
         refused = [
             f"{env.owner.namespace}/{env.owner.name}: {env.ledger.ready[2]}"

@@ -18,7 +18,9 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 from driftguard import metrics, model, sharding
+from driftguard.blueprints import Users
 from driftguard.cluster import Cluster
+from driftguard.conditions import Reason
 from driftguard.engine import Engine
 from driftguard.logs import get as get_logger
 from driftguard.watcher import Listener, Scope, Timing, Watches
@@ -99,6 +101,7 @@ class Shards:
         self._background: set[asyncio.Task[None]] = set()
         self._following = asyncio.Lock()
         self.hash_snapshot: frozenset[int] = frozenset()
+        engine.count_users = self.count_users
         self._export()
 
     # -- what kopf sees -------------------------------------------------------
@@ -112,6 +115,26 @@ class Shards:
         self.hash_snapshot = frozenset(
             sharding.fnv64a(target_of(body)) for body in self.bodies.values()
         )
+
+    def count_users(self, name: str) -> Users:
+        """A Blueprint's Environments across all replicas, from the bodies every replica sees
+        (their status included): each replica reports the same, so none rewrites another's
+        Blueprint status with its own share's count."""
+        total, refused = 0, []
+        for (namespace, env), body in self.bodies.items():
+            ref = (body.get("spec") or {}).get("blueprintRef")
+            if not isinstance(ref, dict) or ref.get("name") != name:
+                continue
+            total += 1
+            for condition in (body.get("status") or {}).get("conditions") or []:
+                message = str(condition.get("message") or "")
+                if (
+                    condition.get("type") == "Ready"
+                    and condition.get("reason") == Reason.INVALID_SPEC
+                    and message.startswith("spec.values")
+                ):
+                    refused.append(f"{namespace}/{env}: {message}")
+        return Users(total, tuple(sorted(refused)))
 
     def owns(self, body: dict[str, Any]) -> bool:
         return sharding.owns(self.ranges, target_of(body))

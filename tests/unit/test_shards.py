@@ -1,0 +1,76 @@
+"""Shards: which Environments a replica keeps, and what it tells about the others."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from driftguard import sharding
+from driftguard.blueprints import Users
+from driftguard.shards import Shards, target_of
+
+
+class FakeEngine:
+    """The parts of the engine Shards touches."""
+
+    def __init__(self) -> None:
+        self.environments: dict[tuple[str, str], Any] = {}
+        self.watches = None
+        self.count_users = None
+        self.forgotten: list[tuple[str, str]] = []
+
+    def forget(self, ident: tuple[str, str]) -> None:
+        self.forgotten.append(ident)
+        self.environments.pop(ident, None)
+
+
+def env(namespace: str, *, target: str = "", blueprint: str = "", refused: str = "") -> Any:
+    spec: dict[str, Any] = {"targetNamespace": target} if target else {}
+    if blueprint:
+        spec["blueprintRef"] = {"name": blueprint}
+    conditions = [{"type": "Ready", "reason": "InvalidSpec", "message": refused}] if refused else []
+    return {
+        "metadata": {"namespace": namespace, "name": "app"},
+        "spec": spec,
+        "status": {"conditions": conditions},
+    }
+
+
+def shards_of(*bodies: Any) -> Shards:
+    shards = Shards(FakeEngine(), "r-1", server_filters=False)  # type: ignore[arg-type]
+    for body in bodies:
+        shards.bodies[(body["metadata"]["namespace"], "app")] = body
+    shards.remember()
+    return shards
+
+
+def test_the_target_namespace_decides_the_owner() -> None:
+    """An Environment living in `ops` and writing into `team-a` goes with team-a's hash."""
+    body = env("ops", target="team-a")
+    shards = shards_of(body)
+    assert target_of(body) == "team-a"
+    assert shards.hashes() == {sharding.fnv64a("team-a")}
+    shards.ranges = ((sharding.fnv64a("team-a"), sharding.fnv64a("team-a") + 1),)
+    assert shards.owns(body)
+    assert not shards.owns(env("team-a", target="ops"))
+
+
+def test_blueprint_users_are_counted_over_every_replicas_environments() -> None:
+    """Every replica counts the same: all bodies, with the refusals their status shows."""
+    shards = shards_of(
+        env("a", blueprint="db"),
+        env("b", blueprint="db", refused="spec.values.size: must be at most 10"),
+        env("c", blueprint="web"),
+        env("d"),
+    )
+    assert shards.engine.count_users == shards.count_users
+    assert shards.count_users("db") == Users(2, ("b/app: spec.values.size: must be at most 10",))
+
+
+def test_fencing_forgets_every_environment() -> None:
+    """A fenced replica keeps no Environment and holds no range."""
+    shards = shards_of(env("a"))
+    shards.ranges = sharding.EVERYTHING
+    shards.engine.environments[("a", "app")] = object()
+    shards.fence()
+    assert shards.ranges == ()
+    assert shards.engine.environments == {}
