@@ -45,8 +45,10 @@ async def _loop(kube: Kube, namespace: str, count: int) -> None:
                 cm_path(namespace), query={**query, "resourceVersion": version}
             ):
                 version = obj["metadata"]["resourceVersion"]
+                if kind not in ("ADDED", "MODIFIED"):
+                    continue  # a BOOKMARK carries no name, only the version
                 manifest = desired.get(obj["metadata"]["name"])
-                if manifest is None or kind not in ("ADDED", "MODIFIED"):
+                if manifest is None:
                     continue
                 if obj.get("data") != manifest["data"]:
                     await _apply(kube, manifest)

@@ -153,11 +153,18 @@ class Lab:
         return seconds
 
     def check_operator(self) -> None:
+        """Fails fast when the operator, or any other child now running (a floor,
+        kustomize-controller), has exited: its figures would be timeouts."""
         if self.operator is not None and not self.operator.is_alive():
             raise OperatorDied(
                 f"the operator exited with {self.operator.popen.returncode}:\n"
                 f"{self.operator.tail()}"
             )
+        for child in self.children:
+            if not child.is_alive():
+                raise RuntimeError(
+                    f"{child.name} exited with {child.popen.returncode}:\n{child.tail()}"
+                )
 
     def _metrics_text(self) -> str | None:
         try:
