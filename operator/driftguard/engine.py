@@ -17,8 +17,8 @@ from typing import Any, cast
 
 from driftguard import apply, guard, model, prevention, render, report, sources, tracking
 from driftguard.blueprints import Blueprints, Users
-from driftguard.conditions import Reason
 from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.conditions import Reason
 from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
 from driftguard.reconcile import Environment
