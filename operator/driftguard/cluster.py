@@ -98,6 +98,10 @@ SERVICEACCOUNTS = Resource("", "v1", "ServiceAccount", "serviceaccounts", namesp
 ENVIRONMENTS = Resource(model.GROUP, model.VERSION, model.KIND, model.PLURAL, namespaced=True)
 
 
+Gate = Callable[[str | None, tuple[str, str] | None], bool]
+"""(namespace written to, or the Environment whose status or Event it is) -> allowed now."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatchEvent:
     type: str  # CONNECTED (the server accepted the watch), ADDED, MODIFIED, DELETED, BOOKMARK
@@ -175,6 +179,8 @@ class KubeCluster:
         self._discovery_lock = asyncio.Lock()
         self._user = user
         self._views: dict[str, KubeCluster] = {}
+        # Replicas sharing the work (shards.py): may this replica write there now?
+        self._gate: list[Gate] = []
 
     def as_user(self, user: str) -> KubeCluster:
         """A view sharing the session and discovery, its requests impersonating `user`.
@@ -188,6 +194,7 @@ class KubeCluster:
         if view is None:
             view = self._views[user] = KubeCluster(self._api, user=user)
             view._kinds = self._kinds  # discovery is the same for every identity
+            view._gate = self._gate  # one gate for every identity
             view._discovery_lock = self._discovery_lock
         return view
 
@@ -221,6 +228,16 @@ class KubeCluster:
 
     async def close(self) -> None:
         await self._api.close()
+
+    def guard_writes(self, gate: Gate) -> None:
+        """Every write (not dry-run) asks `gate` first, at the moment it is sent: a replica
+        that no longer holds a namespace writes nothing there, whatever is still running."""
+        self._gate[:] = [gate]
+
+    def _check_gate(self, namespace: str | None, environment: tuple[str, str] | None) -> None:
+        if self._gate and not self._gate[0](namespace, environment):
+            where = f"Environment {environment[0]}/{environment[1]}" if environment else namespace
+            raise ApiError(409, "Fenced", f"{where} is not this replica's share now")
 
     async def whoami(self) -> str:
         """The username the API server authenticates this client as (a SelfSubjectReview)."""
@@ -305,6 +322,8 @@ class KubeCluster:
             query["dryRun"] = "All"
         path = resource.path(meta.get("namespace"), meta["name"])
         verb = "dry-run apply" if dry_run else "apply"
+        if not dry_run:
+            self._check_gate(meta.get("namespace"), None)
         with _refusal(verb, resource.kind, meta.get("namespace")):
             return await self._json("PATCH", path, query=query, body=manifest, content_type=_APPLY)
 
@@ -346,6 +365,8 @@ class KubeCluster:
         if dry_run:
             # In the body: with DeleteOptions in the body the API server ignores ?dryRun=.
             body["dryRun"] = ["All"]
+        else:
+            self._check_gate(namespace, None)
         try:
             with _refusal("dry-run delete" if dry_run else "delete", resource.kind, namespace):
                 await self._json("DELETE", resource.path(namespace, name), body=body)
@@ -358,6 +379,7 @@ class KubeCluster:
     ) -> dict[str, Any]:
         query = {"fieldManager": model.FIELD_MANAGER}
         path = resource.path(namespace, name)
+        self._check_gate(namespace, None)
         with _refusal("patch", resource.kind, namespace):
             return await self._json(
                 "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
@@ -410,6 +432,8 @@ class KubeCluster:
         # A merge patch of the status subresource replaces lists whole, which is
         # what we want: status is rewritten from one pass, not merged with an old one.
         path = resource.path(namespace, name) + "/status"
+        is_environment = resource == ENVIRONMENTS
+        self._check_gate(None, (namespace, name) if is_environment else None)
         await self._json(
             "PATCH", path, body={"status": status}, content_type="application/merge-patch+json"
         )
@@ -417,7 +441,9 @@ class KubeCluster:
     async def post_event(
         self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None:
-        namespace = quote(env["metadata"]["namespace"])
+        meta = env["metadata"]
+        self._check_gate(None, (meta["namespace"], meta["name"]))
+        namespace = quote(meta["namespace"])
         body = _event(env, reason=reason, message=message, warning=warning)
         await self._json("POST", f"/api/v1/namespaces/{namespace}/events", body=body)
 

@@ -78,6 +78,8 @@ class Share(Protocol):
 
     def hashes(self) -> set[int]: ...
 
+    def hold(self, until: float) -> None: ...
+
     async def act_on(self, ranges: sharding.Ranges) -> None: ...
 
     def fence(self, *, reason: str = ...) -> None: ...
@@ -245,6 +247,7 @@ class Membership:
         self.claims = sharding.merge(claims)
         self._renewed = sent
         self._valid_until = sent + self._duration - min(MARGIN_S, self._duration / 5)
+        self._shards.hold(self._valid_until)
         self._arm_fence()
 
     def _body(self, claims: sharding.Ranges, wall: float) -> dict[str, Any]:
@@ -291,6 +294,7 @@ class Membership:
         log.warning("lease_expired", replica=self.replica)
         self.claims = ()
         self._lapsed_until = self._renewed + self._duration
+        self._shards.hold(0.0)
         self._shards.fence()
 
     async def leave(self) -> None:
@@ -332,6 +336,9 @@ class CrossLoop:
 
     def hashes(self) -> set[int]:
         return set(self._shards.hash_snapshot)
+
+    def hold(self, until: float) -> None:
+        self._shards.hold(until)  # a float, replaced whole: the write gate reads it at once
 
     async def act_on(self, ranges: sharding.Ranges) -> None:
         future = asyncio.run_coroutine_threadsafe(self._shards.act_on(ranges), self._main)
@@ -416,6 +423,7 @@ async def start(
     for item in items:
         shards.bodies[(item["metadata"]["namespace"], item["metadata"]["name"])] = item
     shards.remember()
+    cluster.guard_writes(shards.allows)
     # Its own thread, loop and connections: a renewal must not wait for the engine's work.
     keeper = Keeper(shards, namespace=namespace, duration=duration)
     keeper.start()

@@ -14,6 +14,7 @@ This module decides nothing about membership; it does what it is told, at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -101,6 +102,8 @@ class Shards:
         self._background: set[asyncio.Task[None]] = set()
         self._following = asyncio.Lock()
         self.hash_snapshot: frozenset[int] = frozenset()
+        self.valid_until = 0.0  # monotonic; membership moves it after each renewal
+        self._foreign: frozenset[str] = frozenset()
         engine.count_users = self.count_users
         self._export()
 
@@ -111,10 +114,30 @@ class Shards:
         return set(self.hash_snapshot)
 
     def remember(self) -> None:
-        """Replaces the hashes whole, for the membership thread to read without a lock."""
+        """Replaces the hashes whole, for the membership thread to read without a lock,
+        and the target namespaces of other replicas' Environments, for the write gate."""
         self.hash_snapshot = frozenset(
             sharding.fnv64a(target_of(body)) for body in self.bodies.values()
         )
+        targets = {target_of(body): self.owns(body) for body in self.bodies.values()}
+        self._foreign = frozenset(
+            namespace for namespace, is_mine in targets.items() if not is_mine
+        )
+
+    def hold(self, until: float) -> None:
+        """The Lease is valid until then (monotonic); 0 once it is not."""
+        self.valid_until = until
+
+    def allows(self, namespace: str | None, environment: Ident | None) -> bool:
+        """The write gate (KubeCluster.guard_writes), asked as each write is sent: nothing
+        without a valid Lease, and nothing in another replica's share, even from a pass
+        that started before the share moved."""
+        if time.monotonic() >= self.valid_until:
+            return False
+        if environment is not None:
+            body = self.bodies.get(environment)
+            return body is None or self.owns(body)
+        return namespace not in self._foreign
 
     def count_users(self, name: str) -> Users:
         """A Blueprint's Environments across all replicas, from the bodies every replica sees
@@ -178,6 +201,7 @@ class Shards:
                 environments=len(self.engine.environments),
             )
         self.ranges = ()
+        self.remember()
         for task in list(self._background):
             task.cancel()  # first passes of Environments taken over, still running
         for ident in list(self.engine.environments):
@@ -192,6 +216,7 @@ class Shards:
         if ranges == self.ranges:
             return
         before, self.ranges = self.ranges, ranges
+        self.remember()
         for ident in list(self.engine.environments):
             body = self.bodies.get(ident)
             if body is None or not self.owns(body):

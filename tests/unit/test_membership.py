@@ -79,6 +79,9 @@ class FakeShare:
     def hashes(self) -> set[int]:
         return self.seen
 
+    def hold(self, until: float) -> None:
+        self.valid_until = until
+
     async def act_on(self, ranges: sharding.Ranges) -> None:
         self.ranges = sharding.merge(ranges)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from driftguard import sharding
@@ -74,3 +75,21 @@ def test_fencing_forgets_every_environment() -> None:
     shards.fence()
     assert shards.ranges == ()
     assert shards.engine.environments == {}
+
+
+def test_the_write_gate_closes_with_the_lease_and_outside_the_share() -> None:
+    """Writes need a valid Lease, and go nowhere another replica's Environment targets."""
+    mine, theirs = env("a"), env("b")
+    shards = shards_of(mine, theirs)
+    own = sharding.fnv64a("a")
+    shards.ranges = ((own, own + 1),)
+    shards.remember()
+    assert not shards.allows("a", None)  # no Lease yet
+    shards.hold(time.monotonic() + 60)
+    assert shards.allows("a", None)
+    assert shards.allows(None, ("a", "app"))
+    assert shards.allows("unused-namespace", None)
+    assert not shards.allows("b", None)
+    assert not shards.allows(None, ("b", "app"))
+    shards.hold(0.0)
+    assert not shards.allows("a", None)
