@@ -357,6 +357,8 @@ def single_process(objects: int) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict[str, Any]:
     environments, configmaps, changes = SIZES["quick" if args.quick else "full"]
+    environments = args.environments or environments
+    configmaps = args.configmaps or configmaps
     kubeconfig = install_identity(plane)
     admin = await Kube.connect(plane.kubeconfig, user_agent="bench-scale")
     manual = await Kube.connect(plane.kubeconfig, user_agent="bench-manual")
@@ -458,6 +460,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="60 Environments of 50 ConfigMaps")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per phase, seconds")
     parser.add_argument("--replicas", type=int, default=3, help="how many (default 3)")
+    parser.add_argument("--environments", type=int, default=0, help="override the size's")
+    parser.add_argument("--configmaps", type=int, default=0, help="per Environment, likewise")
     parser.add_argument(
         "--plain",
         action="store_true",
