@@ -10,6 +10,10 @@ VENV        := .venv
 BIN         := $(VENV)/bin
 STAMP       := $(VENV)/.synced
 
+# Two pytest workers, each with its own control plane and operator, a test module each at a
+# time: e2e tests mostly wait on the API server, so two halve the time even on 2 cores.
+PARALLEL    ?= -n 2 --dist loadfile
+
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export DRIFTGUARD_CACHE := $(CACHE)
 
@@ -51,10 +55,10 @@ unit: install ## the fast tests: no server
 	$(BIN)/pytest -q tests/unit
 
 e2e: install controlplane tools ## the end-to-end tests on the real control plane
-	$(BIN)/pytest -q tests/e2e
+	$(BIN)/pytest -q $(PARALLEL) tests/e2e
 
 test: install controlplane tools lint ## every test, unit and end-to-end
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q $(PARALLEL) tests
 
 crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(BIN)/python -m driftguard.crd environments > crds/environments.driftguard.io.yaml

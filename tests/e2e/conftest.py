@@ -1,4 +1,5 @@
-"""Fixtures for the e2e tests: one local control plane per session, kubectl, a namespace per test.
+"""Fixtures for the e2e tests: one local control plane per session (per pytest-xdist worker),
+kubectl, a namespace per test.
 
 Every test collected under tests/e2e gets the ``e2e`` marker. When the control plane cannot
 start, the tests are skipped, except under CI=true, where they fail.
