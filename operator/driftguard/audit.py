@@ -13,10 +13,9 @@ import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any
 
-from driftguard import apply, model
+from driftguard import apply, history, model, report
 from driftguard.changes import Change, Outcome
 from driftguard.cluster import ApiError, Cluster, Resource
 from driftguard.logs import get as get_logger
@@ -113,7 +112,7 @@ class AuditTrail:
         self._env = env
 
     def add(self, changes: Iterable[Change], paused: bool) -> None:
-        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        at = report.now()
         news = [entry(c, at=at, paused=paused) for c in changes if c.outcome in RECORDED]
         if not news or self._stopped:
             return
@@ -148,14 +147,7 @@ class AuditTrail:
                 "name": name,
                 "namespace": meta["namespace"],
                 "labels": {model.LABEL_ENVIRONMENT: meta["name"], "driftguard.io/record": "audit"},
-                "ownerReferences": [
-                    {
-                        "apiVersion": f"{model.GROUP}/{model.VERSION}",
-                        "kind": model.KIND,
-                        "name": meta["name"],
-                        "uid": meta["uid"],
-                    }
-                ],
+                "ownerReferences": [history.owner_reference(self._env)],
             },
             "data": {KEY: "".join(json.dumps(item, sort_keys=True) + "\n" for item in kept)},
         }

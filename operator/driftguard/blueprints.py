@@ -8,11 +8,9 @@ its values fit. Only a valid revision is kept for pinning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from driftguard import apply, blueprint, history, model
+from driftguard import apply, blueprint, history, model, report
 from driftguard.cluster import ApiError, Cluster
 from driftguard.logs import get as get_logger
 from driftguard.model import InvalidSpecError
@@ -89,7 +87,7 @@ class Blueprints:
                     if not problem
                     else f"revision {generation} is invalid, nothing was changed: {problem}"
                 )[:1024],
-                last_transition_time=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                last_transition_time=report.now(),
                 observed_generation=generation,
             )
         new = model.BlueprintStatus(
@@ -119,8 +117,9 @@ class Blueprints:
         except ApiError as exc:
             log.warning("blueprint_status_failed", blueprint=meta["name"], error=exc.describe())
 
-    def known(self) -> Iterable[dict[str, Any]]:
-        return self._known.values()
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The Blueprint as last seen, if this operator has seen it."""
+        return self._known.get(name)
 
 
 def _problem(body: dict[str, Any]) -> str | None:

@@ -69,11 +69,16 @@ def openapi_schema(model_class: type[Any]) -> dict[str, Any]:
     return resolved
 
 
-def _status_schema() -> dict[str, Any]:
-    schema = openapi_schema(model.EnvironmentStatus)
+def _status_schema(status_model: type[Any]) -> dict[str, Any]:
+    schema = openapi_schema(status_model)
     conditions = schema["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def _environment_status_schema() -> dict[str, Any]:
+    schema = _status_schema(model.EnvironmentStatus)
     # kopf keeps the progress of its deletion handler here rather than in
     # annotations, so GitOps tools see no change made by the operator.
     schema["properties"]["kopf"] = {
@@ -126,8 +131,62 @@ def _columns() -> list[dict[str, Any]]:
     ]
 
 
+def _definition(
+    *,
+    kind: str,
+    plural: str,
+    short_name: str,
+    scope: str,
+    columns: list[dict[str, Any]],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of driftguard.io: one served version with a status subresource."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{model.GROUP}"},
+        "spec": {
+            "group": model.GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short_name],
+                "categories": ["driftguard"],
+            },
+            "scope": scope,
+            "versions": [
+                {
+                    "name": model.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
 def definition() -> dict[str, Any]:
-    """The whole CustomResourceDefinition object."""
+    """The Environment CustomResourceDefinition."""
     spec_schema = openapi_schema(model.EnvironmentSpec)
     spec_schema["description"] = "The blueprint of an environment and how to keep it."
     spec_schema["x-kubernetes-validations"] = [
@@ -140,48 +199,17 @@ def definition() -> dict[str, Any]:
             "message": "values are the parameters of a Blueprint: set blueprintRef too",
         },
     ]
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{model.PLURAL}.{model.GROUP}"},
-        "spec": {
-            "group": model.GROUP,
-            "names": {
-                "kind": model.KIND,
-                "listKind": f"{model.KIND}List",
-                "plural": model.PLURAL,
-                "singular": model.KIND.lower(),
-                "shortNames": ["env"],
-                "categories": ["driftguard"],
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": model.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": _columns(),
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "Environment is the single source of truth for a "
-                            "set of Kubernetes objects: driftguard applies them and reverts "
-                            "or flags every manual change.",
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": _status_schema(),
-                            },
-                            "required": ["spec"],
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    return _definition(
+        kind=model.KIND,
+        plural=model.PLURAL,
+        short_name="env",
+        scope="Namespaced",
+        columns=_columns(),
+        description="Environment is the single source of truth for a set of Kubernetes "
+        "objects: driftguard applies them and reverts or flags every manual change.",
+        spec=spec_schema,
+        status=_environment_status_schema(),
+    )
 
 
 def blueprint_definition() -> dict[str, Any]:
@@ -190,66 +218,23 @@ def blueprint_definition() -> dict[str, Any]:
     spec_schema["description"] = (
         "Object templates shared by many Environments and the values that differ between them."
     )
-    status_schema = openapi_schema(model.BlueprintStatus)
-    conditions = status_schema["properties"]["conditions"]
-    conditions["x-kubernetes-list-type"] = "map"
-    conditions["x-kubernetes-list-map-keys"] = ["type"]
-    kind = model.BLUEPRINT_KIND
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{model.BLUEPRINT_PLURAL}.{model.GROUP}"},
-        "spec": {
-            "group": model.GROUP,
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": model.BLUEPRINT_PLURAL,
-                "singular": kind.lower(),
-                "shortNames": ["bp"],
-                "categories": ["driftguard"],
-            },
-            "scope": "Cluster",
-            "versions": [
-                {
-                    "name": model.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
-                        {
-                            "name": "Ready",
-                            "type": "string",
-                            "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
-                        },
-                        {
-                            "name": "Environments",
-                            "type": "integer",
-                            "jsonPath": ".status.environments",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "Blueprint holds the objects of an environment as "
-                            "templates; each Environment that names it in spec.blueprintRef "
-                            "gets them with its own spec.values.",
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema,
-                                "status": status_schema,
-                            },
-                            "required": ["spec"],
-                        }
-                    },
-                }
-            ],
-        },
-    }
+    ready = '.status.conditions[?(@.type=="Ready")].status'
+    return _definition(
+        kind=model.BLUEPRINT_KIND,
+        plural=model.BLUEPRINT_PLURAL,
+        short_name="bp",
+        scope="Cluster",
+        columns=[
+            {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
+            {"name": "Ready", "type": "string", "jsonPath": ready},
+            {"name": "Environments", "type": "integer", "jsonPath": ".status.environments"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        description="Blueprint holds the objects of an environment as templates; each "
+        "Environment that names it in spec.blueprintRef gets them with its own spec.values.",
+        spec=spec_schema,
+        status=_status_schema(model.BlueprintStatus),
+    )
 
 
 DEFINITIONS = {"environments": definition, "blueprints": blueprint_definition}

@@ -139,9 +139,9 @@ class Engine:
             self._spawn(environment.full_pass())
 
     async def _count_users(self, name: str) -> None:
-        for known in list(self.blueprints.known()):
-            if known["metadata"]["name"] == name:
-                await self.blueprints.changed(known, users=self._blueprint_users(name))
+        known = self.blueprints.get(name)
+        if known is not None:
+            await self.blueprints.changed(known, users=self._blueprint_users(name))
 
     def forget(self, ident: Ident) -> None:
         """Stops keeping an Environment; its objects stay as they are."""

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from driftguard import apply, model
+from driftguard import apply, model, report
 from driftguard.cluster import Cluster, Resource
 
 CONTROLLER_REVISIONS = Resource(
@@ -53,7 +52,8 @@ def spec_managers(body: dict[str, Any]) -> list[str]:
     return sorted(set(managers))
 
 
-def _owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    """Makes `body` (an Environment by default) the owner: its deletion takes the record."""
     meta = body["metadata"]
     return {
         "apiVersion": body.get("apiVersion", f"{model.GROUP}/{model.VERSION}"),
@@ -111,23 +111,19 @@ async def record(
         data["resources"] = resolved
     if blueprint is not None:
         data["blueprint"] = blueprint.model_dump(mode="json")
-    manifest = {
-        "apiVersion": CONTROLLER_REVISIONS.api_version,
-        "kind": CONTROLLER_REVISIONS.kind,
-        "metadata": {
-            "name": record_name(meta["name"], revision),
-            "namespace": meta["namespace"],
-            "labels": {model.LABEL_ENVIRONMENT: meta["name"], LABEL_RECORD: "history"},
-            "annotations": {
-                ANNOTATION_APPLIED_AT: _now(),
-                ANNOTATION_GENERATION: str(meta.get("generation") or ""),
-                ANNOTATION_SPEC_MANAGERS: ",".join(spec_managers(env)),
-            },
-            "ownerReferences": [_owner_reference(env)],
+    manifest = _revision(
+        name=record_name(meta["name"], revision),
+        namespace=meta["namespace"],
+        labels={model.LABEL_ENVIRONMENT: meta["name"], LABEL_RECORD: "history"},
+        annotations={
+            ANNOTATION_APPLIED_AT: report.now(),
+            ANNOTATION_GENERATION: str(meta.get("generation") or ""),
+            ANNOTATION_SPEC_MANAGERS: ",".join(spec_managers(env)),
         },
-        "revision": revision,
-        "data": data,
-    }
+        owner=env,
+        revision=revision,
+        data=data,
+    )
     await apply.retrying(lambda: cluster.apply(CONTROLLER_REVISIONS, manifest))
     await _trim(cluster, env, keep=max(limit, 1))
 
@@ -171,19 +167,15 @@ async def record_blueprint(cluster: Cluster, namespace: str, blueprint: dict[str
     """Keeps a Blueprint's spec at its generation, so Environments can pin that revision."""
     meta = blueprint["metadata"]
     generation = int(meta.get("generation") or 1)
-    manifest = {
-        "apiVersion": CONTROLLER_REVISIONS.api_version,
-        "kind": CONTROLLER_REVISIONS.kind,
-        "metadata": {
-            "name": record_name(f"blueprint-{meta['name']}", generation),
-            "namespace": namespace,
-            "labels": {LABEL_BLUEPRINT: meta["name"][:63], LABEL_RECORD: "blueprint"},
-            "annotations": {ANNOTATION_APPLIED_AT: _now()},
-            "ownerReferences": [_owner_reference(blueprint)],
-        },
-        "revision": generation,
-        "data": {"spec": blueprint.get("spec") or {}, "name": meta["name"]},
-    }
+    manifest = _revision(
+        name=record_name(f"blueprint-{meta['name']}", generation),
+        namespace=namespace,
+        labels={LABEL_BLUEPRINT: meta["name"][:63], LABEL_RECORD: "blueprint"},
+        annotations={ANNOTATION_APPLIED_AT: report.now()},
+        owner=blueprint,
+        revision=generation,
+        data={"spec": blueprint.get("spec") or {}, "name": meta["name"]},
+    )
     await apply.retrying(lambda: cluster.apply(CONTROLLER_REVISIONS, manifest))
 
 
@@ -203,5 +195,27 @@ async def blueprint_revisions(
     return kept
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _revision(
+    *,
+    name: str,
+    namespace: str,
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    owner: dict[str, Any],
+    revision: int,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    """A ControllerRevision owned by `owner`, garbage-collected with it."""
+    return {
+        "apiVersion": CONTROLLER_REVISIONS.api_version,
+        "kind": CONTROLLER_REVISIONS.kind,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "revision": revision,
+        "data": data,
+    }
