@@ -8,141 +8,19 @@ return closed change records; nothing here decides what to write or reports.
 from __future__ import annotations
 
 import asyncio
-import random
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from jsonpointer import escape
 
 from driftguard import model, plan, tracking
 from driftguard.changes import Change, Outcome
-from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.cluster import ApiError, Cluster, Resource, retrying
 from driftguard.diff import ChangeKind, FieldChange
 from driftguard.logs import get as get_logger
 from driftguard.model import ObjectKey
 
-T = TypeVar("T")
-
 log = get_logger(__name__)
-
-RETRIES = 4
-# A 429 is the server asking for patience, not a failure: wait longer before giving up.
-THROTTLED_RETRIES = 10
-BACKOFF_S = 0.2
-MAX_WAIT_S = 60.0
-JITTER = 0.2
-# 429s this close together are one episode: one `throttled` line, one `throttle_cleared`.
-QUIET_S = 2.0
-
-
-class Throttle:
-    """The process's episodes of 429s, logged once when one begins and once when it ends.
-
-    Every request refused with 429 waits at least the server's Retry-After (plus up to
-    20 % jitter, so that refused clients do not all come back in the same instant), capped
-    at a minute. An episode ends once no request waits any longer and none has been
-    refused for QUIET_S; `throttle_cleared` then says how many 429s it took and how long.
-    """
-
-    def __init__(
-        self,
-        *,
-        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
-        clock: Callable[[], float] = time.monotonic,
-        jitter: Callable[[], float] = random.random,
-        quiet: float = QUIET_S,
-    ) -> None:
-        self.sleep = sleep
-        self._clock = clock
-        self._jitter = jitter
-        self._quiet = quiet
-        self._began: float | None = None
-        self._last_ok = 0.0
-        self._refusals = 0
-        self._waiting = 0
-        self._closer: asyncio.TimerHandle | None = None
-
-    @property
-    def is_throttled(self) -> bool:
-        return self._began is not None
-
-    def wait_for(self, exc: ApiError, attempt: int) -> float:
-        """Seconds to wait before the next attempt: the backoff or Retry-After, jittered."""
-        backoff = BACKOFF_S * 2**attempt
-        wait = min(max(backoff, exc.retry_after or 0.0), MAX_WAIT_S)
-        return float(wait * (1 + JITTER * self._jitter()))
-
-    def refused(self, exc: ApiError, *, is_new: bool) -> None:
-        """One 429 arrived (`is_new`: to a request not already waiting); the first of an
-        episode is logged."""
-        if self._closer is not None:
-            self._closer.cancel()
-            self._closer = None
-        if self._began is None:
-            self._began, self._refusals = self._clock(), 0
-            log.warning(
-                "throttled",
-                request=exc.verb or None,
-                kind=exc.kind or None,
-                retry_after=exc.retry_after,
-                message=exc.message,
-            )
-        self._refusals += 1
-        self._waiting += is_new
-
-    def resumed(self, *, succeeded: bool) -> None:
-        """A request that was refused is done waiting (answered, or given up on)."""
-        self._waiting -= 1
-        if succeeded:
-            self._last_ok = self._clock()
-        if self._waiting == 0 and self._began is not None:
-            self._closer = asyncio.get_running_loop().call_later(self._quiet, self._clear)
-
-    def _clear(self) -> None:
-        self._closer = None
-        if self._waiting or self._began is None:
-            return
-        log.info(
-            "throttle_cleared",
-            attempts=self._refusals,
-            seconds=round(max(self._last_ok - self._began, 0.0), 3),
-        )
-        self._began = None
-
-
-THROTTLE = Throttle()
-
-
-async def retrying(call: Callable[[], Awaitable[T]], *, throttle: Throttle | None = None) -> T:
-    """Retries transient failures (timeouts, 429, 5xx) with exponential backoff.
-
-    A 429 waits at least as long as its Retry-After says, and counts toward the
-    process's throttling episode (`Throttle`) instead of logging each refusal.
-    """
-    throttle = throttle or THROTTLE
-    attempt, throttled = 0, False
-    try:
-        while True:
-            try:
-                result = await call()
-            except ApiError as exc:
-                limit = THROTTLED_RETRIES if exc.is_throttled else RETRIES
-                if not exc.is_transient or attempt >= limit:
-                    raise
-                if exc.is_throttled:
-                    throttle.refused(exc, is_new=not throttled)
-                    throttled = True
-                await throttle.sleep(throttle.wait_for(exc, attempt))
-                attempt += 1
-            else:
-                if throttled:
-                    throttle.resumed(succeeded=True)
-                    throttled = False
-                return result
-    finally:
-        if throttled:
-            throttle.resumed(succeeded=False)
 
 
 async def put(

@@ -15,9 +15,9 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from driftguard import apply, history, model, report
+from driftguard import history, model, report
 from driftguard.changes import Change, Outcome
-from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.cluster import ApiError, Cluster, Resource, retrying
 from driftguard.logs import get as get_logger
 
 log = get_logger(__name__)
@@ -137,7 +137,7 @@ class AuditTrail:
     async def _append(self, news: list[dict[str, Any]]) -> None:
         meta = self._env["metadata"]
         name = trail_name(meta["name"])
-        found = await apply.retrying(lambda: self._cluster.get(CONFIGMAPS, meta["namespace"], name))
+        found = await retrying(lambda: self._cluster.get(CONFIGMAPS, meta["namespace"], name))
         old = parse(((found or {}).get("data") or {}).get(KEY, ""))
         kept = bounded(old + news)
         manifest = {
@@ -151,7 +151,7 @@ class AuditTrail:
             },
             "data": {KEY: "".join(json.dumps(item, sort_keys=True) + "\n" for item in kept)},
         }
-        await apply.retrying(lambda: self._cluster.apply(CONFIGMAPS, manifest))
+        await retrying(lambda: self._cluster.apply(CONFIGMAPS, manifest))
 
     def stop(self) -> None:
         self._stopped = True

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from driftguard import apply, blueprint, history, model, report
-from driftguard.cluster import ApiError, Cluster
+from driftguard import blueprint, history, model, report
+from driftguard.cluster import ApiError, Cluster, retrying
 from driftguard.logs import get as get_logger
 from driftguard.model import InvalidSpecError
 
@@ -37,7 +37,7 @@ class Blueprints:
     async def lookup(self, name: str) -> dict[str, Any] | None:
         found = self._known.get(name)
         if found is None:  # an Environment's pass can come before the Blueprint's event
-            found = await apply.retrying(lambda: self._cluster.get(history.BLUEPRINTS, "", name))
+            found = await retrying(lambda: self._cluster.get(history.BLUEPRINTS, "", name))
         return found
 
     async def pinned(self, name: str) -> dict[int, dict[str, Any]]:
@@ -109,7 +109,7 @@ class Blueprints:
         if problem:
             log.warning("blueprint_invalid", blueprint=meta["name"], message=problem)
         try:
-            await apply.retrying(
+            await retrying(
                 lambda: self._cluster.patch_status(
                     "", meta["name"], new.to_body(), resource=history.BLUEPRINTS
                 )

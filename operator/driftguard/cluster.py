@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncGenerator, Callable, Iterator
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -23,9 +25,23 @@ from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
 from driftguard import model
+from driftguard.logs import get as get_logger
 from driftguard.model import Resource
 
-__all__ = ["ENVIRONMENTS", "ApiError", "Cluster", "KubeCluster", "Resource", "WatchEvent"]
+__all__ = [
+    "ENVIRONMENTS",
+    "ApiError",
+    "Cluster",
+    "KubeCluster",
+    "Resource",
+    "Throttle",
+    "WatchEvent",
+    "retrying",
+]
+
+T = TypeVar("T")
+
+log = get_logger(__name__)
 
 USER_AGENT = "driftguard/0.1.0"
 _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
@@ -92,6 +108,125 @@ def _refusal(verb: str, kind: str, namespace: str | None) -> Iterator[None]:
         if not exc.verb:
             exc.verb, exc.kind, exc.namespace = verb, kind, namespace
         raise
+
+
+RETRIES = 4
+# A 429 is the server asking for patience, not a failure: wait longer before giving up.
+THROTTLED_RETRIES = 10
+BACKOFF_S = 0.2
+MAX_WAIT_S = 60.0
+JITTER = 0.2
+# 429s this close together are one episode: one `throttled` line, one `throttle_cleared`.
+QUIET_S = 2.0
+
+
+class Throttle:
+    """The process's episodes of 429s, logged once when one begins and once when it ends.
+
+    Every request refused with 429 waits at least the server's Retry-After (plus up to
+    20 % jitter, so that refused clients do not all come back in the same instant), capped
+    at a minute. An episode ends once no request waits any longer and none has been
+    refused for QUIET_S; `throttle_cleared` then says how many 429s it took and how long.
+    """
+
+    def __init__(
+        self,
+        *,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        jitter: Callable[[], float] = random.random,
+        quiet: float = QUIET_S,
+    ) -> None:
+        self.sleep = sleep
+        self._clock = clock
+        self._jitter = jitter
+        self._quiet = quiet
+        self._began: float | None = None
+        self._last_ok = 0.0
+        self._refusals = 0
+        self._waiting = 0
+        self._closer: asyncio.TimerHandle | None = None
+
+    @property
+    def is_throttled(self) -> bool:
+        return self._began is not None
+
+    def wait_for(self, exc: ApiError, attempt: int) -> float:
+        """Seconds to wait before the next attempt: the backoff or Retry-After, jittered."""
+        backoff = BACKOFF_S * 2**attempt
+        wait = min(max(backoff, exc.retry_after or 0.0), MAX_WAIT_S)
+        return float(wait * (1 + JITTER * self._jitter()))
+
+    def refused(self, exc: ApiError, *, is_new: bool) -> None:
+        """One 429 arrived (`is_new`: to a request not already waiting); the first of an
+        episode is logged."""
+        if self._closer is not None:
+            self._closer.cancel()
+            self._closer = None
+        if self._began is None:
+            self._began, self._refusals = self._clock(), 0
+            log.warning(
+                "throttled",
+                request=exc.verb or None,
+                kind=exc.kind or None,
+                retry_after=exc.retry_after,
+                message=exc.message,
+            )
+        self._refusals += 1
+        self._waiting += is_new
+
+    def resumed(self, *, succeeded: bool) -> None:
+        """A request that was refused is done waiting (answered, or given up on)."""
+        self._waiting -= 1
+        if succeeded:
+            self._last_ok = self._clock()
+        if self._waiting == 0 and self._began is not None:
+            self._closer = asyncio.get_running_loop().call_later(self._quiet, self._clear)
+
+    def _clear(self) -> None:
+        self._closer = None
+        if self._waiting or self._began is None:
+            return
+        log.info(
+            "throttle_cleared",
+            attempts=self._refusals,
+            seconds=round(max(self._last_ok - self._began, 0.0), 3),
+        )
+        self._began = None
+
+
+THROTTLE = Throttle()
+
+
+async def retrying(call: Callable[[], Awaitable[T]], *, throttle: Throttle | None = None) -> T:
+    """Retries transient failures (timeouts, 429, 5xx) with exponential backoff.
+
+    A 429 waits at least as long as its Retry-After says, and counts toward the
+    process's throttling episode (`Throttle`) instead of logging each refusal.
+    """
+    throttle = throttle or THROTTLE
+    attempt, throttled = 0, False
+    try:
+        while True:
+            try:
+                result = await call()
+            except ApiError as exc:
+                limit = THROTTLED_RETRIES if exc.is_throttled else RETRIES
+                if not exc.is_transient or attempt >= limit:
+                    raise
+                if exc.is_throttled:
+                    throttle.refused(exc, is_new=not throttled)
+                    throttled = True
+                await throttle.sleep(throttle.wait_for(exc, attempt))
+                attempt += 1
+            else:
+                if throttled:
+                    throttle.resumed(succeeded=True)
+                    throttled = False
+                return result
+    finally:
+        if throttled:
+            throttle.resumed(succeeded=False)
 
 
 SERVICEACCOUNTS = Resource("", "v1", "ServiceAccount", "serviceaccounts", namespaced=True)
@@ -287,10 +422,12 @@ class KubeCluster:
         known = self._kinds.get((api_version, kind))
         if known is not None:
             return known
+        # Retried under the lock: a refused discovery is waited out once, by one caller,
+        # not requested again at once by every pass queued behind it.
         async with self._discovery_lock:
             if (api_version, kind) not in self._kinds:
                 try:
-                    await self._discover(api_version)
+                    await retrying(lambda: self._discover(api_version))
                 except UnknownKindError as exc:
                     raise UnknownKindError(f"kind {kind}: {exc}") from exc
         try:

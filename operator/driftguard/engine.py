@@ -17,7 +17,7 @@ from typing import Any, cast
 
 from driftguard import apply, guard, model, prevention, render, report, sources, tracking
 from driftguard.blueprints import Blueprints, Users
-from driftguard.cluster import ApiError, Cluster, Resource
+from driftguard.cluster import ApiError, Cluster, Resource, retrying
 from driftguard.conditions import Reason
 from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
@@ -201,7 +201,7 @@ class Engine:
             if self._policy_inventory is None:
                 inventory: dict[render.Owner, list[tuple[Resource, dict[str, Any]]]] = {}
                 for resource, _ in await self._policy_scopes():
-                    items, _ = await apply.retrying(
+                    items, _ = await retrying(
                         lambda r=resource: self.cluster.list_objects(  # type: ignore[misc]
                             r, selector=model.MANAGED_SELECTOR
                         )
@@ -385,7 +385,7 @@ class Engine:
                 post = functools.partial(
                     self.cluster.post_event, env, reason=reason, message=message, warning=warning
                 )
-                await apply.retrying(post)
+                await retrying(post)
             except ApiError as exc:
                 log.warning("event_failed", reason=reason, error=exc.describe())
 

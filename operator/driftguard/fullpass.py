@@ -17,7 +17,14 @@ from typing import Any
 
 from driftguard import apply, changes, diff, model, plan, render, tracking
 from driftguard.changes import Change, Outcome
-from driftguard.cluster import SERVICEACCOUNTS, ApiError, Cluster, Resource, UnknownKindError
+from driftguard.cluster import (
+    SERVICEACCOUNTS,
+    ApiError,
+    Cluster,
+    Resource,
+    UnknownKindError,
+    retrying,
+)
 from driftguard.conditions import Reason
 from driftguard.model import InvalidSpecError, Mode, ObjectKey, State
 from driftguard.report import Reporter
@@ -207,7 +214,7 @@ class FullPass:
             if wanted in kinds:
                 continue
             try:
-                kinds[wanted] = await apply.retrying(lambda w=wanted: self.cluster.resource(*w))  # type: ignore[misc]
+                kinds[wanted] = await self.cluster.resource(*wanted)
             except UnknownKindError as exc:
                 self._ledger.is_waiting_for_kind = True
                 raise InvalidSpecError(
@@ -242,7 +249,7 @@ class FullPass:
             scopes.add((resource, entry.namespace or None))
         found: Live = {}
         for resource, namespace in scopes:
-            items, _ = await apply.retrying(
+            items, _ = await retrying(
                 lambda r=resource, n=namespace: self.cluster.list_objects(  # type: ignore[misc]
                     r, namespace=n, selector=model.MANAGED_SELECTOR
                 )
@@ -288,7 +295,7 @@ class ObjectSync:
             if self._ledger.mode is Mode.OBSERVE:
                 if live is None:
                     # What Observe reports on may carry no label, so the list missed it.
-                    live = await apply.retrying(
+                    live = await retrying(
                         lambda: self._cluster().get(resource, key.namespace, key.name)
                     )
                 return await self._observe(tracked, live)
@@ -383,7 +390,7 @@ async def ensure_account(cluster: Cluster, namespace: str, name: str | None) -> 
     if name is None:
         return
     try:
-        account = await apply.retrying(lambda: cluster.get(SERVICEACCOUNTS, namespace, name))
+        account = await retrying(lambda: cluster.get(SERVICEACCOUNTS, namespace, name))
     except ApiError as exc:
         raise RefusedError(f"spec.serviceAccountName: {exc.describe()}") from exc
     if account is None:
@@ -418,7 +425,7 @@ async def _exists(
     if tracked.key in preflight:
         return bool(tracking.rv(preflight[tracked.key]))  # a dry-run create has no version
     key = tracked.key
-    found = await apply.retrying(lambda: cluster.get(tracked.resource, key.namespace, key.name))
+    found = await retrying(lambda: cluster.get(tracked.resource, key.namespace, key.name))
     return found is not None
 
 

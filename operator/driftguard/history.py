@@ -14,8 +14,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from driftguard import apply, model, report
-from driftguard.cluster import Cluster, Resource
+from driftguard import model, report
+from driftguard.cluster import Cluster, Resource, retrying
 
 CONTROLLER_REVISIONS = Resource(
     "apps", "v1", "ControllerRevision", "controllerrevisions", namespaced=True
@@ -124,14 +124,14 @@ async def record(
         revision=revision,
         data=data,
     )
-    await apply.retrying(lambda: cluster.apply(CONTROLLER_REVISIONS, manifest))
+    await retrying(lambda: cluster.apply(CONTROLLER_REVISIONS, manifest))
     await _trim(cluster, env, keep=max(limit, 1))
 
 
 async def revisions(cluster: Cluster, namespace: str, name: str) -> list[Revision]:
     """The kept revisions of one Environment, oldest first."""
     selector = f"{model.LABEL_ENVIRONMENT}={name},{LABEL_RECORD}=history"
-    items, _ = await apply.retrying(
+    items, _ = await retrying(
         lambda: cluster.list_objects(CONTROLLER_REVISIONS, namespace=namespace, selector=selector)
     )
     return sorted((Revision.of(item) for item in items), key=lambda r: r.revision)
@@ -140,7 +140,7 @@ async def revisions(cluster: Cluster, namespace: str, name: str) -> list[Revisio
 async def _trim(cluster: Cluster, env: dict[str, Any], *, keep: int) -> None:
     meta = env["metadata"]
     selector = f"{model.LABEL_ENVIRONMENT}={meta['name']},{LABEL_RECORD}=history"
-    items, _ = await apply.retrying(
+    items, _ = await retrying(
         lambda: cluster.list_objects(
             CONTROLLER_REVISIONS, namespace=meta["namespace"], selector=selector
         )
@@ -151,7 +151,7 @@ async def _trim(cluster: Cluster, env: dict[str, Any], *, keep: int) -> None:
     mine.sort(key=lambda item: int(item.get("revision") or 0))
     for item in stale + mine[: max(len(mine) - keep, 0)]:
         item_meta = item["metadata"]
-        await apply.retrying(
+        await retrying(
             lambda m=item_meta: cluster.delete(  # type: ignore[misc]
                 CONTROLLER_REVISIONS, m["namespace"], m["name"], m["uid"]
             )
@@ -176,7 +176,7 @@ async def record_blueprint(cluster: Cluster, namespace: str, blueprint: dict[str
         revision=generation,
         data={"spec": blueprint.get("spec") or {}, "name": meta["name"]},
     )
-    await apply.retrying(lambda: cluster.apply(CONTROLLER_REVISIONS, manifest))
+    await retrying(lambda: cluster.apply(CONTROLLER_REVISIONS, manifest))
 
 
 async def blueprint_revisions(
@@ -184,7 +184,7 @@ async def blueprint_revisions(
 ) -> dict[int, dict[str, Any]]:
     """A Blueprint's kept specs by revision (namespace None: wherever the operator keeps them)."""
     selector = f"{LABEL_BLUEPRINT}={name[:63]},{LABEL_RECORD}=blueprint"
-    items, _ = await apply.retrying(
+    items, _ = await retrying(
         lambda: cluster.list_objects(CONTROLLER_REVISIONS, namespace=namespace, selector=selector)
     )
     kept: dict[int, dict[str, Any]] = {}

@@ -15,7 +15,7 @@ from typing import Any
 
 from driftguard import apply, changes, plan, tracking
 from driftguard.changes import Change, Outcome
-from driftguard.cluster import ApiError, Cluster
+from driftguard.cluster import ApiError, Cluster, retrying
 from driftguard.model import ObjectKey, State
 from driftguard.tracking import Ledger, Tracked
 
@@ -110,7 +110,7 @@ class EventJudge:
         try:
             if live is None:
                 # A label change takes an object out of the watch's selector too.
-                live = await apply.retrying(
+                live = await retrying(
                     lambda: self._acting(key).get(tracked.resource, key.namespace, key.name)
                 )
         except ApiError as exc:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from driftguard import apply, metrics, model, report, tracking
-from driftguard.cluster import ApiError, Cluster
+from driftguard import metrics, model, report, tracking
+from driftguard.cluster import ApiError, Cluster, retrying
 from driftguard.tracking import Ledger
 
 DEBOUNCE_S = 0.02
@@ -74,9 +74,7 @@ class StatusWriter:
             return
         owner = self._ledger.owner
         try:
-            await apply.retrying(
-                lambda: self._cluster.patch_status(owner.namespace, owner.name, body)
-            )
+            await retrying(lambda: self._cluster.patch_status(owner.namespace, owner.name, body))
         except ApiError as exc:
             if not exc.is_not_found:  # a deleted Environment needs no status
                 self._on_error(exc.describe())

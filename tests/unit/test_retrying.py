@@ -1,4 +1,4 @@
-"""apply.retrying and its Throttle: Retry-After honoured, one log line per 429 episode.
+"""cluster.retrying and its Throttle: Retry-After honoured, one log line per 429 episode.
 
 No server and no real waiting: the Throttle sleeps on a fake clock, with no jitter
 unless a test asks for it, and a quiet period of zero (its close runs on the next turn
@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from kubernetes_asyncio import client as kclient
 from structlog.testing import capture_logs
 
-from driftguard import apply
+from driftguard import cluster
 from driftguard.cluster import ApiError
 
 
@@ -39,8 +40,8 @@ def clock() -> Clock:
     return Clock()
 
 
-def throttle(clock: Clock, *, jitter: float = 0.0) -> apply.Throttle:
-    return apply.Throttle(sleep=clock.sleep, clock=clock, jitter=lambda: jitter, quiet=0.0)
+def throttle(clock: Clock, *, jitter: float = 0.0) -> cluster.Throttle:
+    return cluster.Throttle(sleep=clock.sleep, clock=clock, jitter=lambda: jitter, quiet=0.0)
 
 
 def refusing(*errors: ApiError) -> Callable[[], Any]:
@@ -77,14 +78,14 @@ def logs() -> Iterator[list[Any]]:
 
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
-    [(3.0, 3.0), (0.0, 0.2), (None, 0.2), (600.0, apply.MAX_WAIT_S)],
+    [(3.0, 3.0), (0.0, 0.2), (None, 0.2), (600.0, cluster.MAX_WAIT_S)],
     ids=["retry-after-longer-than-backoff", "zero", "absent", "capped"],
 )
 async def test_waits_at_least_retry_after_up_to_the_cap(
     clock: Clock, retry_after: float | None, expected: float
 ) -> None:
     """The first wait is the larger of Retry-After and the backoff, at most the cap."""
-    answer = await apply.retrying(refusing(too_many(retry_after)), throttle=throttle(clock))
+    answer = await cluster.retrying(refusing(too_many(retry_after)), throttle=throttle(clock))
 
     assert answer == "ok"
     assert clock.sleeps == [pytest.approx(expected)]
@@ -92,7 +93,7 @@ async def test_waits_at_least_retry_after_up_to_the_cap(
 
 async def test_jitter_only_lengthens_the_wait(clock: Clock) -> None:
     """Jitter adds up to 20 %, so a client never comes back before Retry-After."""
-    await apply.retrying(refusing(too_many(2.0)), throttle=throttle(clock, jitter=1.0))
+    await cluster.retrying(refusing(too_many(2.0)), throttle=throttle(clock, jitter=1.0))
 
     assert clock.sleeps == [pytest.approx(2.4)]
 
@@ -101,21 +102,21 @@ async def test_backoff_doubles_when_the_server_asks_less(clock: Clock) -> None:
     """Without Retry-After, 5xx and 429 alike wait 0.2 s doubling."""
     errors = [ApiError(503, "ServiceUnavailable", "x"), too_many(None), too_many(None)]
 
-    await apply.retrying(refusing(*errors), throttle=throttle(clock))
+    await cluster.retrying(refusing(*errors), throttle=throttle(clock))
 
     assert clock.sleeps == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.8)]
 
 
 async def test_a_429_is_retried_longer_than_other_transient_errors(clock: Clock) -> None:
     """Ten 429s in a row are waited out; five 500s are not."""
-    patient = await apply.retrying(
-        refusing(*[too_many(1.0)] * apply.THROTTLED_RETRIES), throttle=throttle(clock)
+    patient = await cluster.retrying(
+        refusing(*[too_many(1.0)] * cluster.THROTTLED_RETRIES), throttle=throttle(clock)
     )
     assert patient == "ok"
 
     with pytest.raises(ApiError) as raised:
-        await apply.retrying(
-            refusing(*[ApiError(500, "InternalError", "x")] * (apply.RETRIES + 1)),
+        await cluster.retrying(
+            refusing(*[ApiError(500, "InternalError", "x")] * (cluster.RETRIES + 1)),
             throttle=throttle(clock),
         )
     assert raised.value.status == 500
@@ -124,7 +125,7 @@ async def test_a_429_is_retried_longer_than_other_transient_errors(clock: Clock)
 async def test_a_permanent_error_is_not_retried(clock: Clock) -> None:
     """A 422 is raised at once, without waiting."""
     with pytest.raises(ApiError):
-        await apply.retrying(refusing(ApiError(422, "Invalid", "x")), throttle=throttle(clock))
+        await cluster.retrying(refusing(ApiError(422, "Invalid", "x")), throttle=throttle(clock))
 
     assert clock.sleeps == []
 
@@ -137,7 +138,7 @@ async def test_one_episode_logs_once_for_many_refused_requests(
     shared = throttle(clock)
     calls = [refusing(too_many(1.0), too_many(1.0), too_many(1.0)) for _ in range(20)]
 
-    answers = await asyncio.gather(*(apply.retrying(call, throttle=shared) for call in calls))
+    answers = await asyncio.gather(*(cluster.retrying(call, throttle=shared) for call in calls))
     await settle()
 
     assert answers == ["ok"] * 20
@@ -154,8 +155,8 @@ async def test_episode_stays_open_while_a_request_still_waits(
 ) -> None:
     """One request answered while another is still refused does not end the episode."""
     shared = throttle(clock)
-    quick = apply.retrying(refusing(too_many(1.0)), throttle=shared)
-    slow = apply.retrying(refusing(*[too_many(1.0)] * 4), throttle=shared)
+    quick = cluster.retrying(refusing(too_many(1.0)), throttle=shared)
+    slow = cluster.retrying(refusing(*[too_many(1.0)] * 4), throttle=shared)
 
     await asyncio.gather(quick, slow)
     await settle()
@@ -168,9 +169,9 @@ async def test_two_episodes_apart_log_twice(clock: Clock, logs: list[dict[str, A
     """429s separated by a quiet period are two episodes, each logged begin and end."""
     shared = throttle(clock)
 
-    await apply.retrying(refusing(too_many(1.0)), throttle=shared)
+    await cluster.retrying(refusing(too_many(1.0)), throttle=shared)
     await settle()
-    await apply.retrying(refusing(too_many(1.0), too_many(1.0)), throttle=shared)
+    await cluster.retrying(refusing(too_many(1.0), too_many(1.0)), throttle=shared)
     await settle()
 
     assert events(logs) == ["throttled", "throttle_cleared"] * 2
@@ -182,8 +183,8 @@ async def test_giving_up_still_ends_the_episode(clock: Clock, logs: list[dict[st
     shared = throttle(clock)
 
     with pytest.raises(ApiError):
-        await apply.retrying(
-            refusing(*[too_many(1.0)] * (apply.THROTTLED_RETRIES + 1)), throttle=shared
+        await cluster.retrying(
+            refusing(*[too_many(1.0)] * (cluster.THROTTLED_RETRIES + 1)), throttle=shared
         )
     await settle()
 
@@ -193,7 +194,33 @@ async def test_giving_up_still_ends_the_episode(clock: Clock, logs: list[dict[st
 
 async def test_no_429_logs_nothing(clock: Clock, logs: list[dict[str, Any]]) -> None:
     """A 503 retried is no throttling episode."""
-    await apply.retrying(refusing(ApiError(503, "x", "y")), throttle=throttle(clock))
+    await cluster.retrying(refusing(ApiError(503, "x", "y")), throttle=throttle(clock))
     await settle()
 
     assert events(logs) == []
+
+
+async def test_a_refused_discovery_is_retried_once_for_every_caller_waiting(
+    clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twenty passes wanting the same kind while discovery is refused: the one holding the
+    lock waits Retry-After and asks again; the others do not each ask at once."""
+    monkeypatch.setattr(cluster.THROTTLE, "sleep", clock.sleep)
+    asked: list[str] = []
+    answers = iter([too_many(1.0)])
+
+    async def discovery(method: str, path: str, **_: Any) -> dict[str, Any]:
+        asked.append(path)
+        for error in answers:
+            raise error
+        kinds = [{"name": "configmaps", "kind": "ConfigMap", "namespaced": True}]
+        return {"resources": kinds}
+
+    api = cluster.KubeCluster(kclient.ApiClient(kclient.Configuration()))
+    monkeypatch.setattr(api, "_json", discovery)
+
+    found = await asyncio.gather(*(api.resource("v1", "ConfigMap") for _ in range(20)))
+
+    assert asked == ["/api/v1", "/api/v1"]
+    assert clock.sleeps == [pytest.approx(1.0, abs=0.2)]
+    assert {resource.plural for resource in found} == {"configmaps"}
