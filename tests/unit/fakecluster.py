@@ -171,6 +171,7 @@ class FakeCluster:
         resource_version: str,
         timeout_seconds: int = 600,
         accept: Callable[[bytes], bool] | None = None,
+        batch_s: float = 0.0,
     ) -> AsyncGenerator[WatchEvent, None]:
         self._check("watch", namespace)
         if self.expire_next_watch:
