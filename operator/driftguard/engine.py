@@ -21,7 +21,7 @@ from driftguard.cluster import ApiError, Cluster, Resource, retrying
 from driftguard.conditions import Reason
 from driftguard.guard import Settings as GuardSettings
 from driftguard.logs import get as get_logger
-from driftguard.reconcile import Environment
+from driftguard.reconcile import PASSES_AT_ONCE, Environment
 from driftguard.tenancy import Tenancy, user_of
 from driftguard.watcher import Scope, Timing, Watches
 
@@ -63,6 +63,7 @@ class Engine:
             None
         )
         self._inventory_lock = asyncio.Lock()
+        self._passes = asyncio.Semaphore(PASSES_AT_ONCE)
         self.count_users: Callable[[str], Users] | None = None
         """Counts a Blueprint's Environments when this engine keeps only some (shards.py)."""
 
@@ -86,6 +87,7 @@ class Engine:
                     guard=self.guard,
                     leftovers=self._leftover_policies,
                     resolve=self._declared,
+                    passes=self._passes,
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
