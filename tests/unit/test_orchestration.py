@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from driftguard import metrics, plan
+from driftguard import metrics, model, plan
+from driftguard.cluster import Resource
 from driftguard.engine import Engine
+from driftguard.reconcile import PASSES_AT_ONCE
 from driftguard.watcher import Timing
 
 from .fakecluster import FakeCluster
@@ -258,3 +260,45 @@ async def test_lost_watch_is_reported_for_liveness(engine: Engine, fake: FakeClu
 
     fake.unreachable = False
     await until(lambda: not engine.watches.lost_for(0))
+
+
+async def test_environments_created_together_pass_a_few_at_a_time(fake: FakeCluster) -> None:
+    """Twenty Environments arriving at once are all brought in sync, but no more than
+    PASSES_AT_ONCE of them apply at the same moment: a burst holds a few passes' answers
+    in memory, not every pass's."""
+    applying: dict[str, int] = {}
+    most = 0
+    plain_apply = fake.apply
+
+    async def apply(
+        resource: Resource, manifest: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        nonlocal most
+        owner = manifest["metadata"]["labels"][model.LABEL_ENVIRONMENT]
+        applying[owner] = applying.get(owner, 0) + 1
+        most = max(most, len(applying))
+        try:
+            await asyncio.sleep(0.002)
+            return await plain_apply(resource, manifest, dry_run=dry_run)
+        finally:
+            applying[owner] -= 1
+            if not applying[owner]:
+                del applying[owner]
+
+    fake.apply = apply  # type: ignore[method-assign]
+    engine = Engine(fake, timing=FAST)
+    names = [f"env-{i:02d}" for i in range(20)]
+    try:
+        await asyncio.gather(
+            *(
+                engine.environment_changed(
+                    environment(name, [configmap(f"{name}-{j}", v=str(j)) for j in range(5)])
+                )
+                for name in names
+            )
+        )
+        await until(lambda: all((NS, f"{name}-4") in fake.objects for name in names))
+    finally:
+        await engine.close()
+
+    assert 1 < most <= PASSES_AT_ONCE, most
