@@ -145,8 +145,7 @@ class EventJudge:
             return
         latency = time.monotonic() - received
         tracked.learn(stored, mode=self._ledger.mode)
-        tracked.reverts += 1
-        tracked.recent.append(received)
+        tracked.reverted(received)
         if verdict.state is State.FIGHTING:
             tracking.fought(self._ledger, tracked, time.monotonic())
         change = Change(
