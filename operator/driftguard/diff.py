@@ -11,6 +11,7 @@ at. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -147,8 +148,23 @@ def _has_key(item: Any, wanted: dict[str, Any]) -> bool:
     return isinstance(item, dict) and all(item.get(name) == value for name, value in wanted.items())
 
 
+@functools.lru_cache(maxsize=65536)
+def _field_pointer(path: Path) -> str | None:
+    """The pointer of a path made only of map fields (most are), the same in every object:
+    worked out once, not once per object per pass. None for a path through a list."""
+    if not all(key.startswith("f:") for key in path):
+        return None
+    return "/" + "/".join(escape(key[2:]) for key in path)
+
+
 def resolve(obj: dict[str, Any], path: Path) -> tuple[Any, str]:
     """The value at a fieldsV1 path and its RFC 6901 pointer in this object."""
+    pointer = _field_pointer(path)
+    if pointer is not None:
+        found: Any = obj
+        for key in path:
+            found = found.get(key[2:], MISSING) if isinstance(found, dict) else MISSING
+        return found, pointer
     node: Any = obj
     tokens = []
     for key in path:

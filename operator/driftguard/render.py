@@ -7,7 +7,6 @@ and refuses a blueprint that names one object twice or points elsewhere.
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +93,16 @@ def manifests(
     return dict(sorted(desired.items(), key=lambda item: _apply_order(item[0])))
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of parsed JSON (dicts, lists, scalars): a third of copy.deepcopy's time,
+    which a pass over every object after a restart spent a tenth of its CPU in."""
+    if isinstance(value, dict):
+        return {key: copy_json(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [copy_json(child) for child in value]
+    return value
+
+
 def _render_one(
     source: dict[str, Any],
     owner: Owner,
@@ -101,7 +110,7 @@ def _render_one(
     is_namespaced: Callable[[str, str], bool],
     index: int,
 ) -> dict[str, Any]:
-    manifest = copy.deepcopy(source)
+    manifest: dict[str, Any] = copy_json(source)
     meta = manifest.setdefault("metadata", {})
     for forbidden, why in _SERVER_METADATA.items():
         if forbidden in meta:
