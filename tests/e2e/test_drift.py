@@ -7,6 +7,7 @@ it is (Observe), and afterwards the operator makes no further writes.
 
 import os
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from envs import (
     Operator,
     apply,
+    configmap,
     environment,
     events,
     get,
@@ -306,3 +308,51 @@ def check_flagged(case: Case, kubectl: Kubectl, namespace: str, writes_before: i
     )
     assert any(f"{case.kind}/{namespace}/{case.name}" in m for m in messages)
     assert not case.is_blueprint(get(kubectl, case.kind.lower(), case.name, namespace))
+
+
+def test_observe_flags_a_change_in_a_churning_namespace(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """Observe over an object it never labelled, in a namespace where 40 other ConfigMaps
+    change all the time: its unfiltered watch is read in batches, and the one change that
+    matters is still flagged, and left alone."""
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(configmap("watched", v="1")))
+    apply(kubectl, environment(ENV, namespace, [configmap("watched", v="1")], mode="Observe"))
+    wait_condition(kubectl, ENV, namespace, "InSync", "True", reason="InSync")
+
+    stop = threading.Event()
+    rounds = 0
+
+    def churn() -> None:
+        nonlocal rounds
+        while not stop.is_set():
+            noise = [configmap(f"noise-{i:02d}", n=str(rounds)) for i in range(40)]
+            kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(noise))
+            rounds += 1
+
+    churning = threading.Thread(target=churn, daemon=True)
+    churning.start()
+    try:
+        wait_for(lambda: rounds >= 2, message="the namespace to churn")
+        kubectl("patch", "-n", namespace, "cm/watched", "-p", '{"data":{"v":"by-hand"}}')
+        entry = wait_for(
+            lambda: (
+                found
+                if (found := resource_status(kubectl, ENV, namespace, "ConfigMap", "watched")).get(
+                    "state"
+                )
+                == "Drifted"
+                else None
+            ),
+            timeout=15,
+            message="the change to be flagged while the namespace churns",
+        )
+        assert entry["driftedPaths"] == ["/data/v"]
+        at = rounds
+        wait_for(lambda: rounds >= at + 2, message="more churn after the flag")
+    finally:
+        stop.set()
+        churning.join(timeout=30)
+    live = get(kubectl, "configmap", "watched", namespace)
+    assert live is not None
+    assert live["data"]["v"] == "by-hand"  # Observe writes nothing
