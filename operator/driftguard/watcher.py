@@ -79,7 +79,10 @@ class Listener(Protocol):
 class Timing:
     backoff: float = 0.5  # first retry after an error; doubles up to backoff_cap
     backoff_cap: float = 30.0
-    forbidden_retry: float = 60.0  # RBAC changes rarely: ask again now and then
+    # RBAC changes rarely: once refused, ask again at most this seldom. The first tries come
+    # quickly (the backoff's steps): an API server just restarted answers 403 until its RBAC
+    # cache is filled, and a watch must not then stay down for a whole minute.
+    forbidden_retry: float = 60.0
     # The API server sends a bookmark 2 minutes into a watch, then every minute
     # (measured on v1.37); silence well beyond that means a dead connection.
     inactivity: float = 180.0
@@ -87,9 +90,9 @@ class Timing:
     quick_end: float = 1.0  # a stream that ends sooner than this counts as a failure
     fight_backoff: float = 5.0  # plan.FIGHT_BACKOFF_S: the first wait once an object fights
 
-    def delay(self, failures: int) -> float:
+    def delay(self, failures: int, *, cap: float | None = None) -> float:
         """Exponential backoff with jitter (half to the full step)."""
-        step = min(self.backoff_cap, self.backoff * float(2 ** max(failures - 1, 0)))
+        step = min(cap or self.backoff_cap, self.backoff * float(2 ** max(failures - 1, 0)))
         return step * random.uniform(0.5, 1.0)
 
 
@@ -225,7 +228,7 @@ class Watch:
                 self.health, self.lost_since, self.refusal = Health.FORBIDDEN, None, error
                 self._on_health()
                 self._listener.refused(self.scope, error)
-            return self._timing.forbidden_retry
+            return self._timing.delay(failures, cap=self._timing.forbidden_retry)
         if self.health is not Health.LOST:
             self._log.warning("watch_lost", error=error.describe())
             self.health, self.lost_since = Health.LOST, time.monotonic()

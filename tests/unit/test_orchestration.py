@@ -302,3 +302,14 @@ async def test_environments_created_together_pass_a_few_at_a_time(fake: FakeClus
         await engine.close()
 
     assert 1 < most <= PASSES_AT_ONCE, most
+
+
+def test_a_refused_watch_is_asked_again_soon_then_once_a_minute() -> None:
+    """An API server just restarted answers 403 until its RBAC cache is filled: the first
+    retries come within a second or two; a refusal that lasts is asked about at most once
+    a minute, never more seldom."""
+    timing = Timing()
+    waits = [timing.delay(failures, cap=timing.forbidden_retry) for failures in range(1, 12)]
+    assert waits[0] <= 0.5
+    assert waits[1] <= 1.0
+    assert all(30.0 <= wait <= 60.0 for wait in waits[8:])
