@@ -677,9 +677,9 @@ def _batching(response: aiohttp.ClientResponse, batch_s: float) -> asyncio.Trans
 
     An event arrives as a TLS record of its own: read as it comes, each costs an event
     loop turn, a decryption and a parse (about 80 µs); read every 20 / 50 / 100 / 200 ms,
-    a busy stream costs 24 / 14 / 9 / 6 µs an event. An SSL transport pausing only stops handing
-    decrypted data on, and keeps reading the socket until a quarter MiB is buffered: a
-    high-water mark of one byte makes it stop the socket too.
+    a busy stream costs 24 / 14 / 9 / 6 µs an event. A paused SSL transport only stops
+    handing decrypted data on, and keeps reading the socket until a quarter MiB is
+    buffered: a high-water mark of one byte makes it stop the socket too.
     """
     connection = response.connection
     if batch_s <= 0 or connection is None or connection.transport is None:

@@ -183,8 +183,9 @@ class Watch:
             resource_version=version,
             timeout_seconds=random.randint(*self._timing.server_timeout),
             accept=self._accept,
-            # Unfiltered (Observe's), it mostly brings other objects' events.
-            batch_s=0.0 if selector else UNFILTERED_BATCH_S,
+            # A watch that skips most of what it gets (Observe's unfiltered one) is read in
+            # batches; the label-selected ones and the Namespace watch are read as they come.
+            batch_s=UNFILTERED_BATCH_S if self._accept is not None else 0.0,
             **self._sharded(),
         )
         async with (
