@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -62,6 +63,7 @@ class FakeCluster:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str]] = []
         self.applies = 0
+        self.applied: Counter[Key] = Counter()  # per object: the audit trail is applied too
         self.lists = 0
         self.forbidden: set[str] = set()  # verbs RBAC refuses
         self.expire_next_watch = False
@@ -101,6 +103,7 @@ class FakeCluster:
         if dry_run:
             return current
         self.applies += 1
+        self.applied[key] += 1
         return self._store(key, current, "MODIFIED" if key in self.objects else "ADDED")
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
