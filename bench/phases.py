@@ -271,20 +271,36 @@ async def detect(lab: Lab, sizes: Sizes) -> dict[str, Any]:
         at = await lab.envs.first(key, flagged, timeout=sizes.change_timeout)
         latencies.add(None if at is None else at - returned, write_s=returned - sent)
         await asyncio.sleep(sizes.gap_s)
-    noise = await _observe_churn(lab, namespace, sizes)
-    await lab.delete(env_path(*key))
-    await lab.delete(f"/api/v1/namespaces/{namespace}")
-    return {"latency": latencies.summary(), "churn": noise}
-
-
-async def _observe_churn(lab: Lab, namespace: str, sizes: Sizes) -> dict[str, Any]:
-    """Unrelated churn in an Observe Environment's namespace, which the operator watches
-    without a label selector (Observe does not label the objects it reports on)."""
-    count = sizes.noise // 10
-    objects = [workload.noise_configmap(namespace, i) for i in range(count)]
+    objects = [workload.noise_configmap(namespace, i) for i in range(sizes.noise // 10)]
     await gather_limited(
         16, [lab.admin.request("POST", cm_path(namespace), body=o) for o in objects]
     )
+    noise = await _observe_churn(lab, namespace, objects, sizes)
+    await lab.delete(env_path(*key))
+    # Past 50 objects of one kind in a namespace (engine.NAMED_WATCHES), Observe watches
+    # the namespace unfiltered: 60 it never labelled.
+    unlabelled = [workload.noise_configmap(namespace, i, prefix="wide") for i in range(60)]
+    await gather_limited(
+        16, [lab.admin.request("POST", cm_path(namespace), body=o) for o in unlabelled]
+    )
+    blueprint = [{**o, "metadata": {"name": o["metadata"]["name"]}} for o in unlabelled]
+    wide = workload.environment(namespace, blueprint, mode="Observe", name="observe-wide")
+    wide_keys = await lab.create_environments([wide])
+    if await lab.until(all_in_sync(wide_keys), timeout=sizes.sync_timeout) is None:
+        raise TimeoutError("the wide Observe Environment did not get in sync")
+    unfiltered = await _observe_churn(lab, namespace, objects, sizes)
+    await lab.delete(env_path(*next(iter(wide_keys))))
+    await lab.delete(f"/api/v1/namespaces/{namespace}")
+    return {"latency": latencies.summary(), "churn": noise, "churn_unfiltered": unfiltered}
+
+
+async def _observe_churn(
+    lab: Lab, namespace: str, objects: list[dict[str, Any]], sizes: Sizes
+) -> dict[str, Any]:
+    """Unrelated churn in an Observe Environment's namespace (Observe does not label the
+    objects it reports on: it watches them by name, or past 50 of a kind, the namespace
+    without a label selector)."""
+    count = len(objects)
     await asyncio.sleep(2)
     seconds = sizes.window_s / 3
     assert lab.operator is not None

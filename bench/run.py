@@ -163,6 +163,13 @@ class Run:
         r["observe_idle_cpu_s"] = found["churn"]["idle_cpu_s"]
         r["observe_churn_cpu_s"] = found["churn"]["churn_cpu_s"]
         r["observe_churn_cpu_ratio"] = found["churn"]["cpu_ratio"]
+        r["observe_churn_us_per_update"] = found["churn"]["cpu_us_per_update"]
+        # An Observe Environment of more unlabelled objects than are watched one by one.
+        wide = found["churn_unfiltered"]
+        r["observe_unfiltered_idle_cpu_s"] = wide["idle_cpu_s"]
+        r["observe_unfiltered_churn_cpu_s"] = wide["churn_cpu_s"]
+        r["observe_unfiltered_churn_cpu_ratio"] = wide["cpu_ratio"]
+        r["observe_unfiltered_us_per_update"] = wide["cpu_us_per_update"]
 
         try:
             peer = await self.phase("flux", phases.flux(lab, keys, sizes))
@@ -316,6 +323,9 @@ TARGETS: list[tuple[str, str, float | None]] = [
     ("observe_idle_cpu_s", "", None),
     ("observe_churn_cpu_s", "", None),
     ("observe_churn_cpu_ratio", "<= 10", 10.0),
+    ("observe_churn_us_per_update", "", None),
+    ("observe_unfiltered_churn_cpu_ratio", "", None),
+    ("observe_unfiltered_us_per_update", "", None),
     ("rss_mb_idle", "", None),
     ("rss_mb_1000", "", None),
     ("rss_mb_5000", "", None),

@@ -98,12 +98,12 @@ def floor_configmap(namespace: str, index: int) -> dict[str, Any]:
     }
 
 
-def noise_configmap(namespace: str, index: int) -> dict[str, Any]:
+def noise_configmap(namespace: str, index: int, *, prefix: str = "noise") -> dict[str, Any]:
     """An unrelated ConfigMap: no driftguard label, so no driftguard watch should deliver it."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": f"noise-{index:04d}", "namespace": namespace},
+        "metadata": {"name": f"{prefix}-{index:04d}", "namespace": namespace},
         "data": {"n": "0"},
     }
 

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import aiohttp
 from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
+from kubernetes_asyncio.client.rest import RESTClientObject
 
 from driftguard import model
 from driftguard.logs import get as get_logger
@@ -265,6 +266,7 @@ class Cluster(Protocol):
         selector: str = "",
         limit: int = 0,
         shard: str = "",
+        name: str = "",
     ) -> tuple[list[dict[str, Any]], str]: ...
 
     async def delete(
@@ -302,14 +304,20 @@ class Cluster(Protocol):
         accept: Callable[[bytes], bool] | None = None,
         shard: str = "",
         batch_s: float = 0.0,
+        name: str = "",
     ) -> AsyncGenerator[WatchEvent, None]: ...
 
 
 class KubeCluster:
     """The real client: one aiohttp session, raw JSON."""
 
-    def __init__(self, api: kclient.ApiClient, *, user: str = "") -> None:
+    def __init__(
+        self, api: kclient.ApiClient, *, user: str = "", streams: RESTClientObject | None = None
+    ) -> None:
         self._api = api
+        # Watches hold their connection for minutes: they get a pool of their own, without
+        # a limit, so that however many there are, requests never wait behind them.
+        self._streams = streams or api.rest_client
         self._host: str = api.configuration.host or ""
         self._kinds: dict[tuple[str, str], Resource] = {}
         self._discovery_lock = asyncio.Lock()
@@ -328,7 +336,7 @@ class KubeCluster:
             return self
         view = self._views.get(user)
         if view is None:
-            view = self._views[user] = KubeCluster(self._api, user=user)
+            view = self._views[user] = KubeCluster(self._api, user=user, streams=self._streams)
             view._kinds = self._kinds  # discovery is the same for every identity
             view._gate = self._gate  # one gate for every identity
             view._discovery_lock = self._discovery_lock
@@ -354,15 +362,19 @@ class KubeCluster:
         configuration.connection_pool_maxsize = pool
         api = kclient.ApiClient(configuration)
         api.user_agent = USER_AGENT
+        streams = RESTClientObject(configuration, maxsize=0)  # 0: no limit
         if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
             # kubernetes_asyncio opens its session with trust_env=True, so aiohttp looks
             # for ~/.netrc in a thread before every request: about 0.8 ms each, a third
             # of the operator's CPU while applying. Without proxy variables it serves
             # nothing (a kubeconfig's proxy-url is passed explicitly, not via env).
             api.rest_client.pool_manager._trust_env = False
-        return cls(api)
+            streams.pool_manager._trust_env = False
+        return cls(api, streams=streams)
 
     async def close(self) -> None:
+        if self._streams is not self._api.rest_client:
+            await self._streams.close()
         await self._api.close()
 
     def guard_writes(self, gate: Gate) -> None:
@@ -392,6 +404,7 @@ class KubeCluster:
         content_type: str = "application/json",
         timeout: aiohttp.ClientTimeout | None = None,
         compressed: bool = True,
+        stream: bool = False,
     ) -> aiohttp.ClientResponse:
         headers = {"Content-Type": content_type, "Accept": "application/json"}
         if not compressed:
@@ -401,7 +414,8 @@ class KubeCluster:
             headers["Impersonate-User"] = self._user
         await self._api.update_params_for_auth(headers, [], ["BearerToken"])
         try:
-            response: aiohttp.ClientResponse = await self._api.rest_client.request(
+            client = self._streams if stream else self._api.rest_client
+            response: aiohttp.ClientResponse = await client.request(
                 method,
                 self._host + path,
                 query_params=query,
@@ -485,8 +499,11 @@ class KubeCluster:
         selector: str = "",
         limit: int = 0,
         shard: str = "",
+        name: str = "",
     ) -> tuple[list[dict[str, Any]], str]:
         query = {"labelSelector": selector} if selector else {}
+        if name:
+            query["fieldSelector"] = f"metadata.name={name}"
         if limit:
             query["limit"] = str(limit)
         if shard:  # a shard selector (sharding.selector); ignored where the gate is off
@@ -599,8 +616,11 @@ class KubeCluster:
         accept: Callable[[bytes], bool] | None = None,
         shard: str = "",
         batch_s: float = 0.0,
+        name: str = "",
     ) -> AsyncGenerator[WatchEvent, None]:
         """CONNECTED, then events from resource_version on, until the server ends the stream.
+
+        `name`: only the object of that name (a field selector: the server filters).
 
         `accept(line)` may skip a raw event undecoded. `batch_s`: after each read, leave
         the socket unread that long, so that a busy stream is received many events at a
@@ -616,6 +636,8 @@ class KubeCluster:
         }
         if selector:
             query["labelSelector"] = selector
+        if name:
+            query["fieldSelector"] = f"metadata.name={name}"
         if shard:
             query["shardSelector"] = shard
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
@@ -623,7 +645,12 @@ class KubeCluster:
             # Uncompressed: the server flushes each event on its own, so gzip saves
             # little and costs both ends a compressor per event.
             response = await self._request(
-                "GET", resource.path(namespace), query=query, timeout=timeout, compressed=False
+                "GET",
+                resource.path(namespace),
+                query=query,
+                timeout=timeout,
+                compressed=False,
+                stream=True,
             )
             async with response:
                 yield CONNECTED

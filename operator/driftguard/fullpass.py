@@ -43,10 +43,11 @@ Resolve = Callable[
     [dict[str, Any]], Awaitable[tuple[dict[str, Any], model.AppliedBlueprint | None]]
 ]
 """The Environment with its objects in spec.resources (see sources.declared)."""
-NeedWatches = Callable[[Scopes, bool, str, Scopes], Awaitable[list[ApiError]]]
-"""Makes sure these (kind, namespace) scopes are watched (True: unlabelled objects too), as
-this identity ("": the operator), and the last ones as the operator; answers why RBAC
-refuses any of those watches."""
+Names = dict[tuple[Resource, str | None], set[str]]
+NeedWatches = Callable[[Scopes, Names, str, Scopes], Awaitable[list[ApiError]]]
+"""Makes sure these (kind, namespace) scopes are watched, and the objects named (by scope)
+whether labelled or not, as this identity ("": the operator), and the last scopes as the
+operator; answers why RBAC refuses any of those watches."""
 
 
 class FullPass:
@@ -97,7 +98,7 @@ class FullPass:
         self._pause(spec)
         scopes = {(resource, key.namespace or None) for key, resource in resources.items()}
         try:
-            live = await self._see(scopes, own or set())
+            live = await self._see(scopes, resources, own or set())
         except ApiError as exc:
             self._refused([apply.refusal(exc)], generation)
             return
@@ -111,10 +112,16 @@ class FullPass:
         changes = await self._write(resources, desired, live, victims, is_new, preflight)
         self._conclude(changes, generation, is_new)
 
-    async def _see(self, scopes: Scopes, own: Scopes) -> Live:
-        """Watches, then one list per scope. Without its watches no drift could be seen."""
-        observe = self._ledger.mode is Mode.OBSERVE
-        refused = await self._need_watches(scopes, observe, self.identity, own)
+    async def _see(self, scopes: Scopes, resources: dict[ObjectKey, Resource], own: Scopes) -> Live:
+        """Watches, then one list per scope. Without its watches no drift could be seen.
+
+        Observe never labels what it reports on: its objects are watched unlabelled too.
+        """
+        unlabelled: Names = {}
+        if self._ledger.mode is Mode.OBSERVE:
+            for key, resource in resources.items():
+                unlabelled.setdefault((resource, key.namespace or None), set()).add(key.name)
+        refused = await self._need_watches(scopes, unlabelled, self.identity, own)
         live = await self.list_live(scopes)  # a refused list names the namespace
         for error in refused:
             raise error

@@ -185,11 +185,15 @@ class Environment:
         namespace: str | None,
         items: Iterable[dict[str, Any]],
         received: float,
+        name: str = "",
     ) -> None:
-        """After a gap in a watch: judge every object of that scope as it is now."""
+        """After a gap in a watch: judge every object of that scope (kind, namespace if
+        any, name if any) as it is now."""
         found = {ObjectKey.of(item): item for item in items}
         for key, tracked in [*self.ledger.tracked.items(), *self.ledger.policies.items()]:
             if tracked.resource != resource or namespace not in (None, key.namespace or None):
+                continue
+            if name and key.name != name:
                 continue
             live = found.get(key)
             if live is not None and not self.ledger.is_mine(live):

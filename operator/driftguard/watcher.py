@@ -44,14 +44,16 @@ UNFILTERED_BATCH_S = 0.25
 
 class Scope(NamedTuple):
     """One watch: a kind, a namespace (None: all), a label selector ("": none), the
-    identity it is made as ("": the operator; else an impersonated ServiceAccount), and
-    a shard selector ("": none; set by shards.py when replicas share the work)."""
+    identity it is made as ("": the operator; else an impersonated ServiceAccount), a
+    shard selector ("": none; set by shards.py when replicas share the work), and one
+    object's name ("": all; the server filters by `metadata.name`)."""
 
     resource: Resource
     namespace: str | None
     selector: str
     identity: str = ""
     shard: str = ""
+    name: str = ""
 
 
 class Health(StrEnum):
@@ -124,6 +126,8 @@ class Watch:
         self._log = log.bind(
             kind=kind, namespace=namespace, selector=scope.selector, identity=scope.identity
         )
+        if scope.name:
+            self._log = self._log.bind(name=scope.name)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name=f"watch {self.scope}")
@@ -166,7 +170,7 @@ class Watch:
             namespace=self.scope.namespace,
             selector=self.scope.selector,
             limit=0 if is_gap else 1,
-            **self._sharded(),
+            **self._narrowed(),
         )
         if is_gap:
             self._listener.relisted(self.scope, items, time.monotonic())
@@ -186,7 +190,7 @@ class Watch:
             # A watch that skips most of what it gets (Observe's unfiltered one) is read in
             # batches; the label-selected ones and the Namespace watch are read as they come.
             batch_s=UNFILTERED_BATCH_S if self._accept is not None else 0.0,
-            **self._sharded(),
+            **self._narrowed(),
         )
         async with (
             contextlib.aclosing(stream) as events,
@@ -202,9 +206,13 @@ class Watch:
                     self._listener.event(self.scope, event.type, event.object, time.monotonic())
         return version
 
-    def _sharded(self) -> dict[str, str]:
-        # Only when set: clients that do not shard need not know the option.
-        return {"shard": self.scope.shard} if self.scope.shard else {}
+    def _narrowed(self) -> dict[str, str]:
+        # Only when set: clients that do not shard, or watch no single object, need not
+        # know the options.
+        options = {"shard": self.scope.shard} if self.scope.shard else {}
+        if self.scope.name:
+            options["name"] = self.scope.name
+        return options
 
     def _healthy(self) -> None:
         if self.health is Health.HEALTHY:

@@ -5,16 +5,20 @@ Event is posted, the counters move, the object is reverted (Enforce) or left as
 it is (Observe), and afterwards the operator makes no further writes.
 """
 
+import json
 import os
 import subprocess
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 from envs import (
+    OPERATOR_USER,
     Operator,
     apply,
     configmap,
@@ -27,6 +31,8 @@ from envs import (
     wait_condition,
 )
 from helpers import Kubectl, wait_for
+
+from driftguard.engine import NAMED_WATCHES
 
 ENV = "app"
 
@@ -313,11 +319,13 @@ def check_flagged(case: Case, kubectl: Kubectl, namespace: str, writes_before: i
 def test_observe_flags_a_change_in_a_churning_namespace(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
-    """Observe over an object it never labelled, in a namespace where 40 other ConfigMaps
-    change all the time: its unfiltered watch is read in batches, and the one change that
-    matters is still flagged, and left alone."""
-    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(configmap("watched", v="1")))
-    apply(kubectl, environment(ENV, namespace, [configmap("watched", v="1")], mode="Observe"))
+    """Observe over more objects it never labelled than it watches one by one, in a namespace
+    where 40 other ConfigMaps change all the time: its unfiltered watch of the namespace is
+    read in batches, and the one change that matters is still flagged, and left alone."""
+    observed = [configmap("watched", v="1")]
+    observed += [configmap(f"kept-{i:02d}", v="1") for i in range(NAMED_WATCHES)]
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(observed))
+    apply(kubectl, environment(ENV, namespace, observed, mode="Observe"))
     wait_condition(kubectl, ENV, namespace, "InSync", "True", reason="InSync")
 
     stop = threading.Event()
@@ -356,3 +364,58 @@ def test_observe_flags_a_change_in_a_churning_namespace(
     live = get(kubectl, "configmap", "watched", namespace)
     assert live is not None
     assert live["data"]["v"] == "by-hand"  # Observe writes nothing
+
+
+def test_observe_watches_few_unlabelled_objects_by_name_beside_enforce(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """Two Observe Environments over 40 unlabelled ConfigMaps each: every one is watched by
+    name, filtered by the API server, never the namespace whole. 80 watches are more than
+    the operator's pool of request connections: an Enforce Environment beside them still
+    applies and reverts, and a change to an observed object is flagged."""
+    groups = {group: [f"{group}-{i:02d}" for i in range(40)] for group in ("a", "b")}
+    unlabelled = [configmap(name, v="1") for names in groups.values() for name in names]
+    kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(unlabelled))
+    for group, names in groups.items():
+        observed = [configmap(name, v="1") for name in names]
+        apply(kubectl, environment(f"observe-{group}", namespace, observed, mode="Observe"))
+    for group in groups:
+        wait_condition(kubectl, f"observe-{group}", namespace, "InSync", "True", reason="InSync")
+
+    apply(kubectl, environment(ENV, namespace, [configmap("enforced", v="1")]))
+    wait_condition(kubectl, ENV, namespace, "InSync", "True", reason="InSync")
+    kubectl("patch", "-n", namespace, "cm/enforced", "-p", '{"data":{"v":"by-hand"}}')
+    wait_for(
+        lambda: (get(kubectl, "configmap", "enforced", namespace) or {}).get("data") == {"v": "1"},
+        message="the Enforce Environment's object to be reverted",
+    )
+    kubectl("patch", "-n", namespace, "cm/b-39", "-p", '{"data":{"v":"by-hand"}}')
+    wait_for(
+        lambda: (
+            resource_status(kubectl, "observe-b", namespace, "ConfigMap", "b-39").get("state")
+            == "Drifted"
+        ),
+        message="the observed change to be flagged",
+    )
+
+    watched: set[str] = set()
+    for event in audit_started(operator.audit_log):
+        ref = event.get("objectRef") or {}
+        if event.get("verb") != "watch" or ref.get("namespace") != namespace:
+            continue
+        query = parse_qs(urlsplit(event.get("requestURI", "")).query)
+        assert query.get("labelSelector") or query.get("fieldSelector"), "an unfiltered watch"
+        for selector in query.get("fieldSelector", []):
+            watched.add(selector.removeprefix("metadata.name="))
+    assert watched == {name for names in groups.values() for name in names}
+
+
+def audit_started(audit_log: Path) -> list[dict[str, Any]]:
+    """Watches the API server started, as the operator (a watch completes only when it ends)."""
+    started = []
+    for line in audit_log.read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        user = event.get("user", {}).get("username")
+        if event.get("stage") == "ResponseStarted" and user == OPERATOR_USER:
+            started.append(event)
+    return started

@@ -70,6 +70,7 @@ class FakeCluster:
         self.unreachable = False  # every request fails, as with the API server down
         self.bookmark_interval = 0.05
         self.watch_calls = 0
+        self.watched: list[tuple[str | None, str, str]] = []  # namespace, selector, name
         self.identities: set[str] = set()
         self._history: list[WatchEvent] = []  # a watch from a version replays what followed it
         self._streams: list[asyncio.Queue[WatchEvent | ApiError | None]] = []
@@ -118,13 +119,16 @@ class FakeCluster:
         namespace: str | None = None,
         selector: str = "",
         limit: int = 0,
+        name: str = "",
     ) -> tuple[list[dict[str, Any]], str]:
         self._check("list", namespace)
         self.lists += 1
         items = [
             copy.deepcopy(obj)
-            for (ns, _), obj in sorted(self.objects.items())
-            if (namespace is None or ns == namespace) and _matches(obj, selector)
+            for (ns, named), obj in sorted(self.objects.items())
+            if (namespace is None or ns == namespace)
+            and name in ("", named)
+            and _matches(obj, selector)
         ]
         return (items[:limit] if limit else items), str(self.version)
 
@@ -175,8 +179,10 @@ class FakeCluster:
         timeout_seconds: int = 600,
         accept: Callable[[bytes], bool] | None = None,
         batch_s: float = 0.0,
+        name: str = "",
     ) -> AsyncGenerator[WatchEvent, None]:
         self._check("watch", namespace)
+        self.watched.append((namespace, selector, name))
         if self.expire_next_watch:
             self.expire_next_watch = False
             raise ApiError(410, "Expired", "too old resource version")
@@ -201,15 +207,18 @@ class FakeCluster:
                     return  # the server ended the stream
                 if isinstance(item, ApiError):
                     raise item
-                obj = item.object
-                in_scope = namespace in (None, obj["metadata"]["namespace"])
-                line = json.dumps({"type": item.type, "object": obj}, separators=(",", ":"))
-                if (
-                    in_scope
-                    and _matches(obj, selector)
-                    and (accept is None or accept(line.encode()))
-                ):
-                    yield WatchEvent(item.type, copy.deepcopy(obj))
+                obj, meta = item.object, item.object["metadata"]
+                # What the server filters (namespace, name, labels) is never sent; the
+                # rest is sent as a line the client may skip undecoded (`accept`).
+                if namespace not in (None, meta["namespace"]) or name not in ("", meta["name"]):
+                    continue
+                if not _matches(obj, selector):
+                    continue
+                if accept is not None:
+                    line = json.dumps({"type": item.type, "object": obj}, separators=(",", ":"))
+                    if not accept(line.encode()):
+                        continue
+                yield WatchEvent(item.type, copy.deepcopy(obj))
         finally:
             self._streams.remove(queue)
             if queue in self._stalled:

@@ -14,7 +14,7 @@ import pytest
 
 from driftguard import metrics, model, plan
 from driftguard.cluster import Resource
-from driftguard.engine import Engine
+from driftguard.engine import NAMED_WATCHES, Engine
 from driftguard.reconcile import PASSES_AT_ONCE
 from driftguard.watcher import Timing
 
@@ -177,6 +177,54 @@ async def test_a_burst_of_events_settles_into_few_status_writes(
     await until(lambda: last_status(fake).get("summary", {}).get("drifted") == 20)
     assert len(fake.statuses) - writes <= 3
     assert all(value(fake, name) == "5.5" for name in names)  # Observe changes nothing
+
+
+async def test_observe_watches_its_few_unlabelled_objects_by_name(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """Observe over objects it never labelled: one watch each, filtered by name on the server,
+    none of the namespace whole; a change to one of them is flagged, and so is one made while
+    the watches were away (410 Gone: each lists its object again)."""
+    for name in ("web", "db", "other"):
+        fake.create(NS, name, "kubectl-create", DB_VERSION="5.7")
+    await in_sync(
+        engine,
+        fake,
+        configmap("web", DB_VERSION="5.7"),
+        configmap("db", DB_VERSION="5.7"),
+        mode="Observe",
+    )
+    unlabelled = {(ns, name) for ns, selector, name in fake.watched if not selector}
+    assert unlabelled == {(NS, "web"), (NS, "db")}  # not (NS, ""): the namespace whole
+
+    fake.edit(NS, "db", "kubectl-patch", DB_VERSION="5.5")
+
+    await until(lambda: last_status(fake).get("summary", {}).get("drifted") == 1)
+    assert value(fake, "db") == "5.5"  # Observe changes nothing
+    flagged = [m for reason, m in fake.events if reason == "DriftDetected"]
+    assert any("ConfigMap/team-a/db" in m and "kubectl-patch" in m for m in flagged)
+
+    fake.stall()
+    fake.edit(NS, "web", "kubectl-edit", DB_VERSION="5.5")
+    fake.expire_streams()
+
+    await until(lambda: last_status(fake).get("summary", {}).get("drifted") == 2)
+
+
+async def test_observe_watches_many_unlabelled_objects_through_their_namespace(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """Past NAMED_WATCHES of one kind in one namespace, one unfiltered watch instead."""
+    names = [f"cm-{i:02d}" for i in range(NAMED_WATCHES + 1)]
+    for name in names:
+        fake.create(NS, name, "kubectl-create", DB_VERSION="5.7")
+    await in_sync(engine, fake, *(configmap(n, DB_VERSION="5.7") for n in names), mode="Observe")
+    unlabelled = {(ns, name) for ns, selector, name in fake.watched if not selector}
+    assert unlabelled == {(NS, "")}
+
+    fake.edit(NS, names[-1], "kubectl-patch", DB_VERSION="5.5")
+
+    await until(lambda: last_status(fake).get("summary", {}).get("drifted") == 1)
 
 
 async def test_a_fight_backs_off_and_says_with_whom(engine: Engine, fake: FakeCluster) -> None:
