@@ -32,12 +32,12 @@ Ident = tuple[str, str]
 
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
 NAMESPACE_SCOPE = Scope(NAMESPACES, None, "")
+"""One unfiltered watch of Namespaces, while an Environment writes outside its own: a
+deleted target namespace is reported, and a re-created one applied again at once."""
 NAMED_WATCHES = 50
 """Observe's unlabelled objects of one kind in one namespace, up to this many, are watched
 one by one, filtered by the API server (an idle connection each); more, and the namespace
 is watched whole, every unrelated event read and skipped here (about 8 us each)."""
-"""One unfiltered watch of Namespaces, while an Environment writes outside its own: a
-deleted target namespace is reported, and a re-created one applied again at once."""
 
 
 class Engine:
