@@ -277,7 +277,7 @@ async def detect(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     )
     noise = await _observe_churn(lab, namespace, objects, sizes)
     await lab.delete(env_path(*key))
-    # Past 50 objects of one kind in a namespace (engine.NAMED_WATCHES), Observe watches
+    # Past 50 objects in an Environment (engine.NAMED_WATCHES), Observe watches
     # the namespace unfiltered: 60 it never labelled.
     unlabelled = [workload.noise_configmap(namespace, i, prefix="wide") for i in range(60)]
     await gather_limited(
@@ -298,7 +298,7 @@ async def _observe_churn(
     lab: Lab, namespace: str, objects: list[dict[str, Any]], sizes: Sizes
 ) -> dict[str, Any]:
     """Unrelated churn in an Observe Environment's namespace (Observe does not label the
-    objects it reports on: it watches them by name, or past 50 of a kind, the namespace
+    objects it reports on: it watches them by name, or past 50, the namespace
     without a label selector)."""
     count = len(objects)
     await asyncio.sleep(2)

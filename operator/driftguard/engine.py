@@ -35,9 +35,9 @@ NAMESPACE_SCOPE = Scope(NAMESPACES, None, "")
 """One unfiltered watch of Namespaces, while an Environment writes outside its own: a
 deleted target namespace is reported, and a re-created one applied again at once."""
 NAMED_WATCHES = 50
-"""Observe's unlabelled objects of one kind in one namespace, up to this many, are watched
-one by one, filtered by the API server (an idle connection each); more, and the namespace
-is watched whole, every unrelated event read and skipped here (about 8 us each)."""
+"""An Observe Environment of up to this many objects watches each by name, filtered by the
+API server (an idle connection each); one of more watches each of its namespaces whole,
+every unrelated event there read and skipped here (about 8 us each)."""
 
 
 class Engine:
@@ -240,18 +240,19 @@ class Engine:
 
         An Observe Environment never labels objects, so the ones it reports on may
         carry no driftguard label: those (`unlabelled`) are watched by name, the API
-        server filtering, or past NAMED_WATCHES in one kind and namespace, through an
-        unfiltered watch of the namespace. Enforce never needs either: it labels what
-        it applies. An impersonated identity watches only its target namespaces: a
-        tenant's ServiceAccount can rarely list a kind across the cluster.
+        server filtering, or past NAMED_WATCHES in all, through an unfiltered watch of
+        each namespace. Enforce never needs either: it labels what it applies. An
+        impersonated identity watches only its target namespaces: a tenant's
+        ServiceAccount can rarely list a kind across the cluster.
         """
         wanted: set[Scope] = set()
         for resource, namespace in scopes:
             is_narrow = (self._namespaced or identity) and resource.namespaced
             where = namespace if is_narrow else None
             wanted.add(Scope(resource, where, model.MANAGED_SELECTOR, identity))
+        is_few = sum(len(names) for names in unlabelled.values()) <= NAMED_WATCHES
         for (resource, namespace), names in unlabelled.items():
-            if len(names) <= NAMED_WATCHES:
+            if is_few:
                 wanted |= {Scope(resource, namespace, "", identity, name=n) for n in names}
             elif resource.namespaced:
                 wanted.add(Scope(resource, namespace, "", identity))

@@ -214,7 +214,7 @@ async def test_observe_watches_its_few_unlabelled_objects_by_name(
 async def test_observe_watches_many_unlabelled_objects_through_their_namespace(
     engine: Engine, fake: FakeCluster
 ) -> None:
-    """Past NAMED_WATCHES of one kind in one namespace, one unfiltered watch instead."""
+    """Past NAMED_WATCHES objects in an Environment, one unfiltered watch of the namespace."""
     names = [f"cm-{i:02d}" for i in range(NAMED_WATCHES + 1)]
     for name in names:
         fake.create(NS, name, "kubectl-create", DB_VERSION="5.7")
