@@ -9,6 +9,7 @@ share of the target namespaces (`membership.py`, `shards.py`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib.metadata
 import os
 import random
@@ -54,6 +55,12 @@ def run(
     # the API server stores objects nested up to 10,000 levels: at Python's default limit
     # (1,000) one deep Environment would end the process. The model refuses it afterwards.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 25_000))
+    # The operator keeps every managed object's bookkeeping (about 26 container objects
+    # each) for as long as it runs. With the default thresholds (700, 10, 10) the cyclic
+    # collector walked all of it again and again while a pass built it: 28 % of the CPU
+    # of a restart at 20,000 objects (1.65 of 5.98 s). Collected every 50,000 net new
+    # containers, it took 0.36 s; what it frees is only reference cycles, which are few.
+    gc.set_threshold(50_000, 20, 10)
     logs.configure(level=log_level)
     # kopf names a peer after POD_ID (the chart sets the Pod's name); outside a Pod, after
     # the host and pid. The same name goes in the User-Agent, so that the API server's
