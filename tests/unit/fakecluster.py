@@ -196,7 +196,11 @@ class FakeCluster:
             yield CONNECTED
             while True:
                 try:
-                    item = await asyncio.wait_for(queue.get(), self.bookmark_interval)
+                    # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+                    # lands as the queue answers, and this loop then outlives its task's
+                    # cancel (a worker of `make test` hung at exit on it).
+                    async with asyncio.timeout(self.bookmark_interval):
+                        item = await queue.get()
                 except TimeoutError:
                     if queue not in self._stalled:  # as the API server does, about every minute
                         yield WatchEvent(
