@@ -309,7 +309,8 @@ class Cluster(Protocol):
 
 
 class KubeCluster:
-    """The real client: one aiohttp session, raw JSON."""
+    """The real client: raw JSON over two aiohttp sessions, one for requests (a bounded
+    pool) and one for watches (unbounded)."""
 
     def __init__(
         self, api: kclient.ApiClient, *, user: str = "", streams: RESTClientObject | None = None
