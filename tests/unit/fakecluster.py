@@ -62,7 +62,6 @@ class FakeCluster:
         self.version = 100
         self.statuses: list[dict[str, Any]] = []
         self.events: list[tuple[str, str]] = []
-        self.applies = 0
         self.applied: Counter[Key] = Counter()  # per object: the audit trail is applied too
         self.lists = 0
         self.forbidden: set[str] = set()  # verbs RBAC refuses
@@ -75,6 +74,11 @@ class FakeCluster:
         self._history: list[WatchEvent] = []  # a watch from a version replays what followed it
         self._streams: list[asyncio.Queue[WatchEvent | ApiError | None]] = []
         self._stalled: list[asyncio.Queue[WatchEvent | ApiError | None]] = []
+
+    @property
+    def applies(self) -> int:
+        """Applies (not dry-run) of every object."""
+        return sum(self.applied.values())
 
     # -- the Cluster protocol ---------------------------------------------------
 
@@ -103,7 +107,6 @@ class FakeCluster:
         current["metadata"]["managedFields"] = [mine, *self._strip(others, manifest)]
         if dry_run:
             return current
-        self.applies += 1
         self.applied[key] += 1
         return self._store(key, current, "MODIFIED" if key in self.objects else "ADDED")
 
