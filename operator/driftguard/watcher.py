@@ -217,7 +217,7 @@ class Watch:
     def _healthy(self) -> None:
         if self.health is Health.HEALTHY:
             return
-        if self.health is Health.LOST and self.lost_since is not None:
+        if self.lost_since is not None:
             down = round(time.monotonic() - self.lost_since, 3)
             self._log.info("watch_restored", down_seconds=down)
             metrics.watch_restarts.labels(self.scope.resource.kind).inc()
@@ -234,13 +234,18 @@ class Watch:
         if error.is_forbidden:
             if self.health is not Health.FORBIDDEN:
                 self._log.warning("watch_forbidden", error=error.describe())
-                self.health, self.lost_since, self.refusal = Health.FORBIDDEN, None, error
+                # lost_since stays: an API server that comes back answers 403 until its
+                # RBAC cache is filled, and that is still the outage, to end in
+                # watch_restored.
+                self.health, self.refusal = Health.FORBIDDEN, error
                 self._on_health()
                 self._listener.refused(self.scope, error)
             return self._timing.delay(failures, cap=self._timing.forbidden_retry)
         if self.health is not Health.LOST:
-            self._log.warning("watch_lost", error=error.describe())
-            self.health, self.lost_since = Health.LOST, time.monotonic()
+            if self.lost_since is None:  # else the same outage, already logged
+                self._log.warning("watch_lost", error=error.describe())
+                self.lost_since = time.monotonic()
+            self.health = Health.LOST
             self._on_health()
         # A 429 or 503 says how long to stay away: never come back sooner.
         return max(self._timing.delay(failures), error.retry_after or 0.0)
@@ -302,7 +307,9 @@ class Watches:
         return [
             (watch.scope, now - watch.lost_since)
             for watch in self._watches.values()
-            if watch.lost_since is not None and now - watch.lost_since > seconds
+            if watch.health is Health.LOST
+            and watch.lost_since is not None
+            and now - watch.lost_since > seconds
         ]
 
     def _export(self) -> None:

@@ -297,6 +297,27 @@ async def test_forbidden_watch_is_reported_and_recovers(engine: Engine, fake: Fa
     assert value(fake, "web") == "5.7"
 
 
+async def test_a_watch_refused_as_the_server_comes_back_ends_in_restored(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """Lost, then refused (a restarted API server answers 403 until its RBAC cache is filled),
+    then back: one outage, counted as one restart; the refusal is no liveness failure."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    restarts = metrics.watch_restarts.labels("ConfigMap")._value.get()
+    fake.unreachable = True
+    fake.break_streams()
+    await until(lambda: engine.watches.lost_for(0))
+
+    fake.forbidden.add("list")
+    fake.unreachable = False
+    await until(lambda: metrics.watches.labels("forbidden")._value.get() >= 1)
+    assert engine.watches.lost_for(0) == []
+    fake.forbidden.clear()
+
+    await until(lambda: metrics.watch_restarts.labels("ConfigMap")._value.get() == restarts + 1)
+    await until(lambda: metrics.watches.labels("forbidden")._value.get() == 0)
+
+
 async def test_lost_watch_is_reported_for_liveness(engine: Engine, fake: FakeCluster) -> None:
     """A watch that stays down is what the liveness probe reports, until it is back."""
     await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
