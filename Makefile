@@ -43,7 +43,7 @@ cluster: install controlplane ## start a local control plane and print its KUBEC
 	$(BIN)/python -m driftguard.controlplane
 
 demo: install controlplane ## the whole story on a local control plane: apply, drift, revert, flag
-	$(BIN)/python -m driftguard.demo
+	$(BIN)/python -m driftguard.cli.demo
 
 lint: install ## ruff, mypy --strict, import contracts, stale-CRD check
 	$(BIN)/ruff check operator tests
@@ -61,8 +61,8 @@ test: install controlplane tools lint ## every test, unit and end-to-end
 	$(BIN)/pytest -q $(PARALLEL) tests
 
 crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
-	$(BIN)/python -m driftguard.crd environments > crds/environments.driftguard.io.yaml
-	$(BIN)/python -m driftguard.crd blueprints > crds/blueprints.driftguard.io.yaml
+	$(BIN)/python -m driftguard.core.crd environments > crds/environments.driftguard.io.yaml
+	$(BIN)/python -m driftguard.core.crd blueprints > crds/blueprints.driftguard.io.yaml
 	cp crds/environments.driftguard.io.yaml crds/blueprints.driftguard.io.yaml charts/driftguard/crds/
 
 bench: install controlplane tools ## the performance benchmark; figures in bench/results.json

@@ -172,7 +172,7 @@ def test_python_imports_driftguard_as_the_image_user(buildah: Buildah, container
     """Inside the image, as its own user, python imports driftguard from the venv."""
     out = buildah(
         "run", "--isolation", "chroot", container, "--",
-        "python3", "-c", "import os, driftguard.cli, kopf; print(os.getuid(), driftguard.__file__)",
+        "python3", "-c", "import os, driftguard.cli.main, kopf; print(os.getuid(), driftguard.__file__)",
     )  # fmt: skip
     assert out == f"{UID} /opt/driftguard/lib/python3.11/site-packages/driftguard/__init__.py"
 

@@ -108,8 +108,8 @@ class Build(Operator):
             return
         # The same code stamped with another version: what a new image would report.
         stamp = (
-            f"import driftguard.daemon as d; d.VERSION = {self.version!r}; "
-            "from driftguard.cli import main; raise SystemExit(main())"
+            f"import driftguard.runtime.daemon as d; d.VERSION = {self.version!r}; "
+            "from driftguard.cli.main import main; raise SystemExit(main())"
         )
         argv = [sys.executable, "-c", stamp, "run", "--all-namespaces"]
         argv += ["--metrics-port", str(self.metrics_port), *self.extra_args]

@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from driftguard.cluster import CONNECTED, ENVIRONMENTS, ApiError, UnknownKindError, WatchEvent
-from driftguard.model import Resource
+from driftguard.core.model import Resource
+from driftguard.kube.cluster import CONNECTED, ENVIRONMENTS, ApiError, UnknownKindError, WatchEvent
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 

@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import audit, blueprint, changes, history, model
-from driftguard.changes import Change, Outcome
-from driftguard.model import InvalidSpecError, ObjectKey
+from driftguard.core import blueprint, changes, model
+from driftguard.core.changes import Change, Outcome
+from driftguard.core.model import InvalidSpecError, ObjectKey
+from driftguard.kube import audit, history
 
 IMAGE = "/spec/template/spec/containers/0/image"
 

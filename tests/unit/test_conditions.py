@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftguard import conditions
-from driftguard.model import Condition
+from driftguard.core import conditions
+from driftguard.core.model import Condition
 
 BEFORE = "2026-11-26T10:00:00Z"
 NOW = "2026-11-26T11:00:00Z"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from driftguard import crd
+from driftguard.core import crd
 
 COMMITTED = Path(__file__).parents[2] / "crds" / "environments.driftguard.io.yaml"
 DEFINITION = crd.definition()

@@ -1,6 +1,6 @@
 """The chart's Grafana dashboard and alert rules name only metrics the operator exports.
 
-The exported names come from the prometheus_client registry once driftguard.metrics is
+The exported names come from the prometheus_client registry once driftguard.telemetry.metrics is
 imported, with the suffixes the exposition adds (_total, _bucket, _sum, _count).
 """
 
@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client import REGISTRY
 
-from driftguard import metrics
+from driftguard.telemetry import metrics
 
 FILES = Path(__file__).resolve().parents[2] / "charts" / "driftguard" / "files"
 NAME = re.compile(r"\bdriftguard_[a-zA-Z0-9_]+")

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import diff, plan
-from driftguard.diff import MISSING, ChangeKind, FieldChange
+from driftguard.core import diff, plan
+from driftguard.core.diff import MISSING, ChangeKind, FieldChange
 
 from . import objects
 from .objects import CONTAINER, T_EDIT, claim, disown, nest

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from driftguard import membership, sharding
-from driftguard.cluster import ApiError
-from driftguard.model import Resource
+from driftguard.core import sharding
+from driftguard.core.model import Resource
+from driftguard.kube.cluster import ApiError
+from driftguard.runtime import membership
 
 DURATION = 1.0  # whole seconds, as a Lease holds them
 POLL = 0.05

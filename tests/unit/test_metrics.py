@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from driftguard import metrics
+from driftguard.telemetry import metrics
 
 ENV = ("namespace", "environment")
 

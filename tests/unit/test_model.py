@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import model
-from driftguard.model import AllowedChange, InvalidSpecError, ObjectKey
+from driftguard.core import model
+from driftguard.core.model import AllowedChange, InvalidSpecError, ObjectKey
 
 # -- parse_spec -------------------------------------------------------------------------
 

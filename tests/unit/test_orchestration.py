@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
-from driftguard import metrics, model, plan
-from driftguard.cluster import Resource
-from driftguard.engine import NAMED_WATCHES, Engine
-from driftguard.reconcile import PASSES_AT_ONCE
-from driftguard.watcher import Timing
+from driftguard.core import model, plan
+from driftguard.kube.cluster import Resource
+from driftguard.kube.watcher import Timing
+from driftguard.runtime.engine import NAMED_WATCHES, Engine
+from driftguard.runtime.reconcile import PASSES_AT_ONCE
+from driftguard.telemetry import metrics
 
 from .fakecluster import FakeCluster
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import diff, plan
-from driftguard.diff import MISSING, ChangeKind, Drift, FieldChange
-from driftguard.model import AllowedChange, Mode, ObjectKey, State, parse_spec
-from driftguard.plan import Action
+from driftguard.core import diff, plan
+from driftguard.core.diff import MISSING, ChangeKind, Drift, FieldChange
+from driftguard.core.model import AllowedChange, Mode, ObjectKey, State, parse_spec
+from driftguard.core.plan import Action
 
 from . import objects
 

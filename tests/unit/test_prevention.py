@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from driftguard import diff, model, prevention
-from driftguard.model import AllowedChange, ObjectKey, Resource
+from driftguard.core import diff, model, prevention
+from driftguard.core.model import AllowedChange, ObjectKey, Resource
 
 DEPLOYMENTS = Resource("apps", "v1", "Deployment", "deployments", namespaced=True)
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)

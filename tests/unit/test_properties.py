@@ -10,8 +10,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import diff, model, plan, render
-from driftguard.model import AllowedChange
+from driftguard.core import diff, model, plan, render
+from driftguard.core.model import AllowedChange
 
 OWNER = render.Owner(name="shop", namespace="platform")
 NAMES = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftguard import model, render
-from driftguard.model import InvalidSpecError, ObjectKey
+from driftguard.core import model, render
+from driftguard.core.model import InvalidSpecError, ObjectKey
 
 OWNER = render.Owner(name="shop", namespace="platform")
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "CustomResourceDefinition", "PersistentVolume"}

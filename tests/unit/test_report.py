@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from driftguard import metrics, model, render, report, tracking
-from driftguard.changes import Change, Outcome
-from driftguard.model import ObjectKey
+from driftguard.core import model, render, tracking
+from driftguard.core.changes import Change, Outcome
+from driftguard.core.model import ObjectKey
+from driftguard.runtime import report
+from driftguard.telemetry import metrics
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 KEY = ObjectKey("apps", "v1", "Deployment", "shop", "web")

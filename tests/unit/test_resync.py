@@ -6,7 +6,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from driftguard.reconcile import Resync
+from driftguard.runtime.reconcile import Resync
 
 
 def _resync(seconds: float) -> tuple[Resync, Any, list[float]]:

@@ -15,8 +15,8 @@ import pytest
 from kubernetes_asyncio import client as kclient
 from structlog.testing import capture_logs
 
-from driftguard import cluster
-from driftguard.cluster import ApiError
+from driftguard.kube import cluster
+from driftguard.kube.cluster import ApiError
 
 
 class Clock:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driftguard import sharding
-from driftguard.sharding import SPACE, Member
+from driftguard.core import sharding
+from driftguard.core.sharding import SPACE, Member
 
 # Values printed by Go's hash/fnv New64a, the hash k8s.io/apimachinery/pkg/sharding uses.
 GO_FNV = [

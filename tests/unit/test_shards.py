@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from driftguard import sharding
-from driftguard.blueprints import Users
-from driftguard.shards import Shards, target_of
+from driftguard.core import sharding
+from driftguard.runtime.blueprints import Users
+from driftguard.runtime.shards import Shards, target_of
 
 
 class FakeEngine:

@@ -21,8 +21,10 @@ import pytest
 import yaml
 from lupa import lua51
 
-from driftguard import cli, completion, conditions, model
-from driftguard.conditions import Reason
+from driftguard.cli import completion
+from driftguard.cli import main as cli
+from driftguard.core import conditions, model
+from driftguard.core.conditions import Reason
 
 ROOT = Path(__file__).parents[2]
 GITOPS = ROOT / "examples" / "gitops"

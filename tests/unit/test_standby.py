@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from driftguard import standby
+from driftguard.runtime import standby
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 

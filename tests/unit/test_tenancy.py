@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from driftguard import model
-from driftguard.tenancy import RefusedError, Tenancy
+from driftguard.core import model
+from driftguard.core.tenancy import RefusedError, Tenancy
 
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
 

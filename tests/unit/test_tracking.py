@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from driftguard import model, tracking
-from driftguard.model import ObjectKey, Resource, State
+from driftguard.core import model, tracking
+from driftguard.core.model import ObjectKey, Resource, State
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 READY = (True, "Applied", "revision 1 applied")

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from driftguard import cli, comparison, history, inspect, rollback, views
-from driftguard.comparison import ABSENT, Side
+from driftguard.cli import comparison, inspection, rollback, views
+from driftguard.cli import main as cli
+from driftguard.cli.comparison import ABSENT, Side
+from driftguard.kube import history
 
 NOW = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 CM = ("v1", "ConfigMap", "db")
@@ -110,7 +112,7 @@ def test_revision_text_redacts_inline_secrets() -> None:
     text = views.revision_text(revision(1, spec={"resources": [secret("czNjcjN0")]}))
 
     assert "czNjcjN0" not in text
-    assert f"pw: {inspect.REDACTED}" in text
+    assert f"pw: {inspection.REDACTED}" in text
 
 
 def test_revisions_diff_shows_the_changed_value_and_the_made_objects() -> None:
@@ -134,7 +136,7 @@ def test_revisions_diff_marks_a_changed_secret_without_its_value() -> None:
 
     assert "b2xk" not in text
     assert "bmV3" not in text
-    assert f"+    pw: {inspect.REDACTED} (r2)" in text
+    assert f"+    pw: {inspection.REDACTED} (r2)" in text
 
 
 # rollback
@@ -298,7 +300,7 @@ def test_audit_never_prints_a_secret_value() -> None:
 
     assert "5.7" not in shown
     assert "5.5" not in shown
-    assert inspect.REDACTED in shown
+    assert inspection.REDACTED in shown
 
 
 def test_audit_row_of_a_deletion() -> None:
@@ -417,8 +419,8 @@ def test_a_tolerated_change_is_shown_but_is_not_drift() -> None:
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        (["czE=", "czE="], [inspect.REDACTED, inspect.REDACTED]),
-        (["czE=", "czI="], [f"{inspect.REDACTED} #1", f"{inspect.REDACTED} #2"]),
+        (["czE=", "czE="], [inspection.REDACTED, inspection.REDACTED]),
+        (["czE=", "czI="], [f"{inspection.REDACTED} #1", f"{inspection.REDACTED} #2"]),
     ],
     ids=["same", "different"],
 )
@@ -435,7 +437,7 @@ def test_secret_live_drift_is_shown_without_the_value() -> None:
     found = comparison.rows([side("a/app", [secret("czE=")], {SECRET: secret("bGVhaw==")})])
 
     row = next(r for r in found if r.path == "/data/pw")
-    assert comparison.cells(row) == [f"{inspect.REDACTED} (differs)"]
+    assert comparison.cells(row) == [f"{inspection.REDACTED} (differs)"]
     text = json.dumps(comparison.to_json(["a/app"], found, everything=True))
     assert "czE=" not in text
     assert "bGVhaw==" not in text
@@ -497,7 +499,7 @@ def test_compare_needs_environments_or_a_blueprint() -> None:
 def test_the_new_commands_load_neither_kubernetes_nor_kopf() -> None:
     """history, rollback, audit and compare import no sync client and no kopf, as diff does."""
     script = (
-        "import sys; from driftguard import cli, comparison, rollback, views; "
+        "import sys; from driftguard.cli import main, comparison, rollback, views; "
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'kubernetes', 'kopf'}))"
     )
     done = subprocess.run(

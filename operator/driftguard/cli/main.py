@@ -1,0 +1,251 @@
+"""The `driftguard` command (also `kubectl-driftguard`): run, diff, status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftguard", description="Keep environments matching their blueprint."
+    )
+    parser.add_argument("--kubeconfig", help="kubeconfig to use (default: $KUBECONFIG, in-cluster)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch Environments here (repeat)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
+    run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--log-level", default="INFO")
+    run.add_argument(
+        "--default-service-account",
+        metavar="NAME",
+        help="impersonate this ServiceAccount (in each Environment's namespace) for "
+        "Environments that name none: RBAC then bounds every blueprint",
+    )
+    run.add_argument(
+        "--allow-target-namespaces",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="GLOB",
+        help="namespaces an Environment acting as the operator may write to besides its own",
+    )
+    run.add_argument(
+        "--allow-cluster-scoped",
+        action="store_true",
+        help="let Environments acting as the operator write cluster-scoped objects",
+    )
+    run.add_argument(
+        "--break-glass-group",
+        action="append",
+        default=[],
+        metavar="GROUP",
+        help="members of this group may change what prevention guards (repeat); "
+        "default: driftguard:break-glass",
+    )
+    run.add_argument(
+        "--history-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        metavar="NAMESPACE",
+        help="where Blueprint revisions are kept for pinning (default: $POD_NAMESPACE, "
+        "else driftguard-system)",
+    )
+    run.add_argument(
+        "--peering",
+        metavar="NAME",
+        help="run beside other replicas: kopf peering through the ClusterKopfPeering (or, "
+        "with --namespace, the KopfPeering objects) of this name; only the replica with "
+        "the highest priority acts",
+    )
+    run.add_argument(
+        "--priority",
+        type=int,
+        metavar="N",
+        help="this replica's peering priority (default: random, so that replicas differ)",
+    )
+    run.add_argument(
+        "--peering-lifetime",
+        type=int,
+        default=60,
+        metavar="SECONDS",
+        help="a replica not heard from this long is dead: another takes over (default 60)",
+    )
+    run.add_argument(
+        "--shards-from-leases",
+        action="store_true",
+        help="share the work with the other replicas: each holds a Lease in "
+        "--lease-namespace and acts on the Environments whose target namespace hashes "
+        "into its share (not with --peering)",
+    )
+    run.add_argument(
+        "--replica-id",
+        default=os.environ.get("POD_ID") or "",
+        metavar="ID",
+        help="this replica's id in its Lease (default: $POD_ID, else host and pid)",
+    )
+    run.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        metavar="NAMESPACE",
+        help="where the replicas' Leases are (default: $POD_NAMESPACE, else driftguard-system)",
+    )
+    run.add_argument(
+        "--lease-duration",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a replica that has not renewed for this long is gone and its share moves "
+        "(default 10); it stops acting itself before then",
+    )
+    run.add_argument(
+        "--liveness-watch-grace",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="the liveness probe fails once a watch has been down this long (default 120)",
+    )
+
+    diff = commands.add_parser("diff", help="show drift, live vs blueprint; exit 1 if any")
+    diff.add_argument("environment")
+    diff.add_argument("-n", "--namespace", default=None)
+
+    status = commands.add_parser("status", help="a table of Environments")
+    status.add_argument("-n", "--namespace", default=None)
+    status.add_argument("-A", "--all-namespaces", action="store_true")
+    _memory_commands(commands)
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=["bash", "zsh", "fish"])
+    return parser
+
+
+def _memory_commands(commands: Any) -> None:
+    """history, rollback, audit, compare: the past of an Environment; Environments side by side."""
+    history = commands.add_parser("history", help="the applied revisions of an Environment")
+    history.add_argument("environment")
+    history.add_argument("-n", "--namespace", default=None)
+    shown = history.add_mutually_exclusive_group()
+    shown.add_argument("--revision", type=int, metavar="N", help="print revision N's spec")
+    shown.add_argument("--diff", type=int, nargs=2, metavar=("N", "M"), help="diff two revisions")
+    shown.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    rollback = commands.add_parser(
+        "rollback", help="write an earlier revision's spec back into the Environment"
+    )
+    rollback.add_argument("environment")
+    rollback.add_argument("-n", "--namespace", default=None)
+    rollback.add_argument("--to-revision", type=int, required=True, metavar="N")
+    rollback.add_argument(
+        "--force", action="store_true", help="even when a GitOps tool manages the spec"
+    )
+    rollback.add_argument(
+        "--dry-run", action="store_true", help="show the change; the server checks it, keeps none"
+    )
+
+    audit = commands.add_parser("audit", help="the drift incidents of an Environment")
+    audit.add_argument("environment")
+    audit.add_argument("-n", "--namespace", default=None)
+    audit.add_argument("--since", metavar="DURATION", help="only newer ones: 30s, 10m, 1h, 2d")
+    audit.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+    compare = commands.add_parser(
+        "compare", help="Environments side by side: declared and live; exit 1 on live drift"
+    )
+    which = compare.add_mutually_exclusive_group(required=True)
+    which.add_argument("environments", nargs="*", default=[], metavar="NAMESPACE/NAME")
+    which.add_argument("--blueprint", metavar="NAME", help="every Environment of this Blueprint")
+    compare.add_argument(
+        "--all", action="store_true", help="every declared field, not only differences"
+    )
+    compare.add_argument("-o", "--output", choices=["table", "json"], default="table")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.command == "run":
+        from driftguard.runtime import daemon
+
+        if args.peering and args.shards_from_leases:
+            _parser().error("--peering and --shards-from-leases exclude each other")
+        from driftguard.core.tenancy import Tenancy
+
+        tenancy = Tenancy(
+            default_service_account=args.default_service_account,
+            allowed_target_namespaces=tuple(args.allow_target_namespaces),
+            allow_cluster_scoped=args.allow_cluster_scoped,
+        )
+        return daemon.run(
+            tenancy=tenancy,
+            break_glass_groups=tuple(args.break_glass_group or ["driftguard:break-glass"]),
+            namespaces=args.namespace,
+            metrics_port=args.metrics_port,
+            liveness=args.liveness,
+            log_level=args.log_level,
+            watch_grace=args.liveness_watch_grace,
+            history_namespace=args.history_namespace,
+            peering=args.peering,
+            priority=args.priority,
+            peering_lifetime=args.peering_lifetime,
+            sharding=daemon.Sharding(
+                replica=args.replica_id,
+                namespace=args.lease_namespace,
+                duration=args.lease_duration,
+            )
+            if args.shards_from_leases
+            else None,
+        )
+    if args.command == "completion":
+        from driftguard.cli import completion
+
+        sys.stdout.write(completion.script(_parser(), args.shell))
+        return 0
+    if args.command in ("history", "rollback", "audit", "compare"):
+        return _memory(args)
+    from driftguard.cli import inspection
+
+    if args.command == "diff":
+        return inspection.diff(args.environment, namespace=args.namespace)
+    return inspection.status(namespace=args.namespace, all_namespaces=args.all_namespaces)
+
+
+def _memory(args: argparse.Namespace) -> int:
+    from driftguard.cli import comparison, rollback, views
+
+    if args.command == "history":
+        diff = tuple(args.diff) if args.diff else None
+        return views.show_history(
+            args.environment,
+            namespace=args.namespace,
+            revision=args.revision,
+            diff=diff,
+            output=args.output,
+        )
+    if args.command == "rollback":
+        return rollback.run(
+            args.environment,
+            namespace=args.namespace,
+            to_revision=args.to_revision,
+            force=args.force,
+            dry_run=args.dry_run,
+        )
+    if args.command == "audit":
+        return views.show_audit(
+            args.environment, namespace=args.namespace, since=args.since, output=args.output
+        )
+    return comparison.compare(
+        args.environments, blueprint=args.blueprint, output=args.output, everything=args.all
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The ChangeSet: closed records of what happened to each managed object.
+
+A full pass and every watch event produce these records; `report.py` turns them
+into Events, log events and metrics, and status is summed up from the same
+ledger. One source, so the four never disagree. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import jsonpointer
+
+from driftguard.core.model import ObjectKey
+
+VALUE_LIMIT = 80
+"""Characters of a value kept in a record: enough to tell 5.5 from 5.7, never a whole file."""
+REDACTED = "<redacted>"
+ABSENT = "<absent>"
+
+
+class Outcome(StrEnum):
+    CREATED = "created"  # the object did not exist; the blueprint made it
+    CONFIGURED = "configured"  # a new blueprint changed the object
+    ADOPTED = "adopted"  # it existed without driftguard's labels; spec.adopt took it over
+    UNCHANGED = "unchanged"  # nothing to do
+    REVERTED = "reverted"  # drift put back to the blueprint (Enforce)
+    FLAGGED = "flagged"  # drift reported, left as is (Observe, suspend)
+    TOLERATED = "tolerated"  # a change within allowedChanges: Overridden, never reverted
+    CONFLICT = "conflict"  # the object belongs to another Environment
+    FIGHTING = "fighting"  # reverted too often: another writer keeps changing it
+    FORBIDDEN = "forbidden"  # the API server refused driftguard for lack of RBAC
+    FAILED = "failed"  # the API server refused for another reason
+    PRUNED = "pruned"  # removed from the blueprint, deleted
+    RELEASED = "released"  # removed from the blueprint, left in place (prune off, Observe)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One closed record: what happened to one object, and why."""
+
+    key: ObjectKey
+    outcome: Outcome
+    paths: tuple[str, ...] = ()
+    changed_by: str | None = None
+    message: str = ""
+    is_missing: bool = False  # the drift was a deletion
+    latency: float | None = None  # a revert: seconds from the watch event to the server's answer
+    values: tuple[tuple[str, str, str], ...] = ()  # (path, blueprint, live), summarised
+
+    @property
+    def is_failure(self) -> bool:
+        return self.outcome in (Outcome.FAILED, Outcome.FORBIDDEN)
+
+    def describe(self) -> str:
+        """The sentence an Event and a status message carry: object, paths, manager."""
+        if self.message:
+            return self.message
+        what = "was deleted" if self.is_missing else f"drifted at {', '.join(self.paths) or '/'}"
+        by = f" by {self.changed_by}" if self.changed_by else ""
+        return f"{self.key} {what}{by}"
+
+
+ChangeSet = tuple[Change, ...]
+
+
+def counts(changes: Iterable[Change]) -> str:
+    """`2 created, 3 unchanged`: a pass in one phrase, outcomes in a fixed order."""
+    tally = Counter(change.outcome for change in changes)
+    return ", ".join(f"{tally[outcome]} {outcome}" for outcome in Outcome if tally[outcome])
+
+
+def values_of(
+    key: ObjectKey,
+    expected: dict[str, Any] | None,
+    live: dict[str, Any] | None,
+    paths: Iterable[str],
+) -> tuple[tuple[str, str, str], ...]:
+    """Each drifted path with the blueprint's value and the live one, short; a Secret's never."""
+    if live is None or expected is None:
+        return ()
+    hidden = key.kind == "Secret"
+    return tuple(
+        (path, _summary(expected, path, hidden), _summary(live, path, hidden)) for path in paths
+    )
+
+
+def _summary(obj: dict[str, Any], path: str, hidden: bool) -> str:
+    try:
+        value = jsonpointer.resolve_pointer(obj, path)
+    except jsonpointer.JsonPointerException:
+        return ABSENT
+    if hidden:
+        return REDACTED
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= VALUE_LIMIT else text[: VALUE_LIMIT - 1] + "…"

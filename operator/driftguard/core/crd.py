@@ -1,0 +1,249 @@
+"""Generates the Environment CustomResourceDefinition from the pydantic models.
+
+pydantic emits JSON Schema ($ref, anyOf-with-null, titles); Kubernetes wants a
+structural OpenAPI v3 schema. This module translates one into the other and adds
+what only a CRD has: printer columns, the status subresource and CEL rules.
+`python -m driftguard.core.crd` prints the YAML that lives in crds/.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+
+from driftguard.core import model
+
+_DROP = {"title", "default_factory"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _resolve({**target, **extra}, defs)
+    options = node.get("anyOf")
+    if options is not None:
+        # Optional[X] arrives as anyOf [X, null]: a structural schema says X and
+        # lets the field be absent instead.
+        concrete = [option for option in options if option.get("type") != "null"]
+        if len(concrete) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            merged = {**concrete[0], **rest}
+            if merged.get("default", 0) is None:
+                del merged["default"]
+            return _resolve(merged, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(prop, defs) for name, prop in value.items()}
+        else:
+            out[key] = _resolve(value, defs)
+    if out.get("type") == "integer" and "format" not in out:
+        out["format"] = "int64"
+    if out.get("additionalProperties") in (False, True):
+        # False: pydantic's extra="forbid", which a structural schema does by default;
+        # True: any JSON (a schema, values), which a CRD says by preserving unknown fields.
+        del out["additionalProperties"]
+    if (
+        out.get("type") == "object"
+        and "properties" not in out
+        and "additionalProperties" not in out
+    ):
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def openapi_schema(model_class: type[Any]) -> dict[str, Any]:
+    """The structural schema of a pydantic model, with $refs inlined."""
+    schema = model_class.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+    resolved: dict[str, Any] = _resolve(schema, defs)
+    return resolved
+
+
+def _status_schema(status_model: type[Any]) -> dict[str, Any]:
+    schema = openapi_schema(status_model)
+    conditions = schema["properties"]["conditions"]
+    conditions["x-kubernetes-list-type"] = "map"
+    conditions["x-kubernetes-list-map-keys"] = ["type"]
+    return schema
+
+
+def _environment_status_schema() -> dict[str, Any]:
+    schema = _status_schema(model.EnvironmentStatus)
+    # kopf keeps the progress of its deletion handler here rather than in
+    # annotations, so GitOps tools see no change made by the operator.
+    schema["properties"]["kopf"] = {
+        "type": "object",
+        "description": "Progress of the deletion handler, kept by kopf.",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    return schema
+
+
+def _columns() -> list[dict[str, Any]]:
+    return [
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {
+            "name": "InSync",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="InSync")].status',
+        },
+        {"name": "Drifted", "type": "integer", "jsonPath": ".status.summary.drifted"},
+        {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        {"name": "Blueprint", "type": "string", "jsonPath": ".spec.blueprintRef.name"},
+        {"name": "Prevention", "type": "string", "jsonPath": ".spec.prevention"},
+        {
+            "name": "Suspended",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Suspended")].message',
+        },
+        # priority 1: only `kubectl get env -o wide` shows these.
+        {"name": "Target", "type": "string", "jsonPath": ".spec.targetNamespace", "priority": 1},
+        {
+            "name": "Managed",
+            "type": "integer",
+            "jsonPath": ".status.summary.managed",
+            "priority": 1,
+        },
+        {
+            "name": "Ready",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Ready")].reason',
+            "priority": 1,
+        },
+        {"name": "Last Drift", "type": "date", "jsonPath": ".status.lastDrift.time", "priority": 1},
+        {
+            "name": "Changed By",
+            "type": "string",
+            "jsonPath": ".status.lastDrift.changedBy",
+            "priority": 1,
+        },
+    ]
+
+
+def _definition(
+    *,
+    kind: str,
+    plural: str,
+    short_name: str,
+    scope: str,
+    columns: list[dict[str, Any]],
+    description: str,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of driftguard.io: one served version with a status subresource."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{model.GROUP}"},
+        "spec": {
+            "group": model.GROUP,
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": [short_name],
+                "categories": ["driftguard"],
+            },
+            "scope": scope,
+            "versions": [
+                {
+                    "name": model.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                            "required": ["spec"],
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def definition() -> dict[str, Any]:
+    """The Environment CustomResourceDefinition."""
+    spec_schema = openapi_schema(model.EnvironmentSpec)
+    spec_schema["description"] = "The blueprint of an environment and how to keep it."
+    spec_schema["x-kubernetes-validations"] = [
+        {
+            "rule": "!has(self.blueprintRef) || !has(self.resources) || size(self.resources) == 0",
+            "message": "give either resources or blueprintRef, not both",
+        },
+        {
+            "rule": "!has(self.values) || has(self.blueprintRef)",
+            "message": "values are the parameters of a Blueprint: set blueprintRef too",
+        },
+    ]
+    return _definition(
+        kind=model.KIND,
+        plural=model.PLURAL,
+        short_name="env",
+        scope="Namespaced",
+        columns=_columns(),
+        description="Environment is the single source of truth for a set of Kubernetes "
+        "objects: driftguard applies them and reverts or flags every manual change.",
+        spec=spec_schema,
+        status=_environment_status_schema(),
+    )
+
+
+def blueprint_definition() -> dict[str, Any]:
+    """The Blueprint CustomResourceDefinition: cluster-scoped templates with typed values."""
+    spec_schema = openapi_schema(model.BlueprintSpec)
+    spec_schema["description"] = (
+        "Object templates shared by many Environments and the values that differ between them."
+    )
+    ready = '.status.conditions[?(@.type=="Ready")].status'
+    return _definition(
+        kind=model.BLUEPRINT_KIND,
+        plural=model.BLUEPRINT_PLURAL,
+        short_name="bp",
+        scope="Cluster",
+        columns=[
+            {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
+            {"name": "Ready", "type": "string", "jsonPath": ready},
+            {"name": "Environments", "type": "integer", "jsonPath": ".status.environments"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        description="Blueprint holds the objects of an environment as templates; each "
+        "Environment that names it in spec.blueprintRef gets them with its own spec.values.",
+        spec=spec_schema,
+        status=_status_schema(model.BlueprintStatus),
+    )
+
+
+DEFINITIONS = {"environments": definition, "blueprints": blueprint_definition}
+
+
+def render(which: str = "environments") -> str:
+    header = "# Generated by `make crds` from operator/driftguard/model.py. Do not edit.\n"
+    return header + yaml.safe_dump(DEFINITIONS[which](), sort_keys=False, width=100)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render(*sys.argv[1:2]))

@@ -1,0 +1,167 @@
+"""kopf decorators only: each one hands the Environment to the engine.
+
+`on.event` stores nothing on the object, so driftguard writes no annotations
+and GitOps tools see no diff. The one stateful handler, deletion with
+deletionPolicy Delete, keeps kopf's progress in status and uses our finalizer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from driftguard.core import model
+from driftguard.kube.cluster import KubeCluster
+from driftguard.runtime import membership, standby
+from driftguard.runtime.engine import Engine
+from driftguard.runtime.guard import Settings as GuardSettings
+from driftguard.telemetry.logs import get as get_logger
+
+log = get_logger(__name__)
+
+_RESOURCE = (model.GROUP, model.VERSION, model.PLURAL)
+
+WATCH_GRACE_S = 120.0
+"""How long a watch may stay down before the liveness probe fails."""
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, **_: Any) -> None:
+    cluster = await KubeCluster.connect()
+    # Prevention lets the operator's own writes through: it must know its name.
+    guard = GuardSettings(
+        operator_user=await cluster.whoami(),
+        break_glass_groups=tuple(memo.get("break_glass_groups") or ()),
+    )
+    memo.engine = Engine(
+        cluster,
+        namespaced=bool(memo.get("namespaced")),
+        tenancy=memo.get("tenancy"),
+        guard=guard,
+        history_namespace=memo.get("history_namespace") or "driftguard-system",
+    )
+    memo.cluster = cluster
+    if memo.get("sharding"):
+        share = memo.sharding
+        memo.shards, memo.membership = await membership.start(
+            cluster,
+            memo.engine,
+            replica=share.replica,
+            namespace=share.namespace,
+            duration=share.duration,
+        )
+    if memo.get("peering"):
+        memo.standby = asyncio.create_task(
+            standby.follow(
+                cluster,
+                memo.engine,
+                name=memo.peering,
+                namespaces=memo.get("namespaces") or (),
+                identity=memo.identity,
+                priority=memo.priority,
+                lifetime=memo.peering_lifetime,
+            )
+        )
+
+
+@kopf.on.probe(id="watches")
+def watches(memo: kopf.Memo, **_: Any) -> str:
+    """Liveness: unhealthy while a watch has been down longer than the grace period.
+
+    The watches restart themselves; one that cannot for this long (a broken client,
+    a stuck connection pool) is what a restart of the operator can still fix.
+    """
+    engine: Engine | None = memo.get("engine")
+    if engine is None:
+        return "starting"
+    down = engine.watches.lost_for(float(memo.get("watch_grace", WATCH_GRACE_S)))
+    if down:
+        detail = ", ".join(f"{scope.resource.kind} down {seconds:.0f}s" for scope, seconds in down)
+        raise kopf.PermanentError(f"watches down: {detail}")
+    return "ok"
+
+
+def configure(kopf_settings: kopf.OperatorSettings) -> None:
+    kopf_settings.persistence.finalizer = f"{model.GROUP}/finalizer"
+    kopf_settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+    kopf_settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
+        field="status.kopf.lastHandledConfiguration"
+    )
+    # driftguard posts its own Events, with the contract's reasons.
+    kopf_settings.posting.enabled = False
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.watching.server_timeout = 600
+    kopf_settings.networking.request_timeout = 60
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("standby") is not None:
+        memo.standby.cancel()
+    if memo.get("membership") is not None:
+        await memo.membership.leave()  # stop acting, and let the others take over at once
+        memo.shards.close()
+    await memo.engine.close()
+    await memo.cluster.close()
+
+
+@kopf.on.event(*_RESOURCE)
+async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    body = event.get("object") or {}
+    shards = memo.get("shards")
+    if event.get("type") == "DELETED":
+        meta = body.get("metadata", {})
+        ident = (meta.get("namespace"), meta.get("name"))
+        is_mine = shards is None or ident in memo.engine.environments or shards.owns(body)
+        if shards is not None:
+            shards.environment_deleted(ident)
+        memo.engine.forget(ident)
+        if is_mine and _leaves_something(body.get("spec") or {}):
+            await _delete_unfinalized(memo, dict(body))
+        return
+    if shards is not None:  # replicas share the work: only this one's share is acted on
+        await shards.environment_changed(body)
+        return
+    await memo.engine.environment_changed(body)
+
+
+@kopf.on.event(model.GROUP, model.VERSION, model.BLUEPRINT_PLURAL)
+async def blueprint(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    body = event.get("object") or {}
+    if event.get("type") == "DELETED":
+        await memo.engine.blueprint_deleted(body.get("metadata", {}).get("name", ""))
+        return
+    await memo.engine.blueprint_changed(body)
+
+
+async def _delete_unfinalized(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    """An Environment deleted before kopf put its finalizer on (right after its creation,
+    while the first pass still ran) never reaches `delete_objects` below: clean up now.
+    After a normal deletion this finds nothing left to delete."""
+    try:
+        await memo.engine.delete_objects(body)
+    except RuntimeError as exc:
+        log.warning("delete_objects_failed", error=str(exc))
+
+
+def _leaves_something(spec: Mapping[str, Any], **_: Any) -> bool:
+    """Objects to delete (deletionPolicy Delete) or an admission policy to remove."""
+    is_deleting = spec.get("deletionPolicy") == model.DeletionPolicy.DELETE
+    return bool(is_deleting or spec.get("prevention", model.Prevention.OFF) != model.Prevention.OFF)
+
+
+@kopf.on.delete(*_RESOURCE, when=_leaves_something)
+async def delete_objects(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    raw = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    shards = memo.get("shards")
+    if shards is not None and not shards.owns(raw):
+        # Every replica's kopf sees the deletion; the one whose share it is deletes, and
+        # removes the finalizer. Here kopf retries (and logs it) until the object is gone.
+        raise kopf.TemporaryError(
+            "another replica's share: that replica deletes its objects", delay=5
+        )
+    await memo.engine.delete_objects(raw)

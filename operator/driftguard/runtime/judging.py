@@ -1,0 +1,166 @@
+"""Watch events on managed objects, judged one by one in memory; only drift costs a request.
+
+Events for one object coalesce: while it is being judged, newer events replace
+the pending one, so a burst costs one judgement. Nothing is judged while a full
+pass runs: the pass re-learns every object, and the events are judged after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from driftguard.core import changes, plan, tracking
+from driftguard.core.changes import Change, Outcome
+from driftguard.core.model import ObjectKey, State
+from driftguard.core.tracking import Ledger, Tracked
+from driftguard.kube import apply
+from driftguard.kube.cluster import ApiError, Cluster, retrying
+
+Report = Callable[[Iterable[Change]], None]
+
+
+class EventJudge:
+    """Judges watch events for one Environment and reverts what Enforce must."""
+
+    def __init__(
+        self,
+        cluster: Callable[[], Cluster],
+        ledger: Ledger,
+        *,
+        report: Report,
+        settled: Callable[[], None],
+        operator: Cluster,
+    ) -> None:
+        self._acting_now = cluster  # the identity can change with the spec
+        self._operator = operator  # the Environment's own policy objects are the operator's
+        self._ledger = ledger
+        self._report = report
+        self._settled = settled
+        self._pending: dict[ObjectKey, tuple[dict[str, Any] | None, float]] = {}
+        self._active: dict[ObjectKey, asyncio.Task[None]] = {}
+        self._timers: dict[ObjectKey, asyncio.TimerHandle] = {}
+        self._open = asyncio.Event()
+        self._open.set()
+        self._stopped = False
+
+    @property
+    def is_busy(self) -> bool:
+        return bool(self._active) and self._open.is_set()
+
+    def pause(self) -> None:
+        """A full pass starts: events wait until it is done."""
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._open.set()
+        for key in list(self._pending):
+            self._kick(key)
+
+    def observe(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
+        """A watch saw a managed object change (live) or go (None)."""
+        tracked = self._ledger.record(key)
+        if tracked is None or (live is not None and tracked.is_stale(live)):
+            return
+        self._pending[key] = (live, received)
+        self._kick(key)
+
+    def _wake(self, key: ObjectKey, at: float) -> None:
+        """Judges the object again once its fight backoff is due (a little jitter spreads them)."""
+        if key in self._timers or self._stopped:
+            return
+        delay = max(at - time.monotonic(), 0.0) * random.uniform(1.0, 1.1) + 0.01
+
+        def due() -> None:
+            self._timers.pop(key, None)
+            self.observe(key, None, time.monotonic())  # None: read it fresh
+
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, due)
+
+    def _acting(self, key: ObjectKey) -> Cluster:
+        return self._operator if key in self._ledger.policies else self._acting_now()
+
+    def stop(self) -> None:
+        self._stopped = True
+        for task in self._active.values():
+            task.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
+
+    def _kick(self, key: ObjectKey) -> None:
+        if key not in self._active and not self._stopped:
+            self._active[key] = asyncio.create_task(self._settle(key))
+
+    async def _settle(self, key: ObjectKey) -> None:
+        try:
+            await self._open.wait()
+            while key in self._pending and self._open.is_set():
+                live, received = self._pending.pop(key)
+                await self._evaluate(key, live, received)
+        finally:
+            self._active.pop(key, None)
+            self._settled()
+
+    async def _evaluate(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
+        tracked = self._ledger.record(key)
+        if tracked is None or tracked.expectation is None or self._ledger.spec is None:
+            return
+        try:
+            if live is None:
+                # A label change takes an object out of the watch's selector too.
+                live = await retrying(
+                    lambda: self._acting(key).get(tracked.resource, key.namespace, key.name)
+                )
+        except ApiError as exc:
+            self._failed(tracked, exc, "read ")
+            return
+        if live is not None and tracked.is_stale(live):
+            return
+        verdict, news = tracking.judge(self._ledger, tracked, live, received)
+        self._report(news)
+        if verdict.action in (plan.Action.REVERT, plan.Action.RECREATE):
+            await self._revert(tracked, verdict, received, live)
+        elif verdict.action is plan.Action.DEFER:
+            self._wake(key, tracked.due_at)
+
+    async def _revert(
+        self,
+        tracked: Tracked,
+        verdict: plan.Verdict,
+        received: float,
+        live: dict[str, Any] | None,
+    ) -> None:
+        manifest = apply.strip(tracked.desired, verdict.tolerated)
+        try:
+            if verdict.action is plan.Action.RECREATE:
+                stored = await apply.put(self._acting(tracked.key), tracked.resource, manifest)
+            else:
+                stored = await apply.revert(
+                    self._acting(tracked.key), tracked.resource, manifest, verdict.drifted, live
+                )
+        except ApiError as exc:
+            self._failed(tracked, exc, "revert ")
+            return
+        latency = time.monotonic() - received
+        tracked.learn(stored, mode=self._ledger.mode)
+        tracked.reverted(received)
+        if verdict.state is State.FIGHTING:
+            tracking.fought(self._ledger, tracked, time.monotonic())
+        change = Change(
+            tracked.key,
+            Outcome.REVERTED,
+            tuple(verdict.pointers),
+            verdict.changed_by,
+            is_missing=verdict.state is State.MISSING,
+            latency=latency,
+            values=changes.values_of(tracked.key, stored, live, verdict.pointers),
+        )
+        _, news = tracking.judge(self._ledger, tracked, stored, received)
+        self._report([change, *news])
+
+    def _failed(self, tracked: Tracked, exc: ApiError, doing: str) -> None:
+        tracked.state, tracked.message = State.ERROR, exc.describe()
+        self._report([apply.failure(tracked.key, exc, doing)])

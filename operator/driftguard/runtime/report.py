@@ -1,0 +1,162 @@
+"""The one reporter: closed change records become Events, log events, metrics and lastDrift.
+
+`TABLE` says, for each outcome, which Event reasons follow, which log event and
+which metrics; the README prints the same table. Nothing else in the operator
+posts an Event about an object, logs its drift or counts it, so the four views
+cannot disagree. Reporting never writes to a managed object.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from driftguard.core import changes, tracking
+from driftguard.core.changes import Change, Outcome
+from driftguard.core.conditions import Reason
+from driftguard.kube import timestamps
+from driftguard.telemetry import metrics
+from driftguard.telemetry.logs import get as get_logger
+
+log = get_logger(__name__)
+
+Post = Callable[[str, str, bool], None]
+"""Queues an Event on the Environment: reason, message, is_warning."""
+Trail = Callable[[list[Change], bool], None]
+"""Keeps the records that are incidents in the audit trail; True while enforcement is paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reporting:
+    events: tuple[tuple[str, bool], ...] = ()  # (reason, is_warning)
+    log_event: str | None = None
+    level: int = logging.INFO
+    counters: tuple[str, ...] = ()  # for the README: what is counted
+
+
+_DETECTED = "driftguard_drift_detected_total"
+_ERRORS = "driftguard_reconcile_errors_total"
+
+TABLE: dict[Outcome, Reporting] = {
+    Outcome.CREATED: Reporting(log_event="object_created", level=logging.DEBUG),
+    Outcome.CONFIGURED: Reporting(log_event="object_configured", level=logging.DEBUG),
+    Outcome.ADOPTED: Reporting(log_event="object_adopted"),
+    Outcome.UNCHANGED: Reporting(),
+    Outcome.REVERTED: Reporting(
+        (("DriftDetected", False), ("DriftReverted", False)),
+        "drift_reverted",
+        counters=(
+            _DETECTED,
+            "driftguard_drift_reverted_total",
+            "driftguard_revert_latency_seconds",
+        ),
+    ),
+    Outcome.FLAGGED: Reporting((("DriftDetected", True),), "drift_detected", counters=(_DETECTED,)),
+    Outcome.TOLERATED: Reporting(log_event="drift_tolerated"),
+    Outcome.CONFLICT: Reporting((("Conflict", True),), "conflict", logging.WARNING),
+    Outcome.FIGHTING: Reporting(
+        (("Fighting", True),), "fighting", logging.WARNING, ("driftguard_fights_total",)
+    ),
+    Outcome.FORBIDDEN: Reporting(
+        (("Forbidden", True),), "forbidden", logging.WARNING, counters=(f"{_ERRORS}{{Forbidden}}",)
+    ),
+    Outcome.FAILED: Reporting(
+        (("ApplyFailed", True),), "apply_failed", logging.WARNING, (f"{_ERRORS}{{ApplyFailed}}",)
+    ),
+    Outcome.PRUNED: Reporting((("Pruned", False),), "pruned"),
+    Outcome.RELEASED: Reporting(log_event="released"),
+}
+
+_ERROR_REASON = {Outcome.FORBIDDEN: Reason.FORBIDDEN, Outcome.FAILED: Reason.APPLY_FAILED}
+
+
+class Reporter:
+    """Reports one Environment's change records, exactly as TABLE says."""
+
+    def __init__(self, ledger: tracking.Ledger, post: Post, trail: Trail | None = None) -> None:
+        self._ledger = ledger
+        self._post = post
+        self._trail = trail
+        owner = ledger.owner
+        self._env = (owner.namespace, owner.name)
+        self._log = log.bind(environment=str(owner))
+
+    def record(self, records: Iterable[Change]) -> None:
+        records = list(records)
+        for change in records:
+            self._one(change)
+        if self._trail is not None and records:
+            spec = self._ledger.spec
+            paused = bool(self._ledger.paused_until) or (spec is not None and spec.suspend)
+            self._trail(records, paused)
+
+    def _one(self, change: Change) -> None:
+        reporting = TABLE[change.outcome]
+        sentence = change.describe()
+        for reason, is_warning in reporting.events:
+            if reason == "DriftReverted":
+                self._post(reason, f"{sentence}; reverted to the blueprint", is_warning)
+            else:
+                self._post(reason, sentence, is_warning)
+        if reporting.log_event is not None:
+            self._log.log(reporting.level, reporting.log_event, **_fields(change))
+        self._count(change)
+        self._ledger.note(change, timestamps.now())
+
+    def _count(self, change: Change) -> None:
+        kind = change.key.kind
+        if change.outcome in (Outcome.REVERTED, Outcome.FLAGGED):
+            metrics.drift_detected.labels(*self._env, kind).inc()
+        if change.outcome is Outcome.REVERTED:
+            metrics.drift_reverted.labels(*self._env, kind).inc()
+            if change.latency is not None:
+                metrics.revert_latency.labels(kind).observe(change.latency)
+        if change.outcome is Outcome.FIGHTING:
+            metrics.fights.labels(*self._env).inc()
+        reason = _ERROR_REASON.get(change.outcome)
+        if reason is not None:
+            metrics.reconcile_errors.labels(*self._env, reason).inc()
+
+    def applied(self, revision: int, records: Iterable[Change]) -> None:
+        """A new blueprint is in place: one Event and one log event for the whole pass."""
+        summary = changes.counts(records)
+        self._post("Applied", f"revision {revision} applied: {summary}", False)
+        self._log.info("applied", revision=revision, objects=summary)
+
+    def invalid(self, message: str) -> None:
+        """The blueprint cannot be applied as written; nothing was changed."""
+        self._post(Reason.INVALID_SPEC, message, True)
+        self._log.warning("invalid_spec", message=message)
+        metrics.reconcile_errors.labels(*self._env, Reason.INVALID_SPEC).inc()
+
+    def paused(self, until: str) -> None:
+        """spec.suspendUntil began: enforcement and prevention pause until then."""
+        self._post("Suspended", f"enforcement and prevention paused until {until}", True)
+        self._log.info("suspended", until=until)
+
+    def resumed(self) -> None:
+        self._post("Resumed", "suspension over: enforcement and prevention resumed", False)
+        self._log.info("resumed")
+
+    def status_failed(self, error: str) -> None:
+        self._log.warning("status_failed", error=error)
+
+    def history_failed(self, error: str) -> None:
+        self._log.warning("history_failed", error=error)
+
+
+def _fields(change: Change) -> dict[str, Any]:
+    fields: dict[str, Any] = {"object": str(change.key)}
+    if change.paths:
+        fields["paths"] = list(change.paths)
+    if change.changed_by:
+        fields["changed_by"] = change.changed_by
+    if change.is_missing:
+        fields["missing"] = True
+    if change.latency is not None:
+        fields["latency_ms"] = round(change.latency * 1000, 2)
+    if change.message:
+        fields["message"] = change.message
+    return fields

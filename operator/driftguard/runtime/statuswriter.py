@@ -1,0 +1,101 @@
+"""One Environment's status: written once a burst of changes settles, and only if it changed.
+
+The gauges follow the same summary, exported even when nothing is written (after
+a restart that changed nothing, the status on the server is already right).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from driftguard.core import model, tracking
+from driftguard.core.tracking import Ledger
+from driftguard.kube import timestamps
+from driftguard.kube.cluster import ApiError, Cluster, retrying
+from driftguard.telemetry import metrics
+
+DEBOUNCE_S = 0.02
+"""A short delay lets a burst of watch events settle into one status write."""
+
+
+class StatusWriter:
+    def __init__(
+        self,
+        cluster: Cluster,
+        ledger: Ledger,
+        *,
+        is_busy: Callable[[], bool],
+        on_error: Callable[[str], None],
+    ) -> None:
+        self._cluster = cluster
+        self._ledger = ledger
+        self._is_busy = is_busy
+        self._on_error = on_error
+        self._written = ledger.status.to_body()
+        self._timer: asyncio.TimerHandle | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._stopped = False
+
+    def soon(self) -> None:
+        """Writes status after the debounce delay, once for any number of calls meanwhile."""
+        if self._timer is None and not self._stopped:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(DEBOUNCE_S, self._start)
+
+    def _start(self) -> None:
+        # The task is kept: the event loop holds tasks only weakly.
+        self._flushing = asyncio.create_task(self.flush())
+
+    async def flush(self) -> None:
+        """Writes status if it changed since the last write."""
+        self._timer = None
+        if self._is_busy():
+            return  # the last evaluation to finish asks again
+        async with self._lock:  # writes in order, never two at once
+            await self._write()
+
+    def build(self) -> model.EnvironmentStatus:
+        ledger = self._ledger
+        return tracking.summarize(
+            ledger.status,
+            ledger.tracked.values(),
+            ledger.ready,
+            now=timestamps.now(),
+            paused_until=ledger.paused_until,
+        )
+
+    async def _write(self) -> None:
+        if self._stopped:
+            return
+        status = self.build()
+        self._export(status.summary)
+        body = status.to_body()
+        if body == self._written:
+            return
+        owner = self._ledger.owner
+        try:
+            await retrying(lambda: self._cluster.patch_status(owner.namespace, owner.name, body))
+        except ApiError as exc:
+            if not exc.is_not_found:  # a deleted Environment needs no status
+                self._on_error(exc.describe())
+            return
+        self._written = body
+        self._ledger.status = status
+
+    def _export(self, summary: model.Summary) -> None:
+        owner = self._ledger.owner
+        labels = (owner.namespace, owner.name)
+        metrics.managed_resources.labels(*labels).set(summary.managed)
+        metrics.drifted_resources.labels(*labels).set(summary.drifted + summary.missing)
+        is_in_sync = summary.drifted + summary.missing == 0 and self._ledger.ready[0]
+        metrics.environment_in_sync.labels(*labels).set(1 if is_in_sync else 0)
+        spec = self._ledger.spec
+        is_suspended = bool(self._ledger.paused_until) or bool(spec and spec.suspend)
+        metrics.environment_suspended.labels(*labels).set(1 if is_suspended else 0)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
