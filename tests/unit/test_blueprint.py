@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from driftguard.core import blueprint, changes, model
+from driftguard.core.blueprint import parse_blueprint
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.model import InvalidSpecError, ObjectKey
 from driftguard.kube import audit, history
@@ -64,7 +65,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
 
 
 def resolve(values: dict[str, Any] | None, **overrides: Any) -> list[dict[str, Any]]:
-    return blueprint.resolve(model.parse_blueprint(spec(**overrides)), values)
+    return blueprint.resolve(parse_blueprint(spec(**overrides)), values)
 
 
 def test_values_land_at_their_pointers_and_defaults_fill_the_rest() -> None:
@@ -77,7 +78,7 @@ def test_values_land_at_their_pointers_and_defaults_fill_the_rest() -> None:
 
 def test_resolving_never_changes_the_blueprint() -> None:
     """Every Environment gets its own copy; the templates stay as written."""
-    parsed = model.parse_blueprint(spec())
+    parsed = parse_blueprint(spec())
     before = copy.deepcopy(parsed.resources)
     blueprint.resolve(parsed, {"tier": "dev"})
     assert parsed.resources == before
@@ -165,7 +166,7 @@ def test_a_bad_blueprint_is_refused_whatever_the_values(
 ) -> None:
     """A schema that is not one, a parameter or target that points nowhere: refused up front."""
     with pytest.raises(InvalidSpecError) as caught:
-        blueprint.check(model.parse_blueprint(spec(**change)))
+        blueprint.check(parse_blueprint(spec(**change)))
     assert message in str(caught.value)
 
 
@@ -174,7 +175,7 @@ def test_defaults_that_fail_their_own_schema_make_the_blueprint_invalid() -> Non
     raw = spec()
     raw["values"]["properties"]["replicas"]["default"] = 7
     with pytest.raises(InvalidSpecError, match="defaults"):
-        blueprint.check(model.parse_blueprint(raw))
+        blueprint.check(parse_blueprint(raw))
 
 
 @given(

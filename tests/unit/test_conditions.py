@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from driftguard.core import conditions
-from driftguard.core.model import Condition
+from driftguard.core.status import Condition
 
 BEFORE = "2026-11-26T10:00:00Z"
 NOW = "2026-11-26T11:00:00Z"

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from driftguard.core import model, render, tracking
+from driftguard.core import render, tracking
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.model import ObjectKey
+from driftguard.core.status import EnvironmentStatus
 from driftguard.runtime import report
 from driftguard.telemetry import metrics
 
@@ -54,7 +55,7 @@ class Recorder:
 
 @pytest.fixture
 def ledger() -> tracking.Ledger:
-    return tracking.Ledger(owner=render.Owner("staging", "shop"), status=model.EnvironmentStatus())
+    return tracking.Ledger(owner=render.Owner("staging", "shop"), status=EnvironmentStatus())
 
 
 def sample(name: str, **labels: str) -> float:

@@ -24,6 +24,7 @@ from lupa import lua51
 from driftguard.cli import completion
 from driftguard.cli import main as cli
 from driftguard.core import conditions, model
+from driftguard.core.blueprint import parse_blueprint
 from driftguard.core.conditions import Reason
 
 ROOT = Path(__file__).parents[2]
@@ -65,7 +66,7 @@ def test_gitops_folder_is_the_shop_example_and_parses_by_the_models() -> None:
     targets = set()
     for doc in found:
         if doc["kind"] == "Blueprint":
-            model.parse_blueprint(doc["spec"])
+            parse_blueprint(doc["spec"])
         elif doc["kind"] == "Environment":
             targets.add(model.parse_spec(doc["spec"]).target_namespace)
     namespaces = {doc["metadata"]["name"] for doc in found if doc["kind"] == "Namespace"}

@@ -6,6 +6,7 @@ import pytest
 
 from driftguard.core import model, tracking
 from driftguard.core.model import ObjectKey, Resource, State
+from driftguard.core.status import EnvironmentStatus
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 READY = (True, "Applied", "revision 1 applied")
@@ -32,9 +33,7 @@ def test_status_lists_at_most_the_limit_drifted_first(
     records = [record(i, State.IN_SYNC) for i in range(in_sync)]
     records += [record(in_sync + i, State.DRIFTED) for i in range(drifted)]
 
-    status = tracking.summarize(
-        model.EnvironmentStatus(), records, READY, now="2026-11-26T00:00:00Z"
-    )
+    status = tracking.summarize(EnvironmentStatus(), records, READY, now="2026-11-26T00:00:00Z")
 
     assert len(status.resources) == listed
     assert status.resources_omitted == omitted
@@ -47,9 +46,7 @@ def test_suspended_condition_only_while_paused() -> None:
     records = [record(0, State.IN_SYNC)]
     until = "2026-11-26T15:00:00Z"
 
-    paused = tracking.summarize(
-        model.EnvironmentStatus(), records, READY, now="t", paused_until=until
-    )
+    paused = tracking.summarize(EnvironmentStatus(), records, READY, now="t", paused_until=until)
     resumed = tracking.summarize(paused, records, READY, now="t")
 
     (condition,) = [c for c in paused.conditions if c.type == "Suspended"]
@@ -62,7 +59,7 @@ def test_refused_before_any_object_is_not_in_sync() -> None:
     """A pass refused before anything was compared says InSync=False with Ready's reason."""
     refused = (False, "Forbidden", "cannot list Secret in namespace team-b")
 
-    status = tracking.summarize(model.EnvironmentStatus(), [], refused, now="t")
+    status = tracking.summarize(EnvironmentStatus(), [], refused, now="t")
 
     (in_sync,) = [c for c in status.conditions if c.type == "InSync"]
     assert (in_sync.status, in_sync.reason) == ("False", "Forbidden")

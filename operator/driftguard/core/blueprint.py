@@ -16,8 +16,105 @@ from typing import Any
 import jsonpatch
 import jsonpointer
 import jsonschema
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from driftguard.core.model import BlueprintSpec, InvalidSpecError, ParameterTarget
+from driftguard.core.model import (
+    FROZEN,
+    RESOURCE_RULES,
+    EnvironmentSpec,
+    InvalidSpecError,
+    Pointer,
+    explain,
+)
+
+BLUEPRINT_KIND = "Blueprint"
+BLUEPRINT_PLURAL = "blueprints"
+_PARAMETER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class ParameterTarget(BaseModel):
+    """One place a value lands: a field of one object of the Blueprint."""
+
+    model_config = FROZEN
+
+    api_version: str | None = Field(
+        None, alias="apiVersion", description="The object's apiVersion, when a kind is ambiguous."
+    )
+    kind: str = Field(description="The object's kind, e.g. Deployment.")
+    name: str = Field(description="The object's metadata.name in resources.")
+    path: Pointer = Field(
+        description=(
+            "RFC 6901 JSON pointer of the field the value replaces, e.g. "
+            "/spec/template/spec/containers/0/image; its parent must exist in the template."
+        )
+    )
+
+
+class Parameter(BaseModel):
+    """A top-level value of spec.values and the fields it sets."""
+
+    model_config = FROZEN
+
+    name: str = Field(
+        max_length=63, pattern=_PARAMETER, description="A property of the values schema."
+    )
+    targets: list[ParameterTarget] = Field(
+        min_length=1, max_length=64, description="Every field this value sets."
+    )
+
+
+class BlueprintSpec(BaseModel):
+    """Object templates shared by many Environments, and the values that differ between them."""
+
+    model_config = FROZEN
+
+    description: str | None = Field(
+        None, max_length=1024, description="What this Blueprint is, for people."
+    )
+    values: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object"},
+        description=(
+            "JSON Schema (draft 2020-12) of an Environment's spec.values: types, bounds, "
+            "enums, required ones and defaults."
+        ),
+    )
+    resources: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=10000,
+        description="The object templates: complete manifests, holding the default content.",
+        json_schema_extra={
+            "items": {
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": True,
+                "x-kubernetes-embedded-resource": True,
+                "x-kubernetes-validations": RESOURCE_RULES,
+            }
+        },
+    )
+    parameters: list[Parameter] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Where each value goes: a JSON-pointer overlay, never text templating.",
+    )
+
+    @field_validator("resources", "values")
+    @classmethod
+    def _not_too_deep(cls, value: Any) -> Any:
+        return EnvironmentSpec._not_too_deep(value)
+
+    @field_validator("resources")
+    @classmethod
+    def _each_template_is_identified(cls, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return EnvironmentSpec._each_resource_is_identified(resources)
+
+
+def parse_blueprint(raw: dict[str, Any]) -> BlueprintSpec:
+    """Validates a raw Blueprint spec; errors name the path and what is allowed."""
+    try:
+        return BlueprintSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidSpecError("; ".join(explain(error) for error in exc.errors())) from exc
+
 
 _ERRORS_SHOWN = 5
 

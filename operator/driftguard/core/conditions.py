@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from driftguard.core.model import Condition
+from driftguard.core.status import Condition
 
 READY = "Ready"
 IN_SYNC = "InSync"

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from driftguard.core import model
+from driftguard.core.blueprint import BLUEPRINT_KIND, BLUEPRINT_PLURAL, BlueprintSpec
+from driftguard.core.status import BlueprintStatus, EnvironmentStatus
 
 _DROP = {"title", "default_factory"}
 
@@ -78,7 +80,7 @@ def _status_schema(status_model: type[Any]) -> dict[str, Any]:
 
 
 def _environment_status_schema() -> dict[str, Any]:
-    schema = _status_schema(model.EnvironmentStatus)
+    schema = _status_schema(EnvironmentStatus)
     # kopf keeps the progress of its deletion handler here rather than in
     # annotations, so GitOps tools see no change made by the operator.
     schema["properties"]["kopf"] = {
@@ -214,14 +216,14 @@ def definition() -> dict[str, Any]:
 
 def blueprint_definition() -> dict[str, Any]:
     """The Blueprint CustomResourceDefinition: cluster-scoped templates with typed values."""
-    spec_schema = openapi_schema(model.BlueprintSpec)
+    spec_schema = openapi_schema(BlueprintSpec)
     spec_schema["description"] = (
         "Object templates shared by many Environments and the values that differ between them."
     )
     ready = '.status.conditions[?(@.type=="Ready")].status'
     return _definition(
-        kind=model.BLUEPRINT_KIND,
-        plural=model.BLUEPRINT_PLURAL,
+        kind=BLUEPRINT_KIND,
+        plural=BLUEPRINT_PLURAL,
         short_name="bp",
         scope="Cluster",
         columns=[
@@ -233,7 +235,7 @@ def blueprint_definition() -> dict[str, Any]:
         description="Blueprint holds the objects of an environment as templates; each "
         "Environment that names it in spec.blueprintRef gets them with its own spec.values.",
         spec=spec_schema,
-        status=_status_schema(model.BlueprintStatus),
+        status=_status_schema(BlueprintStatus),
     )
 
 

@@ -1,6 +1,7 @@
-"""The Environment resource as pydantic models, the object identity and the label keys.
+"""The Environment's spec as pydantic models, the object identity and the label keys.
 
-The spec models are the single source of truth for the CRD schema (see `crd.py`).
+The spec models are the single source of truth for the CRD schema (see `crd.py`); the
+status models are in `status.py`, the Blueprint's in `blueprint.py`.
 Pure: no I/O, no clock, no client.
 """
 
@@ -12,6 +13,7 @@ from enum import StrEnum
 from typing import Annotated, Any, NamedTuple
 from urllib.parse import quote
 
+import durationpy
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -44,7 +46,6 @@ _RFC3339 = (
 MIN_RESYNC_S = 10.0
 RESOURCE_STATUS_LIMIT = 500
 """Entries in status.resources at most: etcd keeps an object under 1.5 MiB, spec included."""
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_DEPTH = 100
 """Levels of nesting a blueprint object or values may have. The API server takes 10,000;
 no Kubernetes object needs a tenth of this, and deeper ones would only cost recursion."""
@@ -156,7 +157,7 @@ class Resource:
         return self.kind
 
 
-_FROZEN = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
+FROZEN = ConfigDict(frozen=True, populate_by_name=True, extra="forbid")
 
 Pointer = Annotated[str, Field(pattern=_POINTER, max_length=512)]
 
@@ -165,7 +166,7 @@ class AllowedChange(BaseModel):
     """A change that is tolerated: never reverted, reported as Overridden."""
 
     model_config = ConfigDict(
-        **_FROZEN,
+        **FROZEN,
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
@@ -220,7 +221,7 @@ class AllowedChange(BaseModel):
 class BlueprintRef(BaseModel):
     """The Blueprint an Environment is made from, optionally pinned to one of its revisions."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
 
     name: str = Field(
         max_length=253,
@@ -246,7 +247,7 @@ _SUBDOMAIN_API_VERSIONS = ("v1", "apps/v1", "batch/v1")
 """Every kind of these groups takes DNS-subdomain names (or stricter, left to the server).
 Other groups may not: RBAC names, for one, are path segments such as `system:viewer`."""
 
-_RESOURCE_RULES: Any = [
+RESOURCE_RULES: Any = [
     {"rule": "has(self.apiVersion) && self.apiVersion != ''", "message": "apiVersion is required"},
     {"rule": "has(self.kind) && self.kind != ''", "message": "kind is required"},
     {
@@ -276,7 +277,7 @@ _RESOURCE_RULES: Any = [
 class EnvironmentSpec(BaseModel):
     """The blueprint of an environment and how to keep it."""
 
-    model_config = _FROZEN
+    model_config = FROZEN
 
     target_namespace: str | None = Field(
         None,
@@ -357,7 +358,7 @@ class EnvironmentSpec(BaseModel):
                 "type": "object",
                 "x-kubernetes-preserve-unknown-fields": True,
                 "x-kubernetes-embedded-resource": True,
-                "x-kubernetes-validations": _RESOURCE_RULES,
+                "x-kubernetes-validations": RESOURCE_RULES,
             }
         },
     )
@@ -447,10 +448,10 @@ class EnvironmentSpec(BaseModel):
 
 def parse_duration(text: str) -> float:
     """Reads a Go-style duration such as `1h30m` or `500ms` into seconds."""
+    # The CRD's pattern allows fewer units than Go does (no ns, us): the same here.
     if not re.fullmatch(_DURATION, text):
         raise ValueError(f"{text!r} is not a duration such as 30s, 10m or 1h")
-    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)", text)
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+    return float(durationpy.from_str(text).total_seconds())
 
 
 def parse_spec(raw: dict[str, Any]) -> EnvironmentSpec:
@@ -458,10 +459,10 @@ def parse_spec(raw: dict[str, Any]) -> EnvironmentSpec:
     try:
         return EnvironmentSpec.model_validate(raw)
     except ValidationError as exc:
-        raise InvalidSpecError("; ".join(_explain(error) for error in exc.errors())) from exc
+        raise InvalidSpecError("; ".join(explain(error) for error in exc.errors())) from exc
 
 
-def _explain(error: Any) -> str:
+def explain(error: Any) -> str:
     where = "spec"
     for part in error["loc"]:
         where += f"[{part}]" if isinstance(part, int) else f".{part}"
@@ -474,237 +475,3 @@ def _explain(error: Any) -> str:
         index, _, message = message.partition(": ")
         where += index
     return f"{where}: {message}{shown}"
-
-
-class Condition(BaseModel):
-    """The standard metav1.Condition shape."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    type: str = Field(description="Ready or InSync.")
-    status: str = Field(description="True, False or Unknown.")
-    reason: str = Field(description="A CamelCase word for programs, e.g. Applied or Drifted.")
-    message: str = Field("", description="What happened, for people.")
-    last_transition_time: str = Field(
-        alias="lastTransitionTime", description="When status, reason or message last changed."
-    )
-    observed_generation: int | None = Field(
-        None, alias="observedGeneration", description="The generation this condition is about."
-    )
-
-
-class Summary(BaseModel):
-    """Counts of managed objects by state."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    managed: int = Field(0, description="Objects in the blueprint.")
-    in_sync: int = Field(0, alias="inSync", description="Objects matching the blueprint.")
-    drifted: int = Field(0, description="Objects that differ (or conflict, fight, fail).")
-    missing: int = Field(0, description="Objects that do not exist.")
-    overridden: int = Field(0, description="Objects with tolerated allowedChanges.")
-
-
-class ResourceStatus(BaseModel):
-    """What driftguard knows of one managed object."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    api_version: str = Field(alias="apiVersion", description="The object's apiVersion.")
-    kind: str = Field(description="The object's kind.")
-    namespace: str = Field("", description="The object's namespace; empty if cluster-scoped.")
-    name: str = Field(description="The object's name.")
-    state: State = Field(description="InSync, Drifted, Missing, Overridden, Conflict, ...")
-    drifted_paths: list[str] = Field(
-        default_factory=list, alias="driftedPaths", description="JSON pointers that differ."
-    )
-    changed_by: str | None = Field(
-        None, alias="changedBy", description="The field manager behind the last drift."
-    )
-    last_drift_time: str | None = Field(
-        None, alias="lastDriftTime", description="When drift was last seen."
-    )
-    reverts: int = Field(0, description="How many times driftguard reverted this object.")
-    message: str | None = Field(None, description="Why the object is in Error or Conflict.")
-
-
-class LastDrift(BaseModel):
-    """The most recent drift in this Environment."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    time: str = Field(description="When it was seen.")
-    object: str = Field(description="Kind/namespace/name of the object.")
-    paths: list[str] = Field(default_factory=list, description="JSON pointers that differed.")
-    changed_by: str | None = Field(
-        None, alias="changedBy", description="The field manager that made the change."
-    )
-
-
-class AppliedBlueprint(BaseModel):
-    """The Blueprint revision the Environment's objects were last made from."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    name: str = Field(description="The Blueprint's name.")
-    revision: int = Field(description="The Blueprint revision (its metadata.generation).")
-
-
-class EnvironmentStatus(BaseModel):
-    """What the operator reports; the only part of an Environment it writes."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    observed_generation: int | None = Field(
-        None, alias="observedGeneration", description="The generation last acted on."
-    )
-    revision: int = Field(0, description="Increments each time a new blueprint is applied.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready and InSync.")
-    summary: Summary = Field(default_factory=Summary, description="Objects by state.")
-    resources: list[ResourceStatus] = Field(
-        default_factory=list,
-        description=(
-            "One entry per managed object, those not in sync first; past "
-            f"{RESOURCE_STATUS_LIMIT} entries, in-sync ones are left out (see resourcesOmitted)."
-        ),
-    )
-    resources_omitted: int | None = Field(
-        None,
-        alias="resourcesOmitted",
-        description=(
-            "In-sync objects left out of resources to keep status small; summary counts all."
-        ),
-    )
-    last_drift: LastDrift | None = Field(
-        None, alias="lastDrift", description="The most recent drift."
-    )
-    blueprint: AppliedBlueprint | None = Field(
-        None, description="The Blueprint revision in use, for Environments made from one."
-    )
-    shard: str | None = Field(
-        None,
-        description=(
-            "The operator replica that acts on this Environment, when several share the work "
-            "(driftguard run --shards-from-leases): the id in its Lease."
-        ),
-    )
-
-    def to_body(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-BLUEPRINT_KIND = "Blueprint"
-BLUEPRINT_PLURAL = "blueprints"
-_PARAMETER = r"^[A-Za-z_][A-Za-z0-9_]*$"
-
-
-class ParameterTarget(BaseModel):
-    """One place a value lands: a field of one object of the Blueprint."""
-
-    model_config = _FROZEN
-
-    api_version: str | None = Field(
-        None, alias="apiVersion", description="The object's apiVersion, when a kind is ambiguous."
-    )
-    kind: str = Field(description="The object's kind, e.g. Deployment.")
-    name: str = Field(description="The object's metadata.name in resources.")
-    path: Pointer = Field(
-        description=(
-            "RFC 6901 JSON pointer of the field the value replaces, e.g. "
-            "/spec/template/spec/containers/0/image; its parent must exist in the template."
-        )
-    )
-
-
-class Parameter(BaseModel):
-    """A top-level value of spec.values and the fields it sets."""
-
-    model_config = _FROZEN
-
-    name: str = Field(
-        max_length=63, pattern=_PARAMETER, description="A property of the values schema."
-    )
-    targets: list[ParameterTarget] = Field(
-        min_length=1, max_length=64, description="Every field this value sets."
-    )
-
-
-class BlueprintSpec(BaseModel):
-    """Object templates shared by many Environments, and the values that differ between them."""
-
-    model_config = _FROZEN
-
-    description: str | None = Field(
-        None, max_length=1024, description="What this Blueprint is, for people."
-    )
-    values: dict[str, Any] = Field(
-        default_factory=lambda: {"type": "object"},
-        description=(
-            "JSON Schema (draft 2020-12) of an Environment's spec.values: types, bounds, "
-            "enums, required ones and defaults."
-        ),
-    )
-    resources: list[dict[str, Any]] = Field(
-        min_length=1,
-        max_length=10000,
-        description="The object templates: complete manifests, holding the default content.",
-        json_schema_extra={
-            "items": {
-                "type": "object",
-                "x-kubernetes-preserve-unknown-fields": True,
-                "x-kubernetes-embedded-resource": True,
-                "x-kubernetes-validations": _RESOURCE_RULES,
-            }
-        },
-    )
-    parameters: list[Parameter] = Field(
-        default_factory=list,
-        max_length=256,
-        description="Where each value goes: a JSON-pointer overlay, never text templating.",
-    )
-
-    @field_validator("resources", "values")
-    @classmethod
-    def _not_too_deep(cls, value: Any) -> Any:
-        return EnvironmentSpec._not_too_deep(value)
-
-    @field_validator("resources")
-    @classmethod
-    def _each_template_is_identified(cls, resources: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return EnvironmentSpec._each_resource_is_identified(resources)
-
-
-class BlueprintStatus(BaseModel):
-    """What the operator reports about a Blueprint."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    observed_generation: int | None = Field(
-        None, alias="observedGeneration", description="The generation last checked."
-    )
-    revision: int | None = Field(
-        None, description="The latest valid revision (metadata.generation), the one in use."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list, description="Ready: whether the latest revision is valid."
-    )
-    environments: int = Field(0, description="Environments made from this Blueprint.")
-    invalid_environments: list[str] = Field(
-        default_factory=list,
-        alias="invalidEnvironments",
-        description=(
-            "Environments whose spec.values this revision refuses, as namespace/name: why. "
-            "They keep the objects their last valid revision made."
-        ),
-    )
-
-    def to_body(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def parse_blueprint(raw: dict[str, Any]) -> BlueprintSpec:
-    """Validates a raw Blueprint spec; errors name the path and what is allowed."""
-    try:
-        return BlueprintSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise InvalidSpecError("; ".join(_explain(error) for error in exc.errors())) from exc

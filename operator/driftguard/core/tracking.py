@@ -16,6 +16,7 @@ from driftguard.core import changes, conditions, diff, model, plan, render
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.model import EnvironmentSpec, Mode, ObjectKey, Resource, State
+from driftguard.core.status import Condition, EnvironmentStatus, LastDrift, ResourceStatus, Summary
 
 MESSAGE_LIMIT = 900
 
@@ -67,8 +68,8 @@ class Tracked:
             self.written_rv = rv(stored)
         self.message = None
 
-    def to_status(self) -> model.ResourceStatus:
-        return model.ResourceStatus(
+    def to_status(self) -> ResourceStatus:
+        return ResourceStatus(
             api_version=self.key.api_version,
             kind=self.key.kind,
             namespace=self.key.namespace,
@@ -87,7 +88,7 @@ class Ledger:
     """One Environment's state, shared by its full pass, its event judge and its status."""
 
     owner: render.Owner
-    status: model.EnvironmentStatus
+    status: EnvironmentStatus
     spec: EnvironmentSpec | None = None
     tracked: dict[ObjectKey, Tracked] = field(default_factory=dict)
     ready: tuple[bool, str, str] = (False, Reason.PROGRESSING, "first pass pending")
@@ -119,7 +120,7 @@ class Ledger:
         if tracked is not None:
             tracked.last_drift_time = now
             tracked.changed_by = change.changed_by or tracked.changed_by
-        self.status.last_drift = model.LastDrift(
+        self.status.last_drift = LastDrift(
             time=now,
             object=str(change.key),
             paths=list(change.paths) or ["/"],
@@ -228,16 +229,16 @@ def fought(ledger: Ledger, tracked: Tracked, at: float) -> None:
 
 
 def summarize(
-    previous: model.EnvironmentStatus,
+    previous: EnvironmentStatus,
     tracked: Iterable[Tracked],
     ready: tuple[bool, str, str],
     *,
     now: str,
     paused_until: str | None = None,
-) -> model.EnvironmentStatus:
+) -> EnvironmentStatus:
     """The status to write: conditions, summary and one entry per object."""
     records = sorted(tracked, key=lambda t: (t.key.kind, t.key.name))
-    summary = model.Summary(
+    summary = Summary(
         managed=len(records),
         in_sync=sum(t.state is State.IN_SYNC for t in records),
         drifted=sum(t.state in DRIFTING for t in records),
@@ -274,7 +275,7 @@ def summarize(
     )
 
 
-def _in_sync_condition(tracked: list[Tracked], generation: int | None, now: str) -> model.Condition:
+def _in_sync_condition(tracked: list[Tracked], generation: int | None, now: str) -> Condition:
     off = [t for t in tracked if t.state in (*DRIFTING, State.MISSING)]
     if not off:
         message = f"{len(tracked)} of {len(tracked)} objects match the blueprint"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftguard.core import model
+from driftguard.core.blueprint import BLUEPRINT_KIND, BLUEPRINT_PLURAL
+from driftguard.core.status import AppliedBlueprint
 from driftguard.kube import timestamps
 from driftguard.kube.cluster import Cluster, Resource, retrying
 
@@ -22,7 +24,7 @@ CONTROLLER_REVISIONS = Resource(
     "apps", "v1", "ControllerRevision", "controllerrevisions", namespaced=True
 )
 BLUEPRINTS = Resource(
-    model.GROUP, model.VERSION, model.BLUEPRINT_KIND, model.BLUEPRINT_PLURAL, namespaced=False
+    model.GROUP, model.VERSION, BLUEPRINT_KIND, BLUEPRINT_PLURAL, namespaced=False
 )
 LABEL_RECORD = "driftguard.io/record"
 """history (an Environment revision), blueprint (a Blueprint revision) or audit."""
@@ -102,7 +104,7 @@ async def record(
     revision: int,
     *,
     resolved: list[dict[str, Any]] | None,
-    blueprint: model.AppliedBlueprint | None,
+    blueprint: AppliedBlueprint | None,
     limit: int,
 ) -> None:
     """Keeps the Environment's spec as applied at `revision`, then drops the oldest past `limit`."""

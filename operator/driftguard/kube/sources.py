@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from driftguard.core import blueprint, model
-from driftguard.core.model import AppliedBlueprint, InvalidSpecError
+from driftguard.core import blueprint
+from driftguard.core.blueprint import parse_blueprint
+from driftguard.core.model import InvalidSpecError
+from driftguard.core.status import AppliedBlueprint
 from driftguard.kube import history
 
 BlueprintLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
@@ -49,7 +51,7 @@ async def declared(
             )
         raw, revision = kept[wanted], int(wanted)
     try:
-        resources = blueprint.resolve(model.parse_blueprint(raw), spec.get("values"))
+        resources = blueprint.resolve(parse_blueprint(raw), spec.get("values"))
     except InvalidSpecError as exc:
         if str(exc).startswith("spec.values"):
             raise

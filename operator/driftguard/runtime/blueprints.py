@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from driftguard.core import blueprint, model
+from driftguard.core import blueprint
+from driftguard.core.blueprint import parse_blueprint
 from driftguard.core.model import InvalidSpecError
+from driftguard.core.status import BlueprintStatus, Condition
 from driftguard.kube import history, timestamps
 from driftguard.kube.cluster import ApiError, Cluster, retrying
 from driftguard.telemetry.logs import get as get_logger
@@ -70,7 +72,7 @@ class Blueprints:
     async def report(self, body: dict[str, Any], problem: str | None, *, users: Users) -> None:
         """Writes the Blueprint's status when it says something new."""
         meta = body["metadata"]
-        old = model.BlueprintStatus.model_validate(body.get("status") or {})
+        old = BlueprintStatus.model_validate(body.get("status") or {})
         generation = int(meta.get("generation") or 1)
         ready = ("False", "InvalidBlueprint", problem) if problem else ("True", "Valid", "")
         conditions = [c for c in old.conditions if c.type == "Ready"]
@@ -79,7 +81,7 @@ class Blueprints:
         ):
             condition = conditions[0].model_copy(update={"observed_generation": generation})
         else:
-            condition = model.Condition(
+            condition = Condition(
                 type="Ready",
                 status=ready[0],
                 reason=ready[1],
@@ -91,7 +93,7 @@ class Blueprints:
                 last_transition_time=timestamps.now(),
                 observed_generation=generation,
             )
-        new = model.BlueprintStatus(
+        new = BlueprintStatus(
             observedGeneration=generation,
             revision=generation if not problem else old.revision,
             conditions=[condition],
@@ -125,7 +127,7 @@ class Blueprints:
 
 def _problem(body: dict[str, Any]) -> str | None:
     try:
-        blueprint.check(model.parse_blueprint(body.get("spec") or {}))
+        blueprint.check(parse_blueprint(body.get("spec") or {}))
     except InvalidSpecError as exc:
         return str(exc)
     return None

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from driftguard.core import model, prevention, render, tracking
 from driftguard.core.conditions import Reason
+from driftguard.core.status import AppliedBlueprint, EnvironmentStatus
 from driftguard.core.tenancy import Tenancy, user_of
 from driftguard.kube import apply, sources
 from driftguard.kube.cluster import ApiError, Cluster, Resource, retrying
@@ -104,7 +105,7 @@ class Engine:
 
     async def _declared(
         self, body: dict[str, Any]
-    ) -> tuple[dict[str, Any], model.AppliedBlueprint | None]:
+    ) -> tuple[dict[str, Any], AppliedBlueprint | None]:
         return await sources.declared(
             body, lookup=self.blueprints.lookup, pinned=self.blueprints.pinned
         )
@@ -169,7 +170,7 @@ class Engine:
         self.forget(ident)
         owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
         spec = body.get("spec") or {}
-        status = model.EnvironmentStatus.model_validate(body.get("status") or {})
+        status = EnvironmentStatus.model_validate(body.get("status") or {})
         kinds = {(entry.api_version, entry.kind) for entry in status.resources}
         kinds |= {(m["apiVersion"], m["kind"]) for m in spec.get("resources") or []}
         if environment is not None:

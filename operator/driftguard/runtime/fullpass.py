@@ -19,6 +19,7 @@ from driftguard.core import changes, diff, model, plan, render, tracking
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.model import InvalidSpecError, Mode, ObjectKey, State
+from driftguard.core.status import AppliedBlueprint
 from driftguard.core.tenancy import RefusedError, Tenancy
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply
@@ -40,9 +41,7 @@ Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
 Desired = dict[ObjectKey, dict[str, Any]]
 Victims = list[tuple[Resource, dict[str, Any]]]
 Scopes = set[tuple[Resource, str | None]]
-Resolve = Callable[
-    [dict[str, Any]], Awaitable[tuple[dict[str, Any], model.AppliedBlueprint | None]]
-]
+Resolve = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], AppliedBlueprint | None]]]
 """The Environment with its objects in spec.resources (see sources.declared)."""
 Names = dict[tuple[Resource, str | None], set[str]]
 NeedWatches = Callable[[Scopes, Names, str, Scopes], Awaitable[list[ApiError]]]
@@ -67,7 +66,7 @@ class FullPass:
         self._operator = cluster
         self._resolve = resolve or _as_written
         self.made: dict[str, Any] = {}  # the body last rendered, objects made from its Blueprint
-        self._made_from: model.AppliedBlueprint | None = None
+        self._made_from: AppliedBlueprint | None = None
         self.cluster = cluster  # who the Environment acts as: see _act_as
         self.identity = ""
         self._ledger = ledger
@@ -437,5 +436,5 @@ async def _exists(
     return found is not None
 
 
-async def _as_written(body: dict[str, Any]) -> tuple[dict[str, Any], model.AppliedBlueprint | None]:
+async def _as_written(body: dict[str, Any]) -> tuple[dict[str, Any], AppliedBlueprint | None]:
     return body, None

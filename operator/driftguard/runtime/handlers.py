@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 
 from driftguard.core import model
+from driftguard.core.blueprint import BLUEPRINT_PLURAL
 from driftguard.kube.cluster import KubeCluster
 from driftguard.runtime import membership, standby
 from driftguard.runtime.engine import Engine
@@ -129,7 +130,7 @@ async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     await memo.engine.environment_changed(body)
 
 
-@kopf.on.event(model.GROUP, model.VERSION, model.BLUEPRINT_PLURAL)
+@kopf.on.event(model.GROUP, model.VERSION, BLUEPRINT_PLURAL)
 async def blueprint(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     body = event.get("object") or {}
     if event.get("type") == "DELETED":

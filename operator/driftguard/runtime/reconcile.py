@@ -16,10 +16,11 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from driftguard.core import model, render
+from driftguard.core import render
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.model import ObjectKey
+from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy
 from driftguard.core.tracking import MESSAGE_LIMIT, Ledger
 from driftguard.kube import apply, audit, history
@@ -63,7 +64,7 @@ class Environment:
         """`passes`: shared by the Environments whose full passes may not all run at once."""
         meta = body["metadata"]
         owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
-        status = model.EnvironmentStatus.model_validate(body.get("status") or {})
+        status = EnvironmentStatus.model_validate(body.get("status") or {})
         self.ledger = Ledger(owner=owner, status=status)
         self.body = body
         # History and the audit trail are the operator's records, written as the operator.

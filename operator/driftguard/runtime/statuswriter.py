@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from driftguard.core import model, tracking
+from driftguard.core import tracking
+from driftguard.core.status import EnvironmentStatus, Summary
 from driftguard.core.tracking import Ledger
 from driftguard.kube import timestamps
 from driftguard.kube.cluster import ApiError, Cluster, retrying
@@ -56,7 +57,7 @@ class StatusWriter:
         async with self._lock:  # writes in order, never two at once
             await self._write()
 
-    def build(self) -> model.EnvironmentStatus:
+    def build(self) -> EnvironmentStatus:
         ledger = self._ledger
         return tracking.summarize(
             ledger.status,
@@ -84,7 +85,7 @@ class StatusWriter:
         self._written = body
         self._ledger.status = status
 
-    def _export(self, summary: model.Summary) -> None:
+    def _export(self, summary: Summary) -> None:
         owner = self._ledger.owner
         labels = (owner.namespace, owner.name)
         metrics.managed_resources.labels(*labels).set(summary.managed)
