@@ -277,7 +277,7 @@ async def detect(lab: Lab, sizes: Sizes) -> dict[str, Any]:
     )
     noise = await _observe_churn(lab, namespace, objects, sizes)
     await lab.delete(env_path(*key))
-    # Past 50 objects in an Environment (engine.NAMED_WATCHES), Observe watches
+    # Past 50 objects in an Environment (subscriptions.NAMED_WATCHES), Observe watches
     # the namespace unfiltered: 60 it never labelled.
     unlabelled = [workload.noise_configmap(namespace, i, prefix="wide") for i in range(60)]
     await gather_limited(

@@ -32,7 +32,7 @@ from envs import (
 )
 from helpers import Kubectl, wait_for
 
-from driftguard.runtime.engine import NAMED_WATCHES
+from driftguard.runtime.subscriptions import NAMED_WATCHES
 
 ENV = "app"
 

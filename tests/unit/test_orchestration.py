@@ -15,8 +15,9 @@ import pytest
 from driftguard.core import model, plan
 from driftguard.kube.cluster import Resource
 from driftguard.kube.watcher import Timing
-from driftguard.runtime.engine import NAMED_WATCHES, Engine
+from driftguard.runtime.engine import Engine
 from driftguard.runtime.reconcile import PASSES_AT_ONCE
+from driftguard.runtime.subscriptions import NAMED_WATCHES
 from driftguard.telemetry import metrics
 
 from .fakecluster import FakeCluster

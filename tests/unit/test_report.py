@@ -43,13 +43,17 @@ def test_readme_table_is_the_reporters_table(outcome: Outcome) -> None:
     assert log_event == reporting.log_event
 
 
+ENV_BODY: dict[str, Any] = {"metadata": {"namespace": "staging", "name": "shop"}}
+
+
 class Recorder:
-    """Collects posted Events."""
+    """Collects posted Events, each on the Environment it names."""
 
     def __init__(self) -> None:
         self.posted: list[tuple[str, str, bool]] = []
 
-    def __call__(self, reason: str, message: str, warning: bool) -> None:
+    def post(self, env: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        assert env is ENV_BODY
         self.posted.append((reason, message, warning))
 
 
@@ -76,7 +80,7 @@ def test_reverted_record_posts_counts_and_remembers(ledger: tracking.Ledger) -> 
     change = Change(KEY, Outcome.REVERTED, ("/spec/replicas",), "kubectl", latency=0.004)
 
     with capture_logs() as logs:
-        report.Reporter(ledger, post).record([change])
+        report.Reporter(ledger, post, ENV_BODY).record([change])
 
     assert [reason for reason, _, _ in post.posted] == ["DriftDetected", "DriftReverted"]
     assert post.posted[1][1] == (
@@ -101,7 +105,7 @@ def test_failed_record_posts_logs_and_counts_an_error(ledger: tracking.Ledger) -
     change = Change(KEY, Outcome.FAILED, message="revert Deployment/shop/web: 422 Invalid")
 
     with capture_logs() as logs:
-        report.Reporter(ledger, post).record([change])
+        report.Reporter(ledger, post, ENV_BODY).record([change])
 
     assert post.posted == [("ApplyFailed", "revert Deployment/shop/web: 422 Invalid", True)]
     assert [entry["event"] for entry in logs] == ["apply_failed"]
@@ -115,7 +119,7 @@ def test_quiet_outcomes_post_nothing(ledger: tracking.Ledger, outcome: Outcome) 
     """Outcomes without an Event in the table post none, and leave lastDrift alone."""
     post = Recorder()
 
-    report.Reporter(ledger, post).record([Change(KEY, outcome)])
+    report.Reporter(ledger, post, ENV_BODY).record([Change(KEY, outcome)])
 
     assert post.posted == []
     assert ledger.status.last_drift is None

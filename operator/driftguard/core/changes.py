@@ -1,15 +1,16 @@
 """The ChangeSet: closed records of what happened to each managed object.
 
-A full pass and every watch event produce these records; `report.py` turns them
-into Events, log events and metrics, and status is summed up from the same
-ledger. One source, so the four never disagree. Pure: no I/O, no clock.
+A full pass, a watch event's judgement and an apply each return one ChangeSet; the
+reporter (`runtime/report.py`) alone turns it into Events, log events, metrics and
+the audit trail, and status is summed up from the same ledger. One source, so they
+never disagree. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -66,13 +67,43 @@ class Change:
         return f"{self.key} {what}{by}"
 
 
-ChangeSet = tuple[Change, ...]
+@dataclass(frozen=True, slots=True)
+class ChangeSet:
+    """What one step did to the objects it touched, in the order it did it."""
 
+    changes: tuple[Change, ...] = ()
 
-def counts(changes: Iterable[Change]) -> str:
-    """`2 created, 3 unchanged`: a pass in one phrase, outcomes in a fixed order."""
-    tally = Counter(change.outcome for change in changes)
-    return ", ".join(f"{tally[outcome]} {outcome}" for outcome in Outcome if tally[outcome])
+    @classmethod
+    def of(cls, *parts: Change | Iterable[Change]) -> ChangeSet:
+        """One ChangeSet from records and other ChangeSets, in order."""
+        found: list[Change] = []
+        for part in parts:
+            if isinstance(part, Change):
+                found.append(part)
+            else:
+                found.extend(part)
+        return cls(tuple(found))
+
+    def __iter__(self) -> Iterator[Change]:
+        return iter(self.changes)
+
+    def __len__(self) -> int:
+        return len(self.changes)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes)
+
+    def __add__(self, other: ChangeSet) -> ChangeSet:
+        return ChangeSet(self.changes + other.changes)
+
+    @property
+    def failures(self) -> tuple[Change, ...]:
+        return tuple(change for change in self.changes if change.is_failure)
+
+    def counts(self) -> str:
+        """`2 created, 3 unchanged`: a pass in one phrase, outcomes in a fixed order."""
+        tally = Counter(change.outcome for change in self.changes)
+        return ", ".join(f"{tally[outcome]} {outcome}" for outcome in Outcome if tally[outcome])
 
 
 def values_of(

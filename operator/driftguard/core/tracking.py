@@ -1,9 +1,11 @@
 """The ledger of one Environment: what driftguard knows of each managed object.
 
-`judge` is the one judging step: a live object against what driftguard set,
+`assess` is the one judging step: a live object against what driftguard set,
 through the policy, giving the object's new state and the closed records worth
-reporting. The status is summed up from the same ledger. Pure: no I/O, and the
-clock is passed in (`at` for intervals, `now` for timestamps).
+reporting; `reverted` is the one place a revert is recorded, whoever wrote it back
+(a watch event's judge or a full pass). The status is summed up from the same
+ledger. Pure: no I/O, and the clock is passed in (`at` for intervals, `now` for
+timestamps).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from driftguard.core import changes, conditions, diff, model, plan, render
-from driftguard.core.changes import Change, Outcome
+from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.model import EnvironmentSpec, Mode, ObjectKey, Resource, State
 from driftguard.core.status import Condition, EnvironmentStatus, LastDrift, ResourceStatus, Summary
@@ -128,13 +130,13 @@ class Ledger:
         )
 
 
-def judge(
+def assess(
     ledger: Ledger, tracked: Tracked, live: dict[str, Any] | None, at: float
-) -> tuple[plan.Verdict, list[Change]]:
+) -> tuple[plan.Verdict, ChangeSet]:
     """The operator's judging step: `plan.judge`, which `driftguard diff` calls too.
 
     Updates the object's record and returns what is news: a new flag, a new fight,
-    a newly tolerated change. Reverts are reported by whoever makes them.
+    a newly tolerated change. A revert is recorded by `reverted`, once it is made.
     """
     assert ledger.spec is not None
     assert tracked.expectation is not None
@@ -180,11 +182,45 @@ def judge(
     tracked.state, tracked.pointers = verdict.state, paths
     if verdict.drifted:
         tracked.changed_by = verdict.changed_by or tracked.changed_by
-    return verdict, news
+    return verdict, ChangeSet(tuple(news))
+
+
+def reverted(
+    ledger: Ledger,
+    tracked: Tracked,
+    *,
+    stored: dict[str, Any],
+    live: dict[str, Any] | None,
+    pointers: Iterable[str],
+    changed_by: str | None,
+    at: float,
+    is_missing: bool = False,
+    is_fighting: bool = False,
+    latency: float | None = None,
+) -> ChangeSet:
+    """A write put the blueprint back over drift: the record learns the server's answer,
+    counts the revert (a fight's backoff grows), and the one REVERTED record is made,
+    followed by whatever judging the answer finds new."""
+    tracked.learn(stored, mode=ledger.mode)
+    tracked.reverted(at)
+    if is_fighting:
+        fought(ledger, tracked, at + (latency or 0.0))  # the backoff runs from the write
+    paths = tuple(pointers)
+    change = Change(
+        tracked.key,
+        Outcome.REVERTED,
+        paths,
+        changed_by,
+        is_missing=is_missing,
+        latency=latency,
+        values=changes.values_of(tracked.key, stored, live, paths),
+    )
+    _, news = assess(ledger, tracked, stored, at)
+    return ChangeSet.of(change, news)
 
 
 def conclude(
-    ledger: Ledger, changes: list[Change], generation: int | None, *, is_new: bool
+    ledger: Ledger, changes: Iterable[Change], generation: int | None, *, is_new: bool
 ) -> bool:
     """Ready after a full pass; True when it put a new revision in place (Enforce)."""
     failed = [change for change in changes if change.is_failure]

@@ -1,46 +1,36 @@
-"""Routes the world to the Environments: their changes, watch events, Events to post.
+"""Routes the world to the Environments: their changes and the events their watches see.
 
-Watches are shared and supervised (`watcher.py`): one per kind that blueprints
-use (and per target namespace when the operator is confined to namespaces),
-filtered by the server with the `app.kubernetes.io/managed-by=driftguard`
-selector, so unrelated objects never reach the operator. Kinds come from the
-blueprints and discovery, never a list. The engine writes nothing to managed
-objects itself: deletes go through `apply.py`.
+Which watches each Environment needs is `subscriptions.py`'s; Events are posted by
+`events.py`; each Environment keeps itself (`reconcile.py`). The engine writes nothing
+to managed objects itself: deletes go through `kube/apply.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Callable
 from typing import Any, cast
 
-from driftguard.core import model, prevention, render, tracking
+from driftguard.core import model, render, tracking
 from driftguard.core.conditions import Reason
-from driftguard.core.status import AppliedBlueprint, EnvironmentStatus
+from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy, user_of
-from driftguard.kube import apply, sources
-from driftguard.kube.cluster import ApiError, Cluster, Resource, retrying
+from driftguard.kube import apply
+from driftguard.kube.cluster import ApiError, Cluster, Resource
 from driftguard.kube.watcher import Scope, Timing, Watches
-from driftguard.runtime import guard, report
+from driftguard.runtime import report
 from driftguard.runtime.blueprints import Blueprints, Users
+from driftguard.runtime.events import EventPoster
+from driftguard.runtime.guard import PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.runtime.reconcile import PASSES_AT_ONCE, Environment
+from driftguard.runtime.subscriptions import NAMESPACE_SCOPE, Subscriptions
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)
 
 Ident = tuple[str, str]
 """An Environment: (namespace, name)."""
-
-NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
-NAMESPACE_SCOPE = Scope(NAMESPACES, None, "")
-"""One unfiltered watch of Namespaces, while an Environment writes outside its own: a
-deleted target namespace is reported, and a re-created one applied again at once."""
-NAMED_WATCHES = 50
-"""An Observe Environment of up to this many objects watches each by name, filtered by the
-API server (an idle connection each); one of more watches each of its namespaces whole,
-every unrelated event there read and skipped here (about 8 us each)."""
 
 
 class Engine:
@@ -61,18 +51,27 @@ class Engine:
         self.guard = guard or GuardSettings()
         self.environments: dict[Ident, Environment] = {}
         self.timing = timing or Timing()
-        self.watches = Watches(cluster, self, timing=self.timing)
-        self._events: asyncio.Queue[tuple[dict[str, Any], str, str, bool]] = asyncio.Queue()
-        self._poster: asyncio.Task[None] | None = None
+        self.subscriptions = Subscriptions(
+            Watches(cluster, self, timing=self.timing), namespaced=namespaced
+        )
+        self.events = EventPoster(cluster)
+        self.inventory = PolicyInventory(cluster)
         self._locks: dict[Ident, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._policy_inventory: dict[render.Owner, list[tuple[Resource, dict[str, Any]]]] | None = (
-            None
-        )
-        self._inventory_lock = asyncio.Lock()
         self._passes = asyncio.Semaphore(PASSES_AT_ONCE)
-        self.count_users: Callable[[str], Users] | None = None
-        """Counts a Blueprint's Environments when this engine keeps only some (shards.py)."""
+        self._census: Callable[[str], Users] | None = None
+
+    @property
+    def watches(self) -> Watches:
+        return self.subscriptions.watches
+
+    def use_watches(self, watches: Watches) -> None:
+        """Sharding: watches that carry this replica's share (before any is needed)."""
+        self.subscriptions.watches = watches
+
+    def count_users_with(self, census: Callable[[str], Users]) -> None:
+        """Sharding: a Blueprint's Environments are counted across replicas, not here."""
+        self._census = census
 
     # -- Environments ---------------------------------------------------------
 
@@ -88,12 +87,12 @@ class Engine:
                 environment = Environment(
                     self.cluster,
                     body,
-                    post=self._poster_for(ident),
-                    need_watches=lambda *need: self._need(ident, *need),
+                    events=self.events,
+                    subscriptions=self.subscriptions,
                     tenancy=self._tenancy,
                     guard=self.guard,
-                    leftovers=self._leftover_policies,
-                    resolve=self._declared,
+                    inventory=self.inventory,
+                    blueprints=self.blueprints,
                     passes=self._passes,
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
@@ -103,13 +102,6 @@ class Engine:
         for name in {used, environment.blueprint} - {None}:
             await self._count_users(str(name))
 
-    async def _declared(
-        self, body: dict[str, Any]
-    ) -> tuple[dict[str, Any], AppliedBlueprint | None]:
-        return await sources.declared(
-            body, lookup=self.blueprints.lookup, pinned=self.blueprints.pinned
-        )
-
     # -- Blueprints -----------------------------------------------------------
 
     def _made_from(self, name: str) -> list[Environment]:
@@ -117,8 +109,8 @@ class Engine:
 
     def _blueprint_users(self, name: str) -> Users:
         """How many Environments use the Blueprint, and which its schema refuses, and why."""
-        if self.count_users is not None:
-            return self.count_users(name)
+        if self._census is not None:
+            return self._census(name)
         users = self._made_from(name)
         refused = [
             f"{env.owner.namespace}/{env.owner.name}: {env.ledger.ready[2]}"
@@ -159,7 +151,7 @@ class Engine:
             environment.stop()
             if environment.blueprint is not None:
                 self._spawn(self._count_users(environment.blueprint))
-        self.watches.release(ident)
+        self.subscriptions.release(ident)
 
     async def delete_objects(self, body: dict[str, Any]) -> int:
         """The Environment goes: its admission policy always, and with deletionPolicy Delete
@@ -177,7 +169,7 @@ class Engine:
             kinds |= {(key.api_version, key.kind) for key in environment.ledger.tracked}
         target = spec.get("targetNamespace") or owner.namespace
         policies = await apply.delete_labelled(
-            self.cluster, await self._policy_scopes(), owner.selector
+            self.cluster, await self.inventory.scopes(), owner.selector
         )
         if spec.get("deletionPolicy") != model.DeletionPolicy.DELETE:
             kinds = set()  # Orphan: only the admission policy goes
@@ -193,83 +185,12 @@ class Engine:
         acting = self.cluster.as_user(user_of(owner.namespace, account))
         changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)
         ledger = tracking.Ledger(owner=owner, status=status)
-        reporter = report.Reporter(ledger, lambda *event: self.post(body, *event))
-        reporter.record(changes)
+        report.Reporter(ledger, self.events, body).record(changes)
         failed = [change.message for change in changes if change.is_failure]
         if failed:
             # kopf retries the deletion handler; the finalizer stays until all are gone.
             raise RuntimeError("; ".join(failed))
         return len(changes)
-
-    async def _leftover_policies(
-        self, owner: render.Owner
-    ) -> list[tuple[Resource, dict[str, Any]]]:
-        """The policy objects an Environment had when the operator started: one list of each
-        policy kind for all Environments, not two per Environment."""
-        async with self._inventory_lock:
-            if self._policy_inventory is None:
-                inventory: dict[render.Owner, list[tuple[Resource, dict[str, Any]]]] = {}
-                for resource, _ in await self._policy_scopes():
-                    items, _ = await retrying(
-                        lambda r=resource: self.cluster.list_objects(  # type: ignore[misc]
-                            r, selector=model.MANAGED_SELECTOR
-                        )
-                    )
-                    for item in items:
-                        found = render.owner_of(item)
-                        if found is not None:
-                            inventory.setdefault(found, []).append((resource, item))
-                self._policy_inventory = inventory
-        return self._policy_inventory.pop(owner, [])
-
-    async def _policy_scopes(self) -> list[tuple[Resource, str | None]]:
-        try:
-            return [
-                (await self.cluster.resource(guard.API_VERSION, kind), None)
-                for kind in (prevention.POLICY, prevention.BINDING)
-            ]
-        except LookupError:
-            return []  # a server without admission policies has none of ours
-
-    async def _need(
-        self,
-        ident: Ident,
-        scopes: set[tuple[Resource, str | None]],
-        unlabelled: dict[tuple[Resource, str | None], set[str]],
-        identity: str,
-        own: set[tuple[Resource, str | None]],
-    ) -> list[ApiError]:
-        """The watches one Environment needs now; those it no longer needs are released.
-
-        An Observe Environment never labels objects, so the ones it reports on may
-        carry no driftguard label: those (`unlabelled`) are watched by name, the API
-        server filtering, or past NAMED_WATCHES in all, through an unfiltered watch of
-        each namespace. Enforce never needs either: it labels what it applies. An
-        impersonated identity watches only its target namespaces: a tenant's
-        ServiceAccount can rarely list a kind across the cluster.
-        """
-        wanted: set[Scope] = set()
-        for resource, namespace in scopes:
-            is_narrow = (self._namespaced or identity) and resource.namespaced
-            where = namespace if is_narrow else None
-            wanted.add(Scope(resource, where, model.MANAGED_SELECTOR, identity))
-        is_few = sum(len(names) for names in unlabelled.values()) <= NAMED_WATCHES
-        for (resource, namespace), names in unlabelled.items():
-            if is_few:
-                wanted |= {Scope(resource, namespace, "", identity, name=n) for n in names}
-            elif resource.namespaced:
-                wanted.add(Scope(resource, namespace, "", identity))
-        wanted |= {Scope(resource, where, model.MANAGED_SELECTOR) for resource, where in own}
-        if any(namespace not in (None, ident[0]) for _, namespace in scopes):
-            wanted.add(NAMESPACE_SCOPE)
-        self.watches.release(ident, keep=frozenset(wanted))
-        for scope in wanted:
-            is_unfiltered = not scope.selector and not scope.name and scope != NAMESPACE_SCOPE
-            await self.watches.need(
-                scope, ident, accept=self._observed(scope) if is_unfiltered else None
-            )
-        # Not seeing namespaces costs only the quick return of a deleted one: never Forbidden.
-        return self.watches.refusals(wanted - {NAMESPACE_SCOPE})
 
     # -- watch events (watcher.Listener) --------------------------------------
 
@@ -332,83 +253,13 @@ class Engine:
         found = (self.environments.get(cast(Ident, ident)) for ident in self.watches.users(scope))
         return [environment for environment in found if environment is not None]
 
-    def _observed(self, scope: Scope) -> Callable[[bytes], bool]:
-        """Skips, undecoded, events of objects no Observe Environment of this scope tracks.
-
-        An unfiltered watch sees every object of a kind in a namespace, and decoding
-        each would cost the most CPU of all. A tracked object's event always holds
-        `"name":"<its name>"`; a line without any such name cannot be one of ours.
-        Each `"name":"…"` value in the line (a handful) is looked up in the ledgers,
-        so an unrelated event costs the same however many objects are tracked.
-        """
-        resource = scope.resource
-        namespace = scope.namespace or ""
-
-        def is_tracked(line: bytes) -> bool:
-            if not line.startswith(
-                (b'{"type":"ADDED"', b'{"type":"MODIFIED"', b'{"type":"DELETED"')
-            ):
-                return True  # bookmarks and errors always go through
-            users = self._users(scope)
-            start = line.find(_NAME)
-            while start >= 0:
-                start += len(_NAME)
-                end = line.find(b'"', start)
-                if end < 0:
-                    return True  # cannot happen in JSON; let the decoder judge
-                key = model.ObjectKey(
-                    resource.group,
-                    resource.version,
-                    resource.kind,
-                    namespace,
-                    line[start:end].decode(errors="replace"),
-                )
-                if any(key in environment.ledger.tracked for environment in users):
-                    return True
-                start = line.find(_NAME, end)
-            return False
-
-        return is_tracked
-
     def _spawn(self, work: Any) -> None:
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    # -- Events ---------------------------------------------------------------
-
-    def _poster_for(self, ident: Ident) -> report.Post:
-        def post(reason: str, message: str, warning: bool) -> None:
-            environment = self.environments.get(ident)
-            if environment is not None:
-                self.post(environment.body, reason, message, warning)
-
-        return post
-
-    def post(self, env: dict[str, Any], reason: str, message: str, warning: bool) -> None:
-        """Queues a Kubernetes Event; posting never delays a revert."""
-        if self._poster is None:
-            self._poster = asyncio.create_task(self._post_events())
-        self._events.put_nowait((env, reason, message, warning))
-
-    async def _post_events(self) -> None:
-        while True:
-            env, reason, message, warning = await self._events.get()
-            try:
-                # Retried like any request (a throttled API server must not cost Events).
-                post = functools.partial(
-                    self.cluster.post_event, env, reason=reason, message=message, warning=warning
-                )
-                await retrying(post)
-            except ApiError as exc:
-                log.warning("event_failed", reason=reason, error=exc.describe())
-
     async def close(self) -> None:
         for ident in list(self.environments):
             self.forget(ident)
         self.watches.close()
-        if self._poster is not None:
-            self._poster.cancel()
-
-
-_NAME = b'"name":"'
+        self.events.close()

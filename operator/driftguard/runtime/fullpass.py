@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from driftguard.core import changes, diff, model, plan, render, tracking
-from driftguard.core.changes import Change, Outcome
+from driftguard.core import diff, model, plan, render, tracking
+from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.model import InvalidSpecError, Mode, ObjectKey, State
 from driftguard.core.status import AppliedBlueprint
 from driftguard.core.tenancy import RefusedError, Tenancy
 from driftguard.core.tracking import Ledger, Tracked
-from driftguard.kube import apply
+from driftguard.kube import apply, sources
 from driftguard.kube.cluster import (
     SERVICEACCOUNTS,
     ApiError,
@@ -31,7 +31,9 @@ from driftguard.kube.cluster import (
     UnknownKindError,
     retrying,
 )
+from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.report import Reporter
+from driftguard.runtime.subscriptions import Names, Scopes, Subscriptions
 
 PARALLEL_APPLIES = 16
 KIND_RETRY_S = 5.0
@@ -40,14 +42,6 @@ KIND_RETRY_S = 5.0
 Live = dict[ObjectKey, tuple[Resource, dict[str, Any]]]
 Desired = dict[ObjectKey, dict[str, Any]]
 Victims = list[tuple[Resource, dict[str, Any]]]
-Scopes = set[tuple[Resource, str | None]]
-Resolve = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], AppliedBlueprint | None]]]
-"""The Environment with its objects in spec.resources (see sources.declared)."""
-Names = dict[tuple[Resource, str | None], set[str]]
-NeedWatches = Callable[[Scopes, Names, str, Scopes], Awaitable[list[ApiError]]]
-"""Makes sure these (kind, namespace) scopes are watched, and the objects named (by scope)
-whether labelled or not, as this identity ("": the operator), and the last scopes as the
-operator; answers why RBAC refuses any of those watches."""
 
 
 class FullPass:
@@ -59,26 +53,30 @@ class FullPass:
         ledger: Ledger,
         reporter: Reporter,
         *,
-        need_watches: NeedWatches,
+        subscriptions: Subscriptions,
         tenancy: Tenancy,
-        resolve: Resolve | None = None,
+        blueprints: Blueprints | None = None,
     ) -> None:
+        """`blueprints`: where spec.blueprintRef is looked up (None: the spec as written)."""
         self._operator = cluster
-        self._resolve = resolve or _as_written
+        self._blueprints = blueprints
         self.made: dict[str, Any] = {}  # the body last rendered, objects made from its Blueprint
         self._made_from: AppliedBlueprint | None = None
         self.cluster = cluster  # who the Environment acts as: see _act_as
         self.identity = ""
         self._ledger = ledger
         self._reporter = reporter
-        self._need_watches = need_watches
+        self._subscriptions = subscriptions
         self._tenancy = tenancy
         self._objects = ObjectSync(lambda: self.cluster, ledger)
 
     async def run(
         self, body: dict[str, Any], *, own: set[tuple[Resource, str | None]] | None = None
-    ) -> None:
-        """One pass; `own`: kinds watched as the operator (the Environment's policy)."""
+    ) -> ChangeSet:
+        """One pass; `own`: kinds watched as the operator (the Environment's policy).
+
+        Returns what it did, for the Environment to report; only the notices about
+        the Environment itself (applied, invalid, suspended) go to the reporter here."""
         ledger = self._ledger
         generation = body["metadata"].get("generation")
         ledger.applied_generation = generation
@@ -87,8 +85,9 @@ class FullPass:
             await self._act_as(spec)
         except InvalidSpecError as exc:
             is_refused = isinstance(exc, RefusedError)
-            self._invalid(Reason.FORBIDDEN if is_refused else Reason.INVALID_SPEC, exc, generation)
-            return
+            return self._invalid(
+                Reason.FORBIDDEN if is_refused else Reason.INVALID_SPEC, exc, generation
+            )
         is_new = (
             generation != ledger.status.observed_generation
             or not ledger.status.revision
@@ -100,17 +99,16 @@ class FullPass:
         try:
             live = await self._see(scopes, resources, own or set())
         except ApiError as exc:
-            self._refused([apply.refusal(exc)], generation)
-            return
+            return self._refused(ChangeSet.of(apply.refusal(exc)), generation)
         victims = tracking.victims(ledger, desired, live.values())
         preflight: dict[ObjectKey, dict[str, Any]] = {}
         if is_new and ledger.mode is Mode.ENFORCE:
             preflight, refused = await self._preflight(resources, desired, victims)
             if refused:
-                self._refused(refused, generation)
-                return
-        changes = await self._write(resources, desired, live, victims, is_new, preflight)
-        self._conclude(changes, generation, is_new)
+                return self._refused(refused, generation)
+        done, released = await self._write(resources, desired, live, victims, is_new, preflight)
+        self._conclude(done, generation, is_new)
+        return done + released
 
     async def _see(self, scopes: Scopes, resources: dict[ObjectKey, Resource], own: Scopes) -> Live:
         """Watches, then one list per scope. Without its watches no drift could be seen.
@@ -121,7 +119,10 @@ class FullPass:
         if self._ledger.mode is Mode.OBSERVE:
             for key, resource in resources.items():
                 unlabelled.setdefault((resource, key.namespace or None), set()).add(key.name)
-        refused = await self._need_watches(scopes, unlabelled, self.identity, own)
+        owner = self._ledger.owner
+        refused = await self._subscriptions.need(
+            (owner.namespace, owner.name), self._ledger, scopes, unlabelled, self.identity, own
+        )
         live = await self.list_live(scopes)  # a refused list names the namespace
         for error in refused:
             raise error
@@ -129,12 +130,12 @@ class FullPass:
 
     async def _preflight(
         self, resources: dict[ObjectKey, Resource], desired: Desired, victims: Victims
-    ) -> tuple[dict[ObjectKey, dict[str, Any]], list[Change]]:
+    ) -> tuple[dict[ObjectKey, dict[str, Any]], ChangeSet]:
         """All or nothing: every write of the new revision is dry-run first."""
         manifests = [(resources[key], manifest) for key, manifest in desired.items()]
         answers, refused = await apply.preflight(self.cluster, manifests)
         refused += await apply.prune(self.cluster, victims, dry_run=True)
-        return answers, [change for change in refused if change.is_failure]
+        return answers, ChangeSet.of(change for change in refused if change.is_failure)
 
     async def _write(
         self,
@@ -144,24 +145,24 @@ class FullPass:
         victims: Victims,
         is_new: bool,
         preflight: dict[ObjectKey, dict[str, Any]],
-    ) -> list[Change]:
-        """Applies (or dry-runs) every object, prunes, and reports; the changes that count."""
+    ) -> tuple[ChangeSet, ChangeSet]:
+        """Applies (or dry-runs) every object and prunes: what counts for the revision; and
+        what the blueprint left that stays in place."""
         retired = self._retire(desired)
         limit = asyncio.Semaphore(PARALLEL_APPLIES)
 
-        async def bounded(key: ObjectKey) -> Change:
+        async def bounded(key: ObjectKey) -> ChangeSet:
             async with limit:
                 found = live.get(key)
                 return await self._objects.sync(
                     key, resources[key], desired[key], found, is_new, preflight
                 )
 
-        changes = list(await asyncio.gather(*(bounded(key) for key in desired)))
+        synced = await asyncio.gather(*(bounded(key) for key in desired))
         pruned = await apply.prune(self.cluster, victims)
         gone = {change.key for change in pruned}
         released = [Change(key, Outcome.RELEASED) for key in retired if key not in gone]
-        self._reporter.record([*changes, *pruned, *released])
-        return [*changes, *pruned]
+        return ChangeSet.of(*synced, pruned), ChangeSet.of(released)
 
     async def _act_as(self, spec: model.EnvironmentSpec) -> None:
         """Impersonates the Environment's ServiceAccount, which must exist; else acts as itself."""
@@ -180,26 +181,26 @@ class FullPass:
                 self._reporter.resumed()
         self._ledger.paused_until = until
 
-    def _invalid(self, reason: str, exc: InvalidSpecError, generation: int | None) -> None:
+    def _invalid(self, reason: str, exc: InvalidSpecError, generation: int | None) -> ChangeSet:
         self._ledger.status.observed_generation = generation
         self._ledger.ready = (False, reason, str(exc)[: tracking.MESSAGE_LIMIT])
         if reason == Reason.FORBIDDEN:
             owner = self._ledger.owner
             key = ObjectKey(model.GROUP, model.VERSION, model.KIND, owner.namespace, owner.name)
-            self._reporter.record([Change(key, Outcome.FORBIDDEN, message=str(exc))])
-            return
+            return ChangeSet.of(Change(key, Outcome.FORBIDDEN, message=str(exc)))
         self._reporter.invalid(str(exc))
+        return ChangeSet()
 
-    def _refused(self, refused: list[Change], generation: int | None) -> None:
-        self._reporter.record(refused)
+    def _refused(self, refused: ChangeSet, generation: int | None) -> ChangeSet:
         self._conclude(refused, generation, is_new=False)
+        return refused
 
     async def _render(
         self, body: dict[str, Any]
     ) -> tuple[model.EnvironmentSpec, dict[ObjectKey, Resource], dict[ObjectKey, dict[str, Any]]]:
         self._ledger.is_waiting_for_kind = False
         model.parse_spec(body.get("spec") or {})  # the Environment as written, then its objects
-        body, self._made_from = await self._resolve(body)
+        body, self._made_from = await self._declared(body)
         self.made = body
         if self._made_from is None:
             return await self._render_made(body)
@@ -210,6 +211,16 @@ class FullPass:
             # Its objects come from the Blueprint: say so, the index is the Blueprint's.
             where = f"Blueprint {made_from.name!r} revision {made_from.revision}: "
             raise type(exc)(where + str(exc).replace("spec.resources", "its resources")) from exc
+
+    async def _declared(
+        self, body: dict[str, Any]
+    ) -> tuple[dict[str, Any], AppliedBlueprint | None]:
+        """The Environment with its objects in spec.resources (see sources.declared)."""
+        if self._blueprints is None:
+            return body, None
+        return await sources.declared(
+            body, lookup=self._blueprints.lookup, pinned=self._blueprints.pinned
+        )
 
     async def _render_made(
         self, body: dict[str, Any]
@@ -270,8 +281,7 @@ class FullPass:
             del self._ledger.tracked[key]
         return retired
 
-    def _conclude(self, changes: Iterable[Change], generation: int | None, is_new: bool) -> None:
-        changes = list(changes)
+    def _conclude(self, changes: ChangeSet, generation: int | None, is_new: bool) -> None:
         if tracking.conclude(self._ledger, changes, generation, is_new=is_new):
             self._reporter.applied(self._ledger.status.revision, changes)
         if self._ledger.ready[0]:
@@ -293,7 +303,18 @@ class ObjectSync:
         found: tuple[Resource, dict[str, Any]] | None,
         is_new: bool,
         preflight: dict[ObjectKey, dict[str, Any]],
-    ) -> Change:
+    ) -> ChangeSet:
+        return ChangeSet.of(await self._sync(key, resource, manifest, found, is_new, preflight))
+
+    async def _sync(
+        self,
+        key: ObjectKey,
+        resource: Resource,
+        manifest: dict[str, Any],
+        found: tuple[Resource, dict[str, Any]] | None,
+        is_new: bool,
+        preflight: dict[ObjectKey, dict[str, Any]],
+    ) -> Change | ChangeSet:
         tracked = self._ledger.tracked.get(key) or Tracked(key, resource, manifest)
         tracked.resource, tracked.desired = resource, manifest
         self._ledger.tracked[key] = tracked
@@ -316,8 +337,8 @@ class ObjectSync:
                     )
                     return self._conflict(tracked, message)
                 tracked.desired = render.adopted(manifest)
-                change = await self._enforce(tracked, None, is_new=True)
-                return change if change.is_failure else Change(key, Outcome.ADOPTED)
+                change = ChangeSet.of(await self._enforce(tracked, None, is_new=True))
+                return change if change.failures else Change(key, Outcome.ADOPTED)
             if live is not None and apply.is_adopted(live):
                 tracked.desired = render.adopted(manifest)  # the mark stays while it is ours
             return await self._enforce(tracked, live, is_new, preflight.get(key))
@@ -336,7 +357,7 @@ class ObjectSync:
         live: dict[str, Any] | None,
         is_new: bool,
         dry_run: dict[str, Any] | None = None,
-    ) -> Change:
+    ) -> Change | ChangeSet:
         assert self._ledger.spec is not None
         rules = plan.allowed_for(tracked.key, self._ledger.spec.allowed_changes)
         tolerated = plan.tolerate(rules, tracked.desired, live)[0] if live else frozenset()
@@ -360,12 +381,18 @@ class ObjectSync:
         # The same blueprint changed the object: it had drifted while nobody watched.
         assert tracked.expectation is not None
         drift = diff.compute(tracked.expectation, live)
-        tracking.judge(self._ledger, tracked, stored, time.monotonic())
         if not drift.is_drifted:
+            tracking.assess(self._ledger, tracked, stored, time.monotonic())
             return Change(tracked.key, Outcome.CONFIGURED)  # e.g. a field taken, value unchanged
-        pointers = tuple(drift.pointers)
-        values = changes.values_of(tracked.key, stored, live, pointers)
-        return Change(tracked.key, Outcome.REVERTED, pointers, drift.changed_by, values=values)
+        return tracking.reverted(
+            self._ledger,
+            tracked,
+            stored=stored,
+            live=live,
+            pointers=drift.pointers,
+            changed_by=drift.changed_by,
+            at=time.monotonic(),
+        )
 
     async def _observe(self, tracked: Tracked, live: dict[str, Any] | None) -> Change:
         # driftguard's own labels are the mark of an apply; Observe applies nothing,
@@ -377,8 +404,12 @@ class ObjectSync:
 
     def _judged(self, tracked: Tracked, live: dict[str, Any] | None, outcome: Outcome) -> Change:
         """Judges the object as a watch event would; drift found now is the pass's outcome."""
-        _, news = tracking.judge(self._ledger, tracked, live, time.monotonic())
-        return news[0] if news and outcome is Outcome.UNCHANGED else Change(tracked.key, outcome)
+        _, news = tracking.assess(self._ledger, tracked, live, time.monotonic())
+        return (
+            news.changes[0]
+            if news and outcome is Outcome.UNCHANGED
+            else Change(tracked.key, outcome)
+        )
 
 
 def _is_ahead(moment: str) -> bool:
@@ -434,7 +465,3 @@ async def _exists(
     key = tracked.key
     found = await retrying(lambda: cluster.get(tracked.resource, key.namespace, key.name))
     return found is not None
-
-
-async def _as_written(body: dict[str, Any]) -> tuple[dict[str, Any], AppliedBlueprint | None]:
-    return body, None

@@ -8,21 +8,58 @@ them is reverted like any drift.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
 from dataclasses import dataclass, replace
 from typing import Any
 
 from driftguard.core import model, prevention, render
-from driftguard.core.changes import Change
+from driftguard.core.changes import Change, ChangeSet
 from driftguard.core.model import Mode, ObjectKey, Prevention
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply
-from driftguard.kube.cluster import ApiError, Cluster, Resource
+from driftguard.kube.cluster import ApiError, Cluster, Resource, retrying
 
 API_VERSION = f"{prevention.GROUP}/v1"
 
-Leftovers = Callable[[render.Owner], Awaitable[list[tuple[Resource, dict[str, Any]]]]]
-"""An Environment's policy objects found when the operator started."""
+Found = list[tuple[Resource, dict[str, Any]]]
+
+
+class PolicyInventory:
+    """The policy objects each Environment had when the operator started: one list of each
+    policy kind for all Environments, not two per Environment."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self._cluster = cluster  # the operator: policies are never a tenant's
+        self._found: dict[render.Owner, Found] | None = None
+        self._lock = asyncio.Lock()
+
+    async def leftovers(self, owner: render.Owner) -> Found:
+        """An Environment's policy objects found at start; asked once per Environment."""
+        async with self._lock:
+            if self._found is None:
+                found: dict[render.Owner, Found] = {}
+                for resource, _ in await self.scopes():
+                    items, _ = await retrying(
+                        lambda r=resource: self._cluster.list_objects(  # type: ignore[misc]
+                            r, selector=model.MANAGED_SELECTOR
+                        )
+                    )
+                    for item in items:
+                        owner_of = render.owner_of(item)
+                        if owner_of is not None:
+                            found.setdefault(owner_of, []).append((resource, item))
+                self._found = found
+        return self._found.pop(owner, [])
+
+    async def scopes(self) -> list[tuple[Resource, str | None]]:
+        """The policy kinds, cluster-wide; none on a server without admission policies."""
+        try:
+            return [
+                (await self._cluster.resource(API_VERSION, kind), None)
+                for kind in (prevention.POLICY, prevention.BINDING)
+            ]
+        except LookupError:
+            return []
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +72,12 @@ class Settings:
 
 class Guard:
     def __init__(
-        self, cluster: Cluster, ledger: Ledger, settings: Settings, leftovers: Leftovers
+        self, cluster: Cluster, ledger: Ledger, settings: Settings, inventory: PolicyInventory
     ) -> None:
         self._cluster = cluster  # the operator itself: tenants may not write policies
         self._ledger = ledger
         self._settings = settings
-        self._leftovers = leftovers
+        self._inventory = inventory
         self._is_checked = False
 
     @property
@@ -59,8 +96,11 @@ class Guard:
             for kind in (prevention.POLICY, prevention.BINDING)
         ]
 
-    async def sync(self, identity: str) -> list[Change]:
+    async def sync(self, identity: str) -> ChangeSet:
         """Applies the policy the Environment needs now and removes any other of its own."""
+        return ChangeSet.of(await self._sync(identity))
+
+    async def _sync(self, identity: str) -> list[Change]:
         changes: list[Change] = []
         if not self.is_active and not self._ledger.policies:
             if self._is_checked:
@@ -69,7 +109,7 @@ class Guard:
             # prevention went Off while the operator was down.
             self._is_checked = True
             try:
-                stale = await self._leftovers(self._ledger.owner)
+                stale = await self._inventory.leftovers(self._ledger.owner)
                 return self._removed(await apply.prune(self._cluster, stale))
             except ApiError as exc:
                 return [apply.refusal(exc)]

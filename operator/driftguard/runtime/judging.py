@@ -3,6 +3,8 @@
 Events for one object coalesce: while it is being judged, newer events replace
 the pending one, so a burst costs one judgement. Nothing is judged while a full
 pass runs: the pass re-learns every object, and the events are judged after it.
+Each judgement ends in one ChangeSet in `results` (empty when nothing is news):
+the Environment reports it; the judge reports nothing itself.
 """
 
 from __future__ import annotations
@@ -10,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from driftguard.core import changes, plan, tracking
-from driftguard.core.changes import Change, Outcome
+from driftguard.core import plan, tracking
+from driftguard.core.changes import ChangeSet
 from driftguard.core.model import ObjectKey, State
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply
 from driftguard.kube.cluster import ApiError, Cluster, retrying
-
-Report = Callable[[Iterable[Change]], None]
 
 
 class EventJudge:
@@ -31,15 +31,13 @@ class EventJudge:
         cluster: Callable[[], Cluster],
         ledger: Ledger,
         *,
-        report: Report,
-        settled: Callable[[], None],
         operator: Cluster,
     ) -> None:
         self._acting_now = cluster  # the identity can change with the spec
         self._operator = operator  # the Environment's own policy objects are the operator's
         self._ledger = ledger
-        self._report = report
-        self._settled = settled
+        self.results: asyncio.Queue[ChangeSet] = asyncio.Queue()
+        """One ChangeSet per judgement, in order; an empty one says an object settled."""
         self._pending: dict[ObjectKey, tuple[dict[str, Any] | None, float]] = {}
         self._active: dict[ObjectKey, asyncio.Task[None]] = {}
         self._timers: dict[ObjectKey, asyncio.TimerHandle] = {}
@@ -49,7 +47,8 @@ class EventJudge:
 
     @property
     def is_busy(self) -> bool:
-        return bool(self._active) and self._open.is_set()
+        """Judging, or judged and not reported yet: status waits for both."""
+        return (bool(self._active) and self._open.is_set()) or not self.results.empty()
 
     def pause(self) -> None:
         """A full pass starts: events wait until it is done."""
@@ -99,15 +98,17 @@ class EventJudge:
             await self._open.wait()
             while key in self._pending and self._open.is_set():
                 live, received = self._pending.pop(key)
-                await self._evaluate(key, live, received)
+                self.results.put_nowait(await self._evaluate(key, live, received))
         finally:
             self._active.pop(key, None)
-            self._settled()
+            self.results.put_nowait(ChangeSet())
 
-    async def _evaluate(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
+    async def _evaluate(
+        self, key: ObjectKey, live: dict[str, Any] | None, received: float
+    ) -> ChangeSet:
         tracked = self._ledger.record(key)
         if tracked is None or tracked.expectation is None or self._ledger.spec is None:
-            return
+            return ChangeSet()
         try:
             if live is None:
                 # A label change takes an object out of the watch's selector too.
@@ -115,16 +116,15 @@ class EventJudge:
                     lambda: self._acting(key).get(tracked.resource, key.namespace, key.name)
                 )
         except ApiError as exc:
-            self._failed(tracked, exc, "read ")
-            return
+            return self._failed(tracked, exc, "read ")
         if live is not None and tracked.is_stale(live):
-            return
-        verdict, news = tracking.judge(self._ledger, tracked, live, received)
-        self._report(news)
+            return ChangeSet()
+        verdict, news = tracking.assess(self._ledger, tracked, live, received)
         if verdict.action in (plan.Action.REVERT, plan.Action.RECREATE):
-            await self._revert(tracked, verdict, received, live)
-        elif verdict.action is plan.Action.DEFER:
+            return news + await self._revert(tracked, verdict, received, live)
+        if verdict.action is plan.Action.DEFER:
             self._wake(key, tracked.due_at)
+        return news
 
     async def _revert(
         self,
@@ -132,7 +132,7 @@ class EventJudge:
         verdict: plan.Verdict,
         received: float,
         live: dict[str, Any] | None,
-    ) -> None:
+    ) -> ChangeSet:
         manifest = apply.strip(tracked.desired, verdict.tolerated)
         try:
             if verdict.action is plan.Action.RECREATE:
@@ -142,25 +142,20 @@ class EventJudge:
                     self._acting(tracked.key), tracked.resource, manifest, verdict.drifted, live
                 )
         except ApiError as exc:
-            self._failed(tracked, exc, "revert ")
-            return
-        latency = time.monotonic() - received
-        tracked.learn(stored, mode=self._ledger.mode)
-        tracked.reverted(received)
-        if verdict.state is State.FIGHTING:
-            tracking.fought(self._ledger, tracked, time.monotonic())
-        change = Change(
-            tracked.key,
-            Outcome.REVERTED,
-            tuple(verdict.pointers),
-            verdict.changed_by,
+            return self._failed(tracked, exc, "revert ")
+        return tracking.reverted(
+            self._ledger,
+            tracked,
+            stored=stored,
+            live=live,
+            pointers=verdict.pointers,
+            changed_by=verdict.changed_by,
+            at=received,
             is_missing=verdict.state is State.MISSING,
-            latency=latency,
-            values=changes.values_of(tracked.key, stored, live, verdict.pointers),
+            is_fighting=verdict.state is State.FIGHTING,
+            latency=time.monotonic() - received,
         )
-        _, news = tracking.judge(self._ledger, tracked, stored, received)
-        self._report([change, *news])
 
-    def _failed(self, tracked: Tracked, exc: ApiError, doing: str) -> None:
+    def _failed(self, tracked: Tracked, exc: ApiError, doing: str) -> ChangeSet:
         tracked.state, tracked.message = State.ERROR, exc.describe()
-        self._report([apply.failure(tracked.key, exc, doing)])
+        return ChangeSet.of(apply.failure(tracked.key, exc, doing))

@@ -29,8 +29,9 @@ from typing import Any, Protocol
 from driftguard.core import sharding
 from driftguard.core.model import Resource
 from driftguard.kube.cluster import ENVIRONMENTS, ApiError, KubeCluster
-from driftguard.runtime.engine import NAMESPACES, Engine
+from driftguard.runtime.engine import Engine
 from driftguard.runtime.shards import ShardedWatches, Shards
+from driftguard.runtime.subscriptions import NAMESPACES
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)
@@ -403,7 +404,7 @@ async def start(
         log.warning("shard_probe_failed", error=exc.describe())
         filters = False
     if filters:
-        engine.watches = ShardedWatches(cluster, engine, timing=engine.timing)
+        engine.use_watches(ShardedWatches(cluster, engine, timing=engine.timing))
         log.info("shard_filtering", where="server", feature_gate="ShardedListAndWatch")
     else:
         log.warning(

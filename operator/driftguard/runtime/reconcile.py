@@ -2,11 +2,13 @@
 
 - `fullpass.FullPass`: render -> watch -> list -> apply (Enforce) or dry-run (Observe) -> prune.
 - `judging.EventJudge`: each watch event judged in memory; drift reverted or flagged.
-- `report.Reporter`: every closed change record -> Events, log events, metrics, lastDrift.
+- `report.Reporter`: every ChangeSet -> Events, log events, metrics, lastDrift, audit trail.
 - `statuswriter.StatusWriter`: status written once a burst settles, only when it changed.
 - `Resync` below: the safety net, a full check every resyncInterval.
 
-They share one `tracking.Ledger`. Nothing here talks to the API server itself.
+They share one `tracking.Ledger`. The pass, the judge and the guard each return
+ChangeSets; this Environment hands every one to its reporter, the one that reports.
+Nothing here talks to the API server itself.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from driftguard.core.tracking import MESSAGE_LIMIT, Ledger
 from driftguard.kube import apply, audit, history
 from driftguard.kube.cluster import ApiError, Cluster, Resource
 from driftguard.runtime import report
-from driftguard.runtime.fullpass import KIND_RETRY_S, FullPass, NeedWatches, Resolve, seconds_until
-from driftguard.runtime.guard import Guard, Leftovers
+from driftguard.runtime.blueprints import Blueprints
+from driftguard.runtime.fullpass import KIND_RETRY_S, FullPass, seconds_until
+from driftguard.runtime.guard import Guard, PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.runtime.judging import EventJudge
 from driftguard.runtime.statuswriter import StatusWriter
+from driftguard.runtime.subscriptions import Subscriptions
 from driftguard.telemetry import metrics
 
 RETRY_FAILED_S = 60.0
@@ -53,12 +57,12 @@ class Environment:
         cluster: Cluster,
         body: dict[str, Any],
         *,
-        post: report.Post,
-        need_watches: NeedWatches,
+        events: report.Poster,
+        subscriptions: Subscriptions,
         tenancy: Tenancy,
         guard: GuardSettings,
-        leftovers: Leftovers,
-        resolve: Resolve | None = None,
+        inventory: PolicyInventory,
+        blueprints: Blueprints | None = None,
         passes: asyncio.Semaphore | None = None,
     ) -> None:
         """`passes`: shared by the Environments whose full passes may not all run at once."""
@@ -70,27 +74,20 @@ class Environment:
         # History and the audit trail are the operator's records, written as the operator.
         self._operator = cluster
         self.audit = audit.AuditTrail(cluster, body)
-        self.reporter = report.Reporter(self.ledger, post, self.audit.add)
+        self.reporter = report.Reporter(self.ledger, events, body, self.audit)
         self.passes = FullPass(
             cluster,
             self.ledger,
             self.reporter,
-            need_watches=need_watches,
+            subscriptions=subscriptions,
             tenancy=tenancy,
-            resolve=resolve,
+            blueprints=blueprints,
         )
         # Objects are read and written as the Environment's identity; status as the operator.
-        self.judge = EventJudge(
-            lambda: self.passes.cluster,
-            self.ledger,
-            report=self.report,
-            settled=self._settled,
-            operator=cluster,
-        )
-        self.guard = Guard(cluster, self.ledger, guard, leftovers)
-        self.status = StatusWriter(
-            cluster, self.ledger, is_busy=lambda: self.judge.is_busy, on_error=self._status_failed
-        )
+        self.judge = EventJudge(lambda: self.passes.cluster, self.ledger, operator=cluster)
+        self._judged = asyncio.create_task(self._report_judged())
+        self.guard = Guard(cluster, self.ledger, guard, inventory)
+        self.status = StatusWriter(cluster, self.ledger, judge=self.judge, reporter=self.reporter)
         self.resync = Resync(self)
         self._pass_lock = asyncio.Lock()
         self._passes = passes or asyncio.Semaphore(1)
@@ -104,6 +101,7 @@ class Environment:
         """A new version of the Environment: a full pass if its spec changed."""
         self.body = body
         self.audit.update(body)
+        self.reporter.body = body
         if body["metadata"].get("generation") != self.ledger.applied_generation:
             await self.full_pass()
 
@@ -132,7 +130,7 @@ class Environment:
                 revision = self.ledger.status.revision
                 # Before the pass, which may count the first error; kinds once it knows them.
                 metrics.prime(self.owner.namespace, self.owner.name, kinds=())
-                await self.passes.run(self.body, own=own)
+                self.reporter.record(await self.passes.run(self.body, own=own))
                 if self.ledger.status.revision != revision:
                     await self._remember()
                 kinds = {key.kind for key in self.ledger.tracked}
@@ -209,6 +207,11 @@ class Environment:
         if not self._pass_lock.locked():  # a running pass reports it itself
             self.report([apply.refusal(error)])
 
+    async def _report_judged(self) -> None:
+        """Reports each watch event's judgement, in order, as it ends."""
+        while True:
+            self.report(await self.judge.results.get())
+
     def report(self, records: Iterable[Change]) -> None:
         """Every record goes to the reporter; a refusal also makes the Environment not Ready."""
         records = list(records)
@@ -242,15 +245,11 @@ class Environment:
         )
         return (False, NAMESPACE_MISSING, message)
 
-    def _settled(self) -> None:
-        self.status.soon()
-
-    def _status_failed(self, error: str) -> None:
-        self.reporter.status_failed(error)
-
     def stop(self) -> None:
         self.audit.stop()
         self.judge.stop()
+        self._judged.cancel()
+        self.reporter.body = None  # no Events about an Environment let go
         self.resync.stop()
         self.status.stop()
         kinds = {key.kind for key in self.ledger.tracked}

@@ -9,12 +9,12 @@ cannot disagree. Reporting never writes to a managed object.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from driftguard.core import changes, tracking
-from driftguard.core.changes import Change, Outcome
+from driftguard.core import tracking
+from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.kube import timestamps
 from driftguard.telemetry import metrics
@@ -22,10 +22,15 @@ from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)
 
-Post = Callable[[str, str, bool], None]
-"""Queues an Event on the Environment: reason, message, is_warning."""
-Trail = Callable[[list[Change], bool], None]
-"""Keeps the records that are incidents in the audit trail; True while enforcement is paused."""
+
+class Poster(Protocol):
+    def post(self, env: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        """Queues an Event on the Environment `env`."""
+
+
+class Trail(Protocol):
+    def add(self, changes: Iterable[Change], paused: bool) -> None:
+        """Keeps the records that are incidents; True while enforcement is paused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,9 +80,17 @@ _ERROR_REASON = {Outcome.FORBIDDEN: Reason.FORBIDDEN, Outcome.FAILED: Reason.APP
 class Reporter:
     """Reports one Environment's change records, exactly as TABLE says."""
 
-    def __init__(self, ledger: tracking.Ledger, post: Post, trail: Trail | None = None) -> None:
+    def __init__(
+        self,
+        ledger: tracking.Ledger,
+        events: Poster,
+        body: dict[str, Any],
+        trail: Trail | None = None,
+    ) -> None:
         self._ledger = ledger
-        self._post = post
+        self._events = events
+        self.body: dict[str, Any] | None = body
+        """The Environment the Events are about, kept current; None once it is let go."""
         self._trail = trail
         owner = ledger.owner
         self._env = (owner.namespace, owner.name)
@@ -90,7 +103,11 @@ class Reporter:
         if self._trail is not None and records:
             spec = self._ledger.spec
             paused = bool(self._ledger.paused_until) or (spec is not None and spec.suspend)
-            self._trail(records, paused)
+            self._trail.add(records, paused)
+
+    def _post(self, reason: str, message: str, is_warning: bool) -> None:
+        if self.body is not None:
+            self._events.post(self.body, reason, message, is_warning)
 
     def _one(self, change: Change) -> None:
         reporting = TABLE[change.outcome]
@@ -119,9 +136,9 @@ class Reporter:
         if reason is not None:
             metrics.reconcile_errors.labels(*self._env, reason).inc()
 
-    def applied(self, revision: int, records: Iterable[Change]) -> None:
+    def applied(self, revision: int, records: ChangeSet) -> None:
         """A new blueprint is in place: one Event and one log event for the whole pass."""
-        summary = changes.counts(records)
+        summary = records.counts()
         self._post("Applied", f"revision {revision} applied: {summary}", False)
         self._log.info("applied", revision=revision, objects=summary)
 

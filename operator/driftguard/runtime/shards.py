@@ -105,7 +105,7 @@ class Shards:
         self.hash_snapshot: frozenset[int] = frozenset()
         self.valid_until = 0.0  # monotonic; membership moves it after each renewal
         self._foreign: frozenset[str] = frozenset()
-        engine.count_users = self.count_users
+        engine.count_users_with(self.count_users)
         self._export()
 
     # -- what kopf sees -------------------------------------------------------

@@ -7,17 +7,24 @@ a restart that changed nothing, the status on the server is already right).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from typing import Protocol
 
 from driftguard.core import tracking
 from driftguard.core.status import EnvironmentStatus, Summary
 from driftguard.core.tracking import Ledger
 from driftguard.kube import timestamps
 from driftguard.kube.cluster import ApiError, Cluster, retrying
+from driftguard.runtime.report import Reporter
 from driftguard.telemetry import metrics
 
 DEBOUNCE_S = 0.02
 """A short delay lets a burst of watch events settle into one status write."""
+
+
+class Busy(Protocol):
+    @property
+    def is_busy(self) -> bool:
+        """Whether judgements are under way whose results status must wait for."""
 
 
 class StatusWriter:
@@ -26,13 +33,13 @@ class StatusWriter:
         cluster: Cluster,
         ledger: Ledger,
         *,
-        is_busy: Callable[[], bool],
-        on_error: Callable[[str], None],
+        judge: Busy,
+        reporter: Reporter,
     ) -> None:
         self._cluster = cluster
         self._ledger = ledger
-        self._is_busy = is_busy
-        self._on_error = on_error
+        self._judge = judge
+        self._reporter = reporter
         self._written = ledger.status.to_body()
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -52,7 +59,7 @@ class StatusWriter:
     async def flush(self) -> None:
         """Writes status if it changed since the last write."""
         self._timer = None
-        if self._is_busy():
+        if self._judge.is_busy:
             return  # the last evaluation to finish asks again
         async with self._lock:  # writes in order, never two at once
             await self._write()
@@ -80,7 +87,7 @@ class StatusWriter:
             await retrying(lambda: self._cluster.patch_status(owner.namespace, owner.name, body))
         except ApiError as exc:
             if not exc.is_not_found:  # a deleted Environment needs no status
-                self._on_error(exc.describe())
+                self._reporter.status_failed(exc.describe())
             return
         self._written = body
         self._ledger.status = status
