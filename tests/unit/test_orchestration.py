@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from driftguard.core import model, plan
+from driftguard.core.declared import Declared
 from driftguard.kube.cluster import Resource
 from driftguard.kube.watcher import Timing
 from driftguard.runtime.engine import Engine
@@ -37,11 +38,13 @@ def configmap(name: str, **data: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
 
 
-def environment(name: str, resources: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": f"uid-{name}"},
-        "spec": {"resources": resources, **spec},
-    }
+def environment(name: str, resources: list[dict[str, Any]], **spec: Any) -> Declared:
+    return Declared.of(
+        {
+            "metadata": {"name": name, "namespace": NS, "generation": 1, "uid": f"uid-{name}"},
+            "spec": {"resources": resources, **spec},
+        }
+    )
 
 
 async def until(predicate: Callable[[], Any], *, timeout: float = 3.0) -> Any:

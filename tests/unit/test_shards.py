@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from driftguard.core import sharding
+from driftguard.core.declared import Declared
 from driftguard.runtime.blueprints import Users
 from driftguard.runtime.shards import Shards, target_of
 
@@ -42,7 +43,7 @@ def env(namespace: str, *, target: str = "", blueprint: str = "", refused: str =
 def shards_of(*bodies: Any) -> Shards:
     shards = Shards(FakeEngine(), "r-1", server_filters=False)  # type: ignore[arg-type]
     for body in bodies:
-        shards.bodies[(body["metadata"]["namespace"], "app")] = body
+        shards.bodies[(body["metadata"]["namespace"], "app")] = Declared.of(body)
     shards.remember()
     return shards
 
@@ -51,11 +52,11 @@ def test_the_target_namespace_decides_the_owner() -> None:
     """An Environment living in `ops` and writing into `team-a` goes with team-a's hash."""
     body = env("ops", target="team-a")
     shards = shards_of(body)
-    assert target_of(body) == "team-a"
+    assert target_of(Declared.of(body)) == "team-a"
     assert shards.hashes() == {sharding.fnv64a("team-a")}
     shards.ranges = ((sharding.fnv64a("team-a"), sharding.fnv64a("team-a") + 1),)
-    assert shards.owns(body)
-    assert not shards.owns(env("team-a", target="ops"))
+    assert shards.owns(Declared.of(body))
+    assert not shards.owns(Declared.of(env("team-a", target="ops")))
 
 
 def test_blueprint_users_are_counted_over_every_replicas_environments() -> None:

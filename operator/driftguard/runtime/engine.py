@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from driftguard.core import model, render, tracking
 from driftguard.core.conditions import Reason
+from driftguard.core.declared import Declared
 from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy, user_of
 from driftguard.kube import apply
@@ -75,10 +76,9 @@ class Engine:
 
     # -- Environments ---------------------------------------------------------
 
-    async def environment_changed(self, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
-        ident = (meta["namespace"], meta["name"])
-        if meta.get("deletionTimestamp"):
+    async def environment_changed(self, declared: Declared) -> None:
+        ident = declared.ident
+        if declared.is_deleted:
             self.forget(ident)
             return
         async with self._locks.setdefault(ident, asyncio.Lock()):
@@ -86,7 +86,7 @@ class Engine:
             if environment is None:
                 environment = Environment(
                     self.cluster,
-                    body,
+                    declared,
                     events=self.events,
                     subscriptions=self.subscriptions,
                     tenancy=self._tenancy,
@@ -98,7 +98,7 @@ class Engine:
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
             used = environment.blueprint
-            await environment.update(body)
+            await environment.update(declared)
         for name in {used, environment.blueprint} - {None}:
             await self._count_users(str(name))
 
@@ -153,25 +153,24 @@ class Engine:
                 self._spawn(self._count_users(environment.blueprint))
         self.subscriptions.release(ident)
 
-    async def delete_objects(self, body: dict[str, Any]) -> int:
+    async def delete_objects(self, declared: Declared) -> int:
         """The Environment goes: its admission policy always, and with deletionPolicy Delete
         every object carrying its labels (adopted ones are released instead)."""
-        meta = body["metadata"]
-        ident = (meta["namespace"], meta["name"])
+        ident = declared.ident
+        body = declared.body
         environment = self.environments.get(ident)
         self.forget(ident)
-        owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
-        spec = body.get("spec") or {}
+        owner = render.Owner(name=declared.name, namespace=declared.namespace)
         status = EnvironmentStatus.model_validate(body.get("status") or {})
         kinds = {(entry.api_version, entry.kind) for entry in status.resources}
-        kinds |= {(m["apiVersion"], m["kind"]) for m in spec.get("resources") or []}
+        kinds |= declared.kinds
         if environment is not None:
             kinds |= {(key.api_version, key.kind) for key in environment.ledger.tracked}
-        target = spec.get("targetNamespace") or owner.namespace
+        target = declared.target_namespace
         policies = await apply.delete_labelled(
             self.cluster, await self.inventory.scopes(), owner.selector
         )
-        if spec.get("deletionPolicy") != model.DeletionPolicy.DELETE:
+        if not declared.deletes_objects:
             kinds = set()  # Orphan: only the admission policy goes
         scopes: list[tuple[Resource, str | None]] = []
         for api_version, kind in sorted(kinds):
@@ -181,7 +180,7 @@ class Engine:
                 continue
             scopes.append((resource, target if resource.namespaced else None))
         # As the Environment's identity: deleting is bounded by its RBAC like applying.
-        account = spec.get("serviceAccountName") or self._tenancy.default_service_account
+        account = declared.service_account_name or self._tenancy.default_service_account
         acting = self.cluster.as_user(user_of(owner.namespace, account))
         changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)
         ledger = tracking.Ledger(owner=owner, status=status)

@@ -18,6 +18,7 @@ from typing import Any
 from driftguard.core import diff, model, plan, render, tracking
 from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
+from driftguard.core.declared import Declared
 from driftguard.core.model import InvalidSpecError, Mode, ObjectKey, State
 from driftguard.core.status import AppliedBlueprint
 from driftguard.core.tenancy import RefusedError, Tenancy
@@ -60,7 +61,8 @@ class FullPass:
         """`blueprints`: where spec.blueprintRef is looked up (None: the spec as written)."""
         self._operator = cluster
         self._blueprints = blueprints
-        self.made: dict[str, Any] = {}  # the body last rendered, objects made from its Blueprint
+        self.made_resources: list[dict[str, Any]] | None = None
+        """The objects last made from a Blueprint (None: the spec's own)."""
         self._made_from: AppliedBlueprint | None = None
         self.cluster = cluster  # who the Environment acts as: see _act_as
         self.identity = ""
@@ -71,17 +73,17 @@ class FullPass:
         self._objects = ObjectSync(lambda: self.cluster, ledger)
 
     async def run(
-        self, body: dict[str, Any], *, own: set[tuple[Resource, str | None]] | None = None
+        self, declared: Declared, *, own: set[tuple[Resource, str | None]] | None = None
     ) -> ChangeSet:
         """One pass; `own`: kinds watched as the operator (the Environment's policy).
 
         Returns what it did, for the Environment to report; only the notices about
         the Environment itself (applied, invalid, suspended) go to the reporter here."""
         ledger = self._ledger
-        generation = body["metadata"].get("generation")
+        generation = declared.generation
         ledger.applied_generation = generation
         try:
-            spec, resources, desired = await self._render(body)
+            spec, resources, desired = await self._render(declared)
             await self._act_as(spec)
         except InvalidSpecError as exc:
             is_refused = isinstance(exc, RefusedError)
@@ -196,36 +198,34 @@ class FullPass:
         return refused
 
     async def _render(
-        self, body: dict[str, Any]
+        self, declared: Declared
     ) -> tuple[model.EnvironmentSpec, dict[ObjectKey, Resource], dict[ObjectKey, dict[str, Any]]]:
         self._ledger.is_waiting_for_kind = False
-        model.parse_spec(body.get("spec") or {})  # the Environment as written, then its objects
-        body, self._made_from = await self._declared(body)
-        self.made = body
-        if self._made_from is None:
-            return await self._render_made(body)
+        if declared.error is not None:  # the Environment as written, then its objects
+            raise InvalidSpecError(str(declared.error))
+        assert declared.spec is not None
+        self._made_from, self.made_resources = None, None
+        if declared.spec.blueprint_ref is None or self._blueprints is None:
+            return await self._render_made(declared.spec)
+        body, self._made_from = await sources.declared(
+            declared.body, lookup=self._blueprints.lookup, pinned=self._blueprints.pinned
+        )
         made_from = self._made_from
+        if made_from is None:
+            return await self._render_made(declared.spec)
         try:
-            return await self._render_made(body)
+            # A second spec, not the same one twice: the Blueprint's objects in its resources.
+            spec = model.parse_spec(body.get("spec") or {})
+            self.made_resources = spec.resources
+            return await self._render_made(spec)
         except InvalidSpecError as exc:
             # Its objects come from the Blueprint: say so, the index is the Blueprint's.
             where = f"Blueprint {made_from.name!r} revision {made_from.revision}: "
             raise type(exc)(where + str(exc).replace("spec.resources", "its resources")) from exc
 
-    async def _declared(
-        self, body: dict[str, Any]
-    ) -> tuple[dict[str, Any], AppliedBlueprint | None]:
-        """The Environment with its objects in spec.resources (see sources.declared)."""
-        if self._blueprints is None:
-            return body, None
-        return await sources.declared(
-            body, lookup=self._blueprints.lookup, pinned=self._blueprints.pinned
-        )
-
     async def _render_made(
-        self, body: dict[str, Any]
+        self, spec: model.EnvironmentSpec
     ) -> tuple[model.EnvironmentSpec, dict[ObjectKey, Resource], dict[ObjectKey, dict[str, Any]]]:
-        spec = model.parse_spec(body.get("spec") or {})
         kinds: dict[tuple[str, str], Resource] = {}
         for index, manifest in enumerate(spec.resources):
             wanted = (manifest["apiVersion"], manifest["kind"])

@@ -16,6 +16,7 @@ import kopf
 
 from driftguard.core import model
 from driftguard.core.blueprint import BLUEPRINT_PLURAL
+from driftguard.core.declared import Declared
 from driftguard.kube.cluster import KubeCluster
 from driftguard.runtime import membership, standby
 from driftguard.runtime.engine import Engine
@@ -112,22 +113,22 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*_RESOURCE)
 async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    body = event.get("object") or {}
+    # The edge: the spec is parsed here, once; nothing below reads it raw.
+    declared = Declared.of(dict(event.get("object") or {}))
     shards = memo.get("shards")
     if event.get("type") == "DELETED":
-        meta = body.get("metadata", {})
-        ident = (meta.get("namespace"), meta.get("name"))
-        is_mine = shards is None or ident in memo.engine.environments or shards.owns(body)
+        ident = declared.ident
+        is_mine = shards is None or ident in memo.engine.environments or shards.owns(declared)
         if shards is not None:
             shards.environment_deleted(ident)
         memo.engine.forget(ident)
-        if is_mine and _leaves_something(body.get("spec") or {}):
-            await _delete_unfinalized(memo, dict(body))
+        if is_mine and _leaves_something(declared):
+            await _delete_unfinalized(memo, declared)
         return
     if shards is not None:  # replicas share the work: only this one's share is acted on
-        await shards.environment_changed(body)
+        await shards.environment_changed(declared)
         return
-    await memo.engine.environment_changed(body)
+    await memo.engine.environment_changed(declared)
 
 
 @kopf.on.event(model.GROUP, model.VERSION, BLUEPRINT_PLURAL)
@@ -139,7 +140,7 @@ async def blueprint(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     await memo.engine.blueprint_changed(body)
 
 
-async def _delete_unfinalized(memo: kopf.Memo, body: dict[str, Any]) -> None:
+async def _delete_unfinalized(memo: kopf.Memo, body: Declared) -> None:
     """An Environment deleted before kopf put its finalizer on (right after its creation,
     while the first pass still ran) never reaches `delete_objects` below: clean up now.
     After a normal deletion this finds nothing left to delete."""
@@ -149,20 +150,24 @@ async def _delete_unfinalized(memo: kopf.Memo, body: dict[str, Any]) -> None:
         log.warning("delete_objects_failed", error=str(exc))
 
 
-def _leaves_something(spec: Mapping[str, Any], **_: Any) -> bool:
+def _leaves_something(declared: Declared) -> bool:
     """Objects to delete (deletionPolicy Delete) or an admission policy to remove."""
-    is_deleting = spec.get("deletionPolicy") == model.DeletionPolicy.DELETE
-    return bool(is_deleting or spec.get("prevention", model.Prevention.OFF) != model.Prevention.OFF)
+    return declared.deletes_objects or not declared.is_prevention_off
 
 
-@kopf.on.delete(*_RESOURCE, when=_leaves_something)
+def _deletion_leaves_something(spec: Mapping[str, Any], **_: Any) -> bool:
+    return _leaves_something(Declared.of({"metadata": {}, "spec": dict(spec)}))
+
+
+@kopf.on.delete(*_RESOURCE, when=_deletion_leaves_something)
 async def delete_objects(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     raw = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    declared = Declared.of(raw)
     shards = memo.get("shards")
-    if shards is not None and not shards.owns(raw):
+    if shards is not None and not shards.owns(declared):
         # Every replica's kopf sees the deletion; the one whose share it is deletes, and
         # removes the finalizer. Here kopf retries (and logs it) until the object is gone.
         raise kopf.TemporaryError(
             "another replica's share: that replica deletes its objects", delay=5
         )
-    await memo.engine.delete_objects(raw)
+    await memo.engine.delete_objects(declared)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from driftguard.core import sharding
+from driftguard.core.declared import Declared
 from driftguard.core.model import Resource
 from driftguard.kube.cluster import ENVIRONMENTS, ApiError, KubeCluster
 from driftguard.runtime.engine import Engine
@@ -422,7 +423,8 @@ async def start(
         log.warning("environments_unlisted", error=exc.describe())
         items = []
     for item in items:
-        shards.bodies[(item["metadata"]["namespace"], item["metadata"]["name"])] = item
+        declared = Declared.of(item)
+        shards.bodies[declared.ident] = declared
     shards.remember()
     cluster.guard_writes(shards.allows)
     # Its own thread, loop and connections: a renewal must not wait for the engine's work.

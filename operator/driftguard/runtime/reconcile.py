@@ -21,6 +21,7 @@ from typing import Any
 from driftguard.core import render
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.conditions import Reason
+from driftguard.core.declared import Declared
 from driftguard.core.model import ObjectKey
 from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy
@@ -55,7 +56,7 @@ class Environment:
     def __init__(
         self,
         cluster: Cluster,
-        body: dict[str, Any],
+        declared: Declared,
         *,
         events: report.Poster,
         subscriptions: Subscriptions,
@@ -66,11 +67,11 @@ class Environment:
         passes: asyncio.Semaphore | None = None,
     ) -> None:
         """`passes`: shared by the Environments whose full passes may not all run at once."""
-        meta = body["metadata"]
-        owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
+        body = declared.body
+        owner = render.Owner(name=declared.name, namespace=declared.namespace)
         status = EnvironmentStatus.model_validate(body.get("status") or {})
         self.ledger = Ledger(owner=owner, status=status)
-        self.body = body
+        self.declared = declared
         # History and the audit trail are the operator's records, written as the operator.
         self._operator = cluster
         self.audit = audit.AuditTrail(cluster, body)
@@ -97,18 +98,21 @@ class Environment:
     def owner(self) -> render.Owner:
         return self.ledger.owner
 
-    async def update(self, body: dict[str, Any]) -> None:
+    @property
+    def body(self) -> dict[str, Any]:
+        return self.declared.body
+
+    async def update(self, declared: Declared) -> None:
         """A new version of the Environment: a full pass if its spec changed."""
-        self.body = body
-        self.audit.update(body)
-        self.reporter.body = body
-        if body["metadata"].get("generation") != self.ledger.applied_generation:
+        self.declared = declared
+        self.audit.update(declared.body)
+        self.reporter.body = declared.body
+        if declared.generation != self.ledger.applied_generation:
             await self.full_pass()
 
     def follows(self, revision: int | None) -> bool:
         """Whether a Blueprint's new revision changes this Environment (not when pinned away)."""
-        ref = (self.body.get("spec") or {}).get("blueprintRef") or {}
-        pinned = ref.get("revision")
+        pinned = self.declared.pinned_revision
         used = self.ledger.status.blueprint
         is_ready = self.ledger.ready[0]
         return pinned is None or not is_ready or (used is not None and used.revision != pinned)
@@ -116,8 +120,7 @@ class Environment:
     @property
     def blueprint(self) -> str | None:
         """The name of the Blueprint this Environment is made from, if any."""
-        ref = (self.body.get("spec") or {}).get("blueprintRef")
-        return str(ref.get("name")) if isinstance(ref, dict) else None
+        return self.declared.blueprint
 
     async def full_pass(self) -> None:
         if self.is_namespace_missing:
@@ -130,7 +133,7 @@ class Environment:
                 revision = self.ledger.status.revision
                 # Before the pass, which may count the first error; kinds once it knows them.
                 metrics.prime(self.owner.namespace, self.owner.name, kinds=())
-                self.reporter.record(await self.passes.run(self.body, own=own))
+                self.reporter.record(await self.passes.run(self.declared, own=own))
                 if self.ledger.status.revision != revision:
                     await self._remember()
                 kinds = {key.kind for key in self.ledger.tracked}
@@ -154,7 +157,7 @@ class Environment:
     async def _remember(self) -> None:
         """Keeps the revision just applied; the history is a record, never a reason to fail."""
         spec = self.ledger.spec
-        made = (self.passes.made.get("spec") or {}).get("resources")
+        made = self.passes.made_resources
         try:
             await history.record(
                 self._operator,
@@ -169,8 +172,7 @@ class Environment:
 
     async def _own_scopes(self) -> set[tuple[Resource, str | None]]:
         """The policy kinds, watched as the operator while prevention may be on."""
-        spec = (self.body.get("spec") or {}).get("prevention", "Off")
-        if spec == "Off" and not self.ledger.policies:
+        if self.declared.is_prevention_off and not self.ledger.policies:
             return set()
         try:
             return {(resource, None) for resource in await self.guard.kinds()}
@@ -225,7 +227,7 @@ class Environment:
 
     @property
     def target_namespace(self) -> str:
-        return str((self.body.get("spec") or {}).get("targetNamespace") or self.owner.namespace)
+        return self.declared.target_namespace
 
     def namespace_gone(self) -> None:
         """The target namespace is deleted: say so, and wait for it instead of failing."""

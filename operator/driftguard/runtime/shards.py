@@ -20,6 +20,7 @@ from typing import Any
 
 from driftguard.core import model, sharding
 from driftguard.core.conditions import Reason
+from driftguard.core.declared import Declared
 from driftguard.kube.cluster import Cluster
 from driftguard.kube.watcher import Listener, Scope, Timing, Watches
 from driftguard.runtime.blueprints import Users
@@ -32,10 +33,9 @@ log = get_logger(__name__)
 Ident = tuple[str, str]
 
 
-def target_of(body: dict[str, Any]) -> str:
+def target_of(declared: Declared) -> str:
     """The namespace an Environment writes into: its hash decides the owner."""
-    spec = body.get("spec") or {}
-    return str(spec.get("targetNamespace") or body["metadata"]["namespace"])
+    return declared.target_namespace
 
 
 def _is_shardable(scope: Scope) -> bool:
@@ -99,7 +99,7 @@ class Shards:
         self.replica = replica
         self.server_filters = server_filters
         self.ranges: sharding.Ranges = ()
-        self.bodies: dict[Ident, dict[str, Any]] = {}
+        self.bodies: dict[Ident, Declared] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._following = asyncio.Lock()
         self.hash_snapshot: frozenset[int] = frozenset()
@@ -146,11 +146,10 @@ class Shards:
         Blueprint status with its own share's count."""
         total, refused = 0, []
         for (namespace, env), body in self.bodies.items():
-            ref = (body.get("spec") or {}).get("blueprintRef")
-            if not isinstance(ref, dict) or ref.get("name") != name:
+            if body.blueprint != name:
                 continue
             total += 1
-            for condition in (body.get("status") or {}).get("conditions") or []:
+            for condition in (body.body.get("status") or {}).get("conditions") or []:
                 message = str(condition.get("message") or "")
                 if (
                     condition.get("type") == "Ready"
@@ -160,11 +159,11 @@ class Shards:
                     refused.append(f"{namespace}/{env}: {message}")
         return Users(total, tuple(sorted(refused)))
 
-    def owns(self, body: dict[str, Any]) -> bool:
+    def owns(self, body: Declared) -> bool:
         return sharding.owns(self.ranges, target_of(body))
 
-    async def environment_changed(self, body: dict[str, Any]) -> None:
-        meta = body["metadata"]
+    async def environment_changed(self, body: Declared) -> None:
+        meta = body.body["metadata"]
         ident = (meta["namespace"], meta["name"])
         if meta.get("deletionTimestamp"):
             self.bodies.pop(ident, None)

@@ -1,0 +1,122 @@
+"""An Environment as the operator receives it: its spec parsed once into the typed model.
+
+The handlers make one `Declared` of each body they are given; nothing below them reads
+the raw spec again. The defaults are written here once (the target namespace is the
+Environment's own unless set). An invalid spec is kept as its error, with the little
+that can still be told about the Environment (where it writes, which Blueprint it
+names), so that it is reported and sharded, never applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from driftguard.core.model import (
+    DeletionPolicy,
+    EnvironmentSpec,
+    InvalidSpecError,
+    Prevention,
+    parse_spec,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    body: dict[str, Any]
+    """As received, status included: history, Events and the audit trail keep it whole."""
+    spec: EnvironmentSpec | None
+    error: InvalidSpecError | None = None
+
+    @classmethod
+    def of(cls, body: dict[str, Any]) -> Declared:
+        try:
+            return cls(body, parse_spec(body.get("spec") or {}))
+        except InvalidSpecError as exc:
+            return cls(body, None, exc)
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def ident(self) -> tuple[str, str]:
+        return (self.namespace, self.name)
+
+    @property
+    def generation(self) -> int | None:
+        generation = self.body["metadata"].get("generation")
+        return int(generation) if generation is not None else None
+
+    @property
+    def is_deleted(self) -> bool:
+        return bool(self.body["metadata"].get("deletionTimestamp"))
+
+    @property
+    def target_namespace(self) -> str:
+        """Where its objects go: spec.targetNamespace, else the Environment's namespace."""
+        if self.spec is not None:
+            return self.spec.target_namespace or self.namespace
+        return self._raw_text("targetNamespace") or self.namespace
+
+    @property
+    def blueprint(self) -> str | None:
+        """The name of the Blueprint it is made from, if any."""
+        if self.spec is not None:
+            return self.spec.blueprint_ref.name if self.spec.blueprint_ref else None
+        ref = self._raw("blueprintRef")
+        return str(ref.get("name")) if isinstance(ref, dict) else None
+
+    @property
+    def pinned_revision(self) -> int | None:
+        """The Blueprint revision it is pinned to; None: it follows the Blueprint."""
+        if self.spec is not None:
+            return self.spec.blueprint_ref.revision if self.spec.blueprint_ref else None
+        ref = self._raw("blueprintRef")
+        pinned = ref.get("revision") if isinstance(ref, dict) else None
+        return pinned if isinstance(pinned, int) else None
+
+    @property
+    def is_prevention_off(self) -> bool:
+        if self.spec is not None:
+            return self.spec.prevention is Prevention.OFF
+        return self._raw("prevention") in (None, Prevention.OFF.value)
+
+    @property
+    def deletes_objects(self) -> bool:
+        """deletionPolicy Delete: its objects go with it."""
+        if self.spec is not None:
+            return self.spec.deletion_policy is DeletionPolicy.DELETE
+        return bool(self._raw("deletionPolicy") == DeletionPolicy.DELETE.value)
+
+    @property
+    def service_account_name(self) -> str | None:
+        if self.spec is not None:
+            return self.spec.service_account_name
+        return self._raw_text("serviceAccountName")
+
+    @property
+    def kinds(self) -> set[tuple[str, str]]:
+        """(apiVersion, kind) of each object it declares inline."""
+        if self.spec is not None:
+            return {(m["apiVersion"], m["kind"]) for m in self.spec.resources}
+        resources = self._raw("resources")
+        items = resources if isinstance(resources, list) else []
+        return {
+            (str(m["apiVersion"]), str(m["kind"]))
+            for m in items
+            if isinstance(m, dict) and "apiVersion" in m and "kind" in m
+        }
+
+    def _raw(self, field: str) -> Any:
+        # Only for a spec the model refused: what can still be read of it, leniently.
+        spec = self.body.get("spec")
+        return spec.get(field) if isinstance(spec, dict) else None
+
+    def _raw_text(self, field: str) -> str | None:
+        value = self._raw(field)
+        return value if isinstance(value, str) and value else None

@@ -1,0 +1,68 @@
+"""Declared: an Environment's spec parsed once, with its defaults and what an invalid one still tells."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from driftguard.core.declared import Declared
+
+
+def body(**spec: Any) -> dict[str, Any]:
+    return {"metadata": {"namespace": "shop", "name": "staging", "generation": 3}, "spec": spec}
+
+
+def test_a_valid_spec_is_parsed_once_with_its_defaults() -> None:
+    """The target namespace defaults to the Environment's own; prevention is Off; Orphan."""
+    declared = Declared.of(body(resources=[]))
+
+    assert declared.error is None
+    assert declared.spec is not None
+    assert (declared.ident, declared.generation) == (("shop", "staging"), 3)
+    assert declared.target_namespace == "shop"
+    assert declared.is_prevention_off
+    assert not declared.deletes_objects
+    assert declared.blueprint is None
+
+
+def test_set_fields_come_from_the_typed_spec() -> None:
+    """Target, Blueprint, pinned revision, prevention and deletion policy as written."""
+    declared = Declared.of(
+        body(
+            targetNamespace="shop-staging",
+            blueprintRef={"name": "db", "revision": 2},
+            prevention="Deny",
+            deletionPolicy="Delete",
+            serviceAccountName="deployer",
+        )
+    )
+
+    assert declared.spec is not None
+    assert declared.target_namespace == "shop-staging"
+    assert (declared.blueprint, declared.pinned_revision) == ("db", 2)
+    assert not declared.is_prevention_off
+    assert declared.deletes_objects
+    assert declared.service_account_name == "deployer"
+
+
+@pytest.mark.parametrize(
+    ("spec", "target", "blueprint"),
+    [
+        ({"mode": 7, "targetNamespace": "elsewhere"}, "elsewhere", None),
+        ({"resyncInterval": "1ms", "blueprintRef": {"name": "db"}}, "shop", "db"),
+        ({"targetNamespace": ["not", "a", "string"]}, "shop", None),
+    ],
+    ids=["bad-mode", "bad-resync", "target-not-a-string"],
+)
+def test_an_invalid_spec_keeps_its_error_and_where_it_writes(
+    spec: dict[str, Any], target: str, blueprint: str | None
+) -> None:
+    """Refused by the model: the error is kept, and sharding still finds its target."""
+    declared = Declared.of(body(**spec))
+
+    assert declared.spec is None
+    assert declared.error is not None
+    assert str(declared.error).startswith("spec.")
+    assert declared.target_namespace == target
+    assert declared.blueprint == blueprint
