@@ -19,7 +19,7 @@ import aiohttp
 from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio import config as kconfig
 
-from driftguard.kube.cluster import ApiError  # the same error shape: status 0 is unreachable
+from driftguard.kube.errors import ApiError  # the same error shape: status 0 is unreachable
 
 JSON = "application/json"
 MERGE = "application/merge-patch+json"

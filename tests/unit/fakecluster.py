@@ -17,7 +17,8 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from driftguard.core.model import Resource
-from driftguard.kube.cluster import CONNECTED, ENVIRONMENTS, ApiError, UnknownKindError, WatchEvent
+from driftguard.kube.cluster import CONNECTED, ENVIRONMENTS, WatchEvent
+from driftguard.kube.errors import ApiError, UnknownKindError
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 

@@ -10,7 +10,7 @@ import pytest
 
 from driftguard.core import sharding
 from driftguard.core.model import Resource
-from driftguard.kube.cluster import ApiError
+from driftguard.kube.errors import ApiError
 from driftguard.runtime import membership
 
 DURATION = 1.0  # whole seconds, as a Lease holds them

@@ -1,4 +1,4 @@
-"""cluster.retrying and its Throttle: Retry-After honoured, one log line per 429 episode.
+"""retries.retrying and its Throttle: Retry-After honoured, one log line per 429 episode.
 
 No server and no real waiting: the Throttle sleeps on a fake clock, with no jitter
 unless a test asks for it, and a quiet period of zero (its close runs on the next turn
@@ -15,8 +15,9 @@ import pytest
 from kubernetes_asyncio import client as kclient
 from structlog.testing import capture_logs
 
-from driftguard.kube import cluster
-from driftguard.kube.cluster import ApiError
+from driftguard.kube import retries
+from driftguard.kube.client import KubeCluster
+from driftguard.kube.errors import ApiError
 
 
 class Clock:
@@ -40,8 +41,8 @@ def clock() -> Clock:
     return Clock()
 
 
-def throttle(clock: Clock, *, jitter: float = 0.0) -> cluster.Throttle:
-    return cluster.Throttle(sleep=clock.sleep, clock=clock, jitter=lambda: jitter, quiet=0.0)
+def throttle(clock: Clock, *, jitter: float = 0.0) -> retries.Throttle:
+    return retries.Throttle(sleep=clock.sleep, clock=clock, jitter=lambda: jitter, quiet=0.0)
 
 
 def refusing(*errors: ApiError) -> Callable[[], Any]:
@@ -78,14 +79,14 @@ def logs() -> Iterator[list[Any]]:
 
 @pytest.mark.parametrize(
     ("retry_after", "expected"),
-    [(3.0, 3.0), (0.0, 0.2), (None, 0.2), (600.0, cluster.MAX_WAIT_S)],
+    [(3.0, 3.0), (0.0, 0.2), (None, 0.2), (600.0, retries.MAX_WAIT_S)],
     ids=["retry-after-longer-than-backoff", "zero", "absent", "capped"],
 )
 async def test_waits_at_least_retry_after_up_to_the_cap(
     clock: Clock, retry_after: float | None, expected: float
 ) -> None:
     """The first wait is the larger of Retry-After and the backoff, at most the cap."""
-    answer = await cluster.retrying(refusing(too_many(retry_after)), throttle=throttle(clock))
+    answer = await retries.retrying(refusing(too_many(retry_after)), throttle=throttle(clock))
 
     assert answer == "ok"
     assert clock.sleeps == [pytest.approx(expected)]
@@ -93,7 +94,7 @@ async def test_waits_at_least_retry_after_up_to_the_cap(
 
 async def test_jitter_only_lengthens_the_wait(clock: Clock) -> None:
     """Jitter adds up to 20 %, so a client never comes back before Retry-After."""
-    await cluster.retrying(refusing(too_many(2.0)), throttle=throttle(clock, jitter=1.0))
+    await retries.retrying(refusing(too_many(2.0)), throttle=throttle(clock, jitter=1.0))
 
     assert clock.sleeps == [pytest.approx(2.4)]
 
@@ -102,21 +103,21 @@ async def test_backoff_doubles_when_the_server_asks_less(clock: Clock) -> None:
     """Without Retry-After, 5xx and 429 alike wait 0.2 s doubling."""
     errors = [ApiError(503, "ServiceUnavailable", "x"), too_many(None), too_many(None)]
 
-    await cluster.retrying(refusing(*errors), throttle=throttle(clock))
+    await retries.retrying(refusing(*errors), throttle=throttle(clock))
 
     assert clock.sleeps == [pytest.approx(0.2), pytest.approx(0.4), pytest.approx(0.8)]
 
 
 async def test_a_429_is_retried_longer_than_other_transient_errors(clock: Clock) -> None:
     """Ten 429s in a row are waited out; five 500s are not."""
-    patient = await cluster.retrying(
-        refusing(*[too_many(1.0)] * cluster.THROTTLED_RETRIES), throttle=throttle(clock)
+    patient = await retries.retrying(
+        refusing(*[too_many(1.0)] * retries.THROTTLED_RETRIES), throttle=throttle(clock)
     )
     assert patient == "ok"
 
     with pytest.raises(ApiError) as raised:
-        await cluster.retrying(
-            refusing(*[ApiError(500, "InternalError", "x")] * (cluster.RETRIES + 1)),
+        await retries.retrying(
+            refusing(*[ApiError(500, "InternalError", "x")] * (retries.RETRIES + 1)),
             throttle=throttle(clock),
         )
     assert raised.value.status == 500
@@ -125,7 +126,7 @@ async def test_a_429_is_retried_longer_than_other_transient_errors(clock: Clock)
 async def test_a_permanent_error_is_not_retried(clock: Clock) -> None:
     """A 422 is raised at once, without waiting."""
     with pytest.raises(ApiError):
-        await cluster.retrying(refusing(ApiError(422, "Invalid", "x")), throttle=throttle(clock))
+        await retries.retrying(refusing(ApiError(422, "Invalid", "x")), throttle=throttle(clock))
 
     assert clock.sleeps == []
 
@@ -138,7 +139,7 @@ async def test_one_episode_logs_once_for_many_refused_requests(
     shared = throttle(clock)
     calls = [refusing(too_many(1.0), too_many(1.0), too_many(1.0)) for _ in range(20)]
 
-    answers = await asyncio.gather(*(cluster.retrying(call, throttle=shared) for call in calls))
+    answers = await asyncio.gather(*(retries.retrying(call, throttle=shared) for call in calls))
     await settle()
 
     assert answers == ["ok"] * 20
@@ -155,8 +156,8 @@ async def test_episode_stays_open_while_a_request_still_waits(
 ) -> None:
     """One request answered while another is still refused does not end the episode."""
     shared = throttle(clock)
-    quick = cluster.retrying(refusing(too_many(1.0)), throttle=shared)
-    slow = cluster.retrying(refusing(*[too_many(1.0)] * 4), throttle=shared)
+    quick = retries.retrying(refusing(too_many(1.0)), throttle=shared)
+    slow = retries.retrying(refusing(*[too_many(1.0)] * 4), throttle=shared)
 
     await asyncio.gather(quick, slow)
     await settle()
@@ -169,9 +170,9 @@ async def test_two_episodes_apart_log_twice(clock: Clock, logs: list[dict[str, A
     """429s separated by a quiet period are two episodes, each logged begin and end."""
     shared = throttle(clock)
 
-    await cluster.retrying(refusing(too_many(1.0)), throttle=shared)
+    await retries.retrying(refusing(too_many(1.0)), throttle=shared)
     await settle()
-    await cluster.retrying(refusing(too_many(1.0), too_many(1.0)), throttle=shared)
+    await retries.retrying(refusing(too_many(1.0), too_many(1.0)), throttle=shared)
     await settle()
 
     assert events(logs) == ["throttled", "throttle_cleared"] * 2
@@ -183,8 +184,8 @@ async def test_giving_up_still_ends_the_episode(clock: Clock, logs: list[dict[st
     shared = throttle(clock)
 
     with pytest.raises(ApiError):
-        await cluster.retrying(
-            refusing(*[too_many(1.0)] * (cluster.THROTTLED_RETRIES + 1)), throttle=shared
+        await retries.retrying(
+            refusing(*[too_many(1.0)] * (retries.THROTTLED_RETRIES + 1)), throttle=shared
         )
     await settle()
 
@@ -194,7 +195,7 @@ async def test_giving_up_still_ends_the_episode(clock: Clock, logs: list[dict[st
 
 async def test_no_429_logs_nothing(clock: Clock, logs: list[dict[str, Any]]) -> None:
     """A 503 retried is no throttling episode."""
-    await cluster.retrying(refusing(ApiError(503, "x", "y")), throttle=throttle(clock))
+    await retries.retrying(refusing(ApiError(503, "x", "y")), throttle=throttle(clock))
     await settle()
 
     assert events(logs) == []
@@ -205,7 +206,7 @@ async def test_a_refused_discovery_is_retried_once_for_every_caller_waiting(
 ) -> None:
     """Twenty passes wanting the same kind while discovery is refused: the one holding the
     lock waits Retry-After and asks again; the others do not each ask at once."""
-    monkeypatch.setattr(cluster.THROTTLE, "sleep", clock.sleep)
+    monkeypatch.setattr(retries.THROTTLE, "sleep", clock.sleep)
     asked: list[str] = []
     answers = iter([too_many(1.0)])
 
@@ -216,7 +217,7 @@ async def test_a_refused_discovery_is_retried_once_for_every_caller_waiting(
         kinds = [{"name": "configmaps", "kind": "ConfigMap", "namespaced": True}]
         return {"resources": kinds}
 
-    api = cluster.KubeCluster(kclient.ApiClient(kclient.Configuration()))
+    api = KubeCluster(kclient.ApiClient(kclient.Configuration()))
     monkeypatch.setattr(api, "_json", discovery)
 
     found = await asyncio.gather(*(api.resource("v1", "ConfigMap") for _ in range(20)))

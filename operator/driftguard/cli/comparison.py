@@ -24,7 +24,8 @@ from driftguard.cli import inspection, views
 from driftguard.core import model, plan, render
 from driftguard.core.diff import MISSING
 from driftguard.kube import history, sources
-from driftguard.kube.cluster import ENVIRONMENTS, KubeCluster
+from driftguard.kube.client import KubeCluster
+from driftguard.kube.cluster import ENVIRONMENTS
 
 ObjectId = tuple[str, str, str]
 """apiVersion, kind, name: one object across Environments."""

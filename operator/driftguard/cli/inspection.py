@@ -21,7 +21,9 @@ from kubernetes_asyncio import config as kconfig
 
 from driftguard.core import diff as drift
 from driftguard.core import model, plan, render
-from driftguard.kube.cluster import ENVIRONMENTS, ApiError, KubeCluster, Resource
+from driftguard.kube.client import KubeCluster
+from driftguard.kube.cluster import ENVIRONMENTS, Resource
+from driftguard.kube.errors import ApiError
 
 _NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 REDACTED = "<redacted>"

@@ -17,7 +17,9 @@ from typing import Any
 
 from driftguard.cli import inspection, views
 from driftguard.kube import history
-from driftguard.kube.cluster import ENVIRONMENTS, ApiError, KubeCluster, Resource
+from driftguard.kube.client import KubeCluster
+from driftguard.kube.cluster import ENVIRONMENTS, Resource
+from driftguard.kube.errors import ApiError
 
 ROLLBACK_MANAGER = "driftguard-rollback"
 _PEOPLE = ("kubectl",)

@@ -23,7 +23,9 @@ import yaml
 from driftguard.cli import inspection
 from driftguard.core import model
 from driftguard.kube import audit, history
-from driftguard.kube.cluster import ENVIRONMENTS, ApiError, KubeCluster
+from driftguard.kube.client import KubeCluster
+from driftguard.kube.cluster import ENVIRONMENTS
+from driftguard.kube.errors import ApiError
 
 _DAYS = re.compile(r"^([0-9]+(?:\.[0-9]+)?)d(.*)$")
 

@@ -17,7 +17,9 @@ from driftguard.core import model, plan, tracking
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.diff import ChangeKind, FieldChange
 from driftguard.core.model import ObjectKey
-from driftguard.kube.cluster import ApiError, Cluster, Resource, retrying
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)

@@ -18,7 +18,9 @@ from typing import Any
 from driftguard.core import model
 from driftguard.core.changes import Change, Outcome
 from driftguard.kube import history, timestamps
-from driftguard.kube.cluster import ApiError, Cluster, Resource, retrying
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)

@@ -18,7 +18,8 @@ from driftguard.core import model
 from driftguard.core.blueprint import BLUEPRINT_KIND, BLUEPRINT_PLURAL
 from driftguard.core.status import AppliedBlueprint
 from driftguard.kube import timestamps
-from driftguard.kube.cluster import Cluster, Resource, retrying
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.retries import retrying
 
 CONTROLLER_REVISIONS = Resource(
     "apps", "v1", "ControllerRevision", "controllerrevisions", namespaced=True

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from driftguard.kube.cluster import ApiError, Cluster, Resource
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
 from driftguard.telemetry import metrics
 from driftguard.telemetry.logs import get as get_logger
 

@@ -15,7 +15,9 @@ from driftguard.core.blueprint import parse_blueprint
 from driftguard.core.model import InvalidSpecError
 from driftguard.core.status import BlueprintStatus, Condition
 from driftguard.kube import history, timestamps
-from driftguard.kube.cluster import ApiError, Cluster, retrying
+from driftguard.kube.cluster import Cluster
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)

@@ -17,7 +17,8 @@ from driftguard.core.declared import Declared
 from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy, user_of
 from driftguard.kube import apply
-from driftguard.kube.cluster import ApiError, Cluster, Resource
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
 from driftguard.kube.watcher import Scope, Timing, Watches
 from driftguard.runtime import report
 from driftguard.runtime.blueprints import Blueprints, Users

@@ -10,7 +10,9 @@ import asyncio
 import functools
 from typing import Any
 
-from driftguard.kube.cluster import ApiError, Cluster, retrying
+from driftguard.kube.cluster import Cluster
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)

@@ -24,14 +24,9 @@ from driftguard.core.status import AppliedBlueprint
 from driftguard.core.tenancy import RefusedError, Tenancy
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply, sources
-from driftguard.kube.cluster import (
-    SERVICEACCOUNTS,
-    ApiError,
-    Cluster,
-    Resource,
-    UnknownKindError,
-    retrying,
-)
+from driftguard.kube.cluster import SERVICEACCOUNTS, Cluster, Resource
+from driftguard.kube.errors import ApiError, UnknownKindError
+from driftguard.kube.retries import retrying
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.report import Reporter
 from driftguard.runtime.subscriptions import Names, Scopes, Subscriptions

@@ -17,7 +17,9 @@ from driftguard.core.changes import Change, ChangeSet
 from driftguard.core.model import Mode, ObjectKey, Prevention
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply
-from driftguard.kube.cluster import ApiError, Cluster, Resource, retrying
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 
 API_VERSION = f"{prevention.GROUP}/v1"
 

@@ -17,7 +17,7 @@ import kopf
 from driftguard.core import model
 from driftguard.core.blueprint import BLUEPRINT_PLURAL
 from driftguard.core.declared import Declared
-from driftguard.kube.cluster import KubeCluster
+from driftguard.kube.client import KubeCluster
 from driftguard.runtime import membership, standby
 from driftguard.runtime.engine import Engine
 from driftguard.runtime.guard import Settings as GuardSettings

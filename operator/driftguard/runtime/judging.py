@@ -20,7 +20,9 @@ from driftguard.core.changes import ChangeSet
 from driftguard.core.model import ObjectKey, State
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply
-from driftguard.kube.cluster import ApiError, Cluster, retrying
+from driftguard.kube.cluster import Cluster
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 
 
 class EventJudge:

@@ -29,7 +29,9 @@ from typing import Any, Protocol
 from driftguard.core import sharding
 from driftguard.core.declared import Declared
 from driftguard.core.model import Resource
-from driftguard.kube.cluster import ENVIRONMENTS, ApiError, KubeCluster
+from driftguard.kube.client import KubeCluster
+from driftguard.kube.cluster import ENVIRONMENTS
+from driftguard.kube.errors import ApiError
 from driftguard.runtime.engine import Engine
 from driftguard.runtime.shards import ShardedWatches, Shards
 from driftguard.runtime.subscriptions import NAMESPACES

@@ -27,7 +27,8 @@ from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy
 from driftguard.core.tracking import MESSAGE_LIMIT, Ledger
 from driftguard.kube import apply, audit, history
-from driftguard.kube.cluster import ApiError, Cluster, Resource
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
 from driftguard.runtime import report
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.fullpass import KIND_RETRY_S, FullPass, seconds_until

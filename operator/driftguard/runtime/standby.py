@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from driftguard.kube.cluster import ApiError, Cluster, Resource
+from driftguard.kube.cluster import Cluster, Resource
+from driftguard.kube.errors import ApiError
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)

@@ -13,7 +13,9 @@ from driftguard.core import tracking
 from driftguard.core.status import EnvironmentStatus, Summary
 from driftguard.core.tracking import Ledger
 from driftguard.kube import timestamps
-from driftguard.kube.cluster import ApiError, Cluster, retrying
+from driftguard.kube.cluster import Cluster
+from driftguard.kube.errors import ApiError
+from driftguard.kube.retries import retrying
 from driftguard.runtime.report import Reporter
 from driftguard.telemetry import metrics
 

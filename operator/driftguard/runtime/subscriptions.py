@@ -14,7 +14,8 @@ from collections.abc import Callable, Hashable
 
 from driftguard.core import model
 from driftguard.core.tracking import Ledger
-from driftguard.kube.cluster import ApiError, Resource
+from driftguard.kube.cluster import Resource
+from driftguard.kube.errors import ApiError
 from driftguard.kube.watcher import Scope, Watches
 
 NAMESPACES = Resource("", "v1", "Namespace", "namespaces", namespaced=False)
