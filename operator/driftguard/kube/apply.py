@@ -14,7 +14,7 @@ from typing import Any
 from jsonpointer import escape
 
 from driftguard.core import model, plan, tracking
-from driftguard.core.changes import Change, Outcome
+from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.diff import ChangeKind, FieldChange
 from driftguard.core.model import ObjectKey
 from driftguard.kube.cluster import Cluster, Resource
@@ -103,7 +103,7 @@ async def prune(
     victims: Iterable[tuple[Resource, dict[str, Any]]],
     *,
     dry_run: bool = False,
-) -> list[Change]:
+) -> ChangeSet:
     """Deletes objects driftguard made and releases those it adopted; never deletes those.
 
     The uid guards the delete against a newer object of the same name.
@@ -127,7 +127,7 @@ async def prune(
             changes.append(Change(key, Outcome.PRUNED, message=f"{key} removed from the blueprint"))
         except ApiError as exc:
             changes.append(failure(key, exc, "prune "))
-    return changes
+    return ChangeSet(tuple(changes))
 
 
 async def release(cluster: Cluster, resource: Resource, live: dict[str, Any]) -> None:
@@ -157,7 +157,7 @@ async def release(cluster: Cluster, resource: Resource, live: dict[str, Any]) ->
 
 async def preflight(
     cluster: Cluster, manifests: Iterable[tuple[Resource, dict[str, Any]]]
-) -> tuple[dict[ObjectKey, dict[str, Any]], list[Change]]:
+) -> tuple[dict[ObjectKey, dict[str, Any]], ChangeSet]:
     """Dry-runs every apply of a new revision: all of them pass, or none is made.
 
     Answers the server's view of each object (no resourceVersion: it does not exist
@@ -177,12 +177,12 @@ async def preflight(
         for (_, m), a in zip(manifests, answers, strict=True)
         if isinstance(a, dict)
     }
-    return stored, [answer for answer in answers if isinstance(answer, Change)]
+    return stored, ChangeSet.of(answer for answer in answers if isinstance(answer, Change))
 
 
 async def delete_labelled(
     cluster: Cluster, scopes: Iterable[tuple[Resource, str | None]], selector: str
-) -> list[Change]:
+) -> ChangeSet:
     """deletionPolicy Delete: removes every object carrying an Environment's labels."""
     victims: list[tuple[Resource, dict[str, Any]]] = []
     for resource, namespace in scopes:

@@ -9,6 +9,7 @@ them is reverted like any drift.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -141,7 +142,7 @@ class Guard:
                 changes.append(apply.refusal(exc))
         return changes
 
-    def _removed(self, changes: list[Change]) -> list[Change]:
+    def _removed(self, changes: Iterable[Change]) -> list[Change]:
         """Pruned policy objects say why they went."""
         why = self._why_off()
         return [
