@@ -16,14 +16,14 @@ from driftguard.core.status import EnvironmentStatus
 from driftguard.runtime import report
 from driftguard.telemetry import metrics
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+OUTCOME_TABLE = Path(__file__).resolve().parents[2] / "docs" / "how-it-works.md"
 KEY = ObjectKey("apps", "v1", "Deployment", "shop", "web")
 
 
 def readme_rows() -> dict[str, tuple[set[str], str | None]]:
-    """outcome -> (Event reasons, log event) from the README's outcome table."""
+    """outcome -> (Event reasons, log event) from the outcome table in docs/how-it-works.md."""
     rows = {}
-    for line in README.read_text().splitlines():
+    for line in OUTCOME_TABLE.read_text().splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) == 5 and re.fullmatch(r"`[a-z]+`", cells[0]):
             events = set(re.findall(r"`([A-Za-z]+)`", cells[2])) - {"Applied"}
@@ -34,7 +34,7 @@ def readme_rows() -> dict[str, tuple[set[str], str | None]]:
 
 @pytest.mark.parametrize("outcome", list(Outcome), ids=str)
 def test_readme_table_is_the_reporters_table(outcome: Outcome) -> None:
-    """The README's outcome table names the same Events and log event as report.TABLE."""
+    """The outcome table in the docs names the same Events and log event as report.TABLE."""
     reporting = report.TABLE[outcome]
 
     events, log_event = readme_rows()[outcome.value]

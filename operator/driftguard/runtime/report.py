@@ -1,7 +1,7 @@
 """The one reporter: closed change records become Events, log events, metrics and lastDrift.
 
 `TABLE` says, for each outcome, which Event reasons follow, which log event and
-which metrics; the README prints the same table. Nothing else in the operator
+which metrics; docs/how-it-works.md prints the same table. Nothing else in the operator
 posts an Event about an object, logs its drift or counts it, so the four views
 cannot disagree. Reporting never writes to a managed object.
 """
@@ -38,7 +38,7 @@ class Reporting:
     events: tuple[tuple[str, bool], ...] = ()  # (reason, is_warning)
     log_event: str | None = None
     level: int = logging.INFO
-    counters: tuple[str, ...] = ()  # for the README: what is counted
+    counters: tuple[str, ...] = ()  # for the docs: what is counted
 
 
 _DETECTED = "driftguard_drift_detected_total"
