@@ -151,9 +151,10 @@ class FullPass:
         async def bounded(key: ObjectKey) -> ChangeSet:
             async with limit:
                 found = live.get(key)
-                return await self._objects.sync(
+                done = await self._objects.sync(
                     key, resources[key], desired[key], found, is_new, preflight
                 )
+                return ChangeSet.of(done)
 
         synced = await asyncio.gather(*(bounded(key) for key in desired))
         pruned = await apply.prune(self.cluster, victims)
@@ -291,17 +292,6 @@ class ObjectSync:
         self._ledger = ledger
 
     async def sync(
-        self,
-        key: ObjectKey,
-        resource: Resource,
-        manifest: dict[str, Any],
-        found: tuple[Resource, dict[str, Any]] | None,
-        is_new: bool,
-        preflight: dict[ObjectKey, dict[str, Any]],
-    ) -> ChangeSet:
-        return ChangeSet.of(await self._sync(key, resource, manifest, found, is_new, preflight))
-
-    async def _sync(
         self,
         key: ObjectKey,
         resource: Resource,
