@@ -98,3 +98,11 @@ def test_every_import_the_operator_ships_is_a_declared_dependency() -> None:
 
     assert {_distribution(m) for m in _third_party_imports(operator)} <= runtime
     assert {_distribution(m) for m in _third_party_imports(controlplane)} <= runtime | extra
+
+
+def test_the_demo_finds_the_repository_it_tells_the_story_of() -> None:
+    """`make demo` applies crds/ and examples from the checkout: its root must be the repo's."""
+    from driftguard.cli import demo
+
+    assert (demo.ROOT / "crds" / "environments.driftguard.io.yaml").is_file()
+    assert demo.ROOT == ROOT

@@ -23,7 +23,7 @@ from typing import Any
 
 from driftguard.controlplane import ControlPlane
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
 BOLD, DIM, GREEN, YELLOW, RESET = (
     ("\033[1m", "\033[2m", "\033[32m", "\033[33m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
