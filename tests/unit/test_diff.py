@@ -511,8 +511,8 @@ RESOLVE_OBJ: dict[str, Any] = {
     ],
 )  # fmt: skip
 def test_resolve(path: tuple[str, ...], expected: tuple[Any, str]) -> None:
-    """resolve() finds the value at a fieldsV1 path and its RFC 6901 pointer in this object."""
-    assert diff.resolve(RESOLVE_OBJ, path) == expected
+    """value_at() finds the value at a fieldsV1 path and its RFC 6901 pointer in this object."""
+    assert diff.value_at(RESOLVE_OBJ, path) == expected
 
 
 def _entry(manager: str, operation: str, fields: dict[str, Any]) -> dict[str, Any]:

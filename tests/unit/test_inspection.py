@@ -273,13 +273,13 @@ JUDGE_CASES = [
 
 @pytest.mark.parametrize(("case", "expected"), JUDGE_CASES)
 def test_judge_reports_what_the_operator_reports(case: Case, expected: Expected) -> None:
-    """judge() gives the operator's state, and only Drifted or Missing objects are reported."""
+    """verdict_for() gives the operator's state, and only Drifted or Missing objects are reported."""
     live = None
     if case.edit is not None:
         live = objects.deployment()
         case.edit(live)
 
-    verdict = inspection.judge(
+    verdict = inspection.verdict_for(
         key=WEB,
         owner=OWNER,
         spec=case.spec,

@@ -65,6 +65,23 @@ def test_no_module_shadows_the_standard_library() -> None:
     assert shadowing == []
 
 
+def test_no_two_public_functions_share_a_name() -> None:
+    """A name means one job: module-level functions are unique across the operator.
+
+    Each program's `main` is the one exception; it is the same job everywhere.
+    """
+    seen: dict[str, list[str]] = {}
+    for path in MODULES:
+        if "controlplane" in path.parts:
+            continue
+        for node in ast.parse(path.read_text()).body:
+            name = getattr(node, "name", "_")
+            is_function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_function and not name.startswith("_") and name != "main":
+                seen.setdefault(name, []).append(str(path.relative_to(PACKAGE)))
+    assert {name: where for name, where in seen.items() if len(where) > 1} == {}
+
+
 def _third_party_imports(paths: list[Path]) -> set[str]:
     found: set[str] = set()
     for path in paths:

@@ -84,7 +84,7 @@ class FakeShare:
         self.valid_until = until
 
     async def act_on(self, ranges: sharding.Ranges) -> None:
-        self.ranges = sharding.merge(ranges)
+        self.ranges = sharding.merge_ranges(ranges)
 
     def fence(self, *, reason: str = "lease_expired") -> None:
         self.ranges = ()
@@ -117,7 +117,7 @@ class Fleet:
 
     def covers_everything(self) -> bool:
         held = [r for share in self.shares.values() for r in share.ranges]
-        return sharding.merge(held) == sharding.EVERYTHING
+        return sharding.merge_ranges(held) == sharding.EVERYTHING
 
     def count(self, replica: str) -> int:
         return sum(sharding.contains(self.shares[replica].ranges, h) for h in HASHES)

@@ -43,7 +43,7 @@ def guarded(
 
 
 def build(*objects: prevention.Guarded, deny: bool = True) -> list[dict[str, Any]]:
-    return prevention.manifests(
+    return prevention.policy_manifests(
         owner_namespace="platform",
         owner_name="staging",
         deny=deny,

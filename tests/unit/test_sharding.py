@@ -201,7 +201,7 @@ def test_steps_never_overlap(
             planned = sharding.plan(members, hashes, held)
             held[replica] = sharding.step(replica, planned, held).claims
             everything = [r for ranges in held.values() for r in ranges]
-            assert sharding.size(everything) == sharding.size(sharding.merge(everything))
+            assert sharding.size(everything) == sharding.size(sharding.merge_ranges(everything))
 
 
 @settings(max_examples=100, deadline=None)
@@ -215,7 +215,9 @@ def test_steps_converge_to_the_plan(namespaces: set[str], replicas: set[str]) ->
             planned = sharding.plan(replicas, hashes, held)
             held[replica] = sharding.step(replica, planned, held).claims
     assert held == sharding.plan(replicas, hashes, held)
-    assert sharding.merge(r for ranges in held.values() for r in ranges) == sharding.EVERYTHING
+    assert (
+        sharding.merge_ranges(r for ranges in held.values() for r in ranges) == sharding.EVERYTHING
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -233,4 +235,4 @@ def test_range_algebra_agrees_with_points(
     in_a, in_b = sharding.contains(a, point), sharding.contains(b, point)
     assert sharding.contains(sharding.subtract(a, b), point) == (in_a and not in_b)
     assert sharding.contains(sharding.intersect(a, b), point) == (in_a and in_b)
-    assert sharding.decode(sharding.encode(a)) == sharding.merge(a)
+    assert sharding.decode(sharding.encode(a)) == sharding.merge_ranges(a)

@@ -219,7 +219,7 @@ def test_argo_application_of_an_environment(
 
 def test_refusal_says_which_tool_and_where_to_change_instead() -> None:
     """The refusal names the tool, says it would put the spec back, the commit, and --force."""
-    text = rollback.refusal(
+    text = rollback.gitops_refusal(
         "team/app", ["argocd-controller"], "abc123 (Application argocd/web last synced it)"
     )
 
@@ -320,7 +320,7 @@ def test_table_pads_columns() -> None:
 
 def test_leaves_are_json_pointers() -> None:
     """Maps and lists flatten to RFC 6901 pointers; '/' and '~' in keys are escaped."""
-    found = comparison.leaves({"a": {"b/c": 1, "d~e": [1, {"f": "x"}]}, "g": {}, "h": []})
+    found = comparison.leaf_values({"a": {"b/c": 1, "d~e": [1, {"f": "x"}]}, "g": {}, "h": []})
 
     assert found == {"/a/b~1c": 1, "/a/d~0e/0": 1, "/a/d~0e/1/f": "x", "/g": {}, "/h": []}
 

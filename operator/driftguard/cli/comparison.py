@@ -76,17 +76,17 @@ class Row:
         return f"{self.obj[1]}/{self.obj[2]}"
 
 
-def leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+def leaf_values(node: Any, prefix: str = "") -> dict[str, Any]:
     """Every leaf of a manifest by JSON pointer; an empty map or list is a leaf itself."""
     if isinstance(node, dict) and node:
         found: dict[str, Any] = {}
         for key, value in node.items():
-            found.update(leaves(value, f"{prefix}/{escape(str(key))}"))
+            found.update(leaf_values(value, f"{prefix}/{escape(str(key))}"))
         return found
     if isinstance(node, list) and node:
         found = {}
         for index, value in enumerate(node):
-            found.update(leaves(value, f"{prefix}/{index}"))
+            found.update(leaf_values(value, f"{prefix}/{index}"))
         return found
     return {prefix: node}
 
@@ -112,7 +112,7 @@ def rows(sides: Sequence[Side]) -> list[Row]:
     found: dict[tuple[ObjectId, str], int] = {}
     for side in sides:
         for obj, manifest in side.declared.items():
-            for path in leaves(manifest):
+            for path in leaf_values(manifest):
                 if path not in _SKIPPED:
                     found.setdefault((obj, path), len(found))
     ordered = sorted(found, key=lambda k: (rank(*k), k[0][1], k[0][2], k[0][0], found[k]))

@@ -103,7 +103,7 @@ def trim(
     return manifest
 
 
-def judge(
+def verdict_for(
     *,
     key: model.ObjectKey,
     owner: render.Owner,
@@ -170,7 +170,7 @@ async def _diff(name: str, namespace: str | None) -> int:
             live = await cluster.get(resource, key.namespace, key.name)
             manifest = trim(key=key, spec=spec, desired=desired, live=live)
             wanted = await cluster.apply(resource, manifest, dry_run=True)
-            verdict = judge(
+            verdict = verdict_for(
                 key=key, owner=owner, spec=spec, desired=desired, wanted=wanted, live=live
             )
             if verdict.state is model.State.CONFLICT:

@@ -231,7 +231,7 @@ def _memory(args: argparse.Namespace) -> int:
             output=args.output,
         )
     if args.command == "rollback":
-        return rollback.run(
+        return rollback.roll_back(
             args.environment,
             namespace=args.namespace,
             to_revision=args.to_revision,

@@ -113,7 +113,7 @@ async def _read(
     return str(node) if node else None
 
 
-def refusal(env: str, tools: Sequence[str], commit: str) -> str:
+def gitops_refusal(env: str, tools: Sequence[str], commit: str) -> str:
     return (
         f"refused: the spec of Environment {env} is managed by {', '.join(tools)} "
         "(a GitOps tool or another controller): it would put the spec back.\n"
@@ -122,11 +122,13 @@ def refusal(env: str, tools: Sequence[str], commit: str) -> str:
     )
 
 
-def run(name: str, *, namespace: str | None, to_revision: int, force: bool, dry_run: bool) -> int:
+def roll_back(
+    name: str, *, namespace: str | None, to_revision: int, force: bool, dry_run: bool
+) -> int:
     ns = namespace or inspection.current_namespace()
 
     async def work(cluster: KubeCluster) -> int:
-        env = await views.environment(cluster, name, ns)
+        env = await views.get_environment(cluster, name, ns)
         label = f"{ns}/{name}"
         target = views.find(await history.revisions(cluster, ns, name), to_revision, label)
         spec = spec_of(target)
@@ -136,7 +138,9 @@ def run(name: str, *, namespace: str | None, to_revision: int, force: bool, dry_
         managers = history.spec_managers(env)
         tools = tools_among(managers)
         if tools and not force:
-            raise views.Refused(refusal(label, tools, await source_commit(cluster, env, managers)))
+            raise views.Refused(
+                gitops_refusal(label, tools, await source_commit(cluster, env, managers))
+            )
         if tools:
             print(f"warning: {', '.join(tools)} may put the spec back", file=sys.stderr)
         body = put_body(env, spec)

@@ -266,7 +266,7 @@ async def session(work: Callable[[KubeCluster], Awaitable[int]]) -> int:
         await cluster.close()
 
 
-async def environment(cluster: KubeCluster, name: str, namespace: str) -> dict[str, Any]:
+async def get_environment(cluster: KubeCluster, name: str, namespace: str) -> dict[str, Any]:
     env = await cluster.get(ENVIRONMENTS, namespace, name)
     if env is None:
         raise LookupError(f"Environment {namespace}/{name} not found")
@@ -289,7 +289,7 @@ def show_history(
     ns = namespace or inspection.current_namespace()
 
     async def work(cluster: KubeCluster) -> int:
-        env = await environment(cluster, name, ns)
+        env = await get_environment(cluster, name, ns)
         kept = await history.revisions(cluster, ns, name)
         label = f"{ns}/{name}"
         if revision is not None:
@@ -312,7 +312,7 @@ def show_audit(name: str, *, namespace: str | None, since: str | None, output: s
 
     async def work(cluster: KubeCluster) -> int:
         seconds = since_seconds(since) if since else None
-        await environment(cluster, name, ns)
+        await get_environment(cluster, name, ns)
         trail = await cluster.get(audit.CONFIGMAPS, ns, audit.trail_name(name))
         text = ((trail or {}).get("data") or {}).get(audit.KEY, "")
         incidents = select(audit.parse(text), since=seconds, now=datetime.now(UTC))

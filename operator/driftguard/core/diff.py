@@ -157,7 +157,7 @@ def _field_pointer(path: Path) -> str | None:
     return "/" + "/".join(escape(key[2:]) for key in path)
 
 
-def resolve(obj: dict[str, Any], path: Path) -> tuple[Any, str]:
+def value_at(obj: dict[str, Any], path: Path) -> tuple[Any, str]:
     """The value at a fieldsV1 path and its RFC 6901 pointer in this object."""
     pointer = _field_pointer(path)
     if pointer is not None:
@@ -186,7 +186,7 @@ def expect(stored: dict[str, Any]) -> Expectation:
     values: dict[Path, Any] = {}
     pointers: dict[Path, str] = {}
     for path in leaves(tree):
-        value, pointer = resolve(stored, path)
+        value, pointer = value_at(stored, path)
         if value is not MISSING:  # write-only fields are not stored, so cannot drift
             values[path], pointers[path] = value, pointer
     return Expectation(
@@ -229,7 +229,7 @@ def is_owned_whole(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
     tree = fields_of(live)
     if tree is None:
         return False
-    owned = {resolve(live, path)[1] for path in leaves(tree)}
+    owned = {value_at(live, path)[1] for path in leaves(tree)}
     wanted = pointers_of(manifest)
     # An atomic map or list (a Service selector, container args) is one owned leaf
     # covering every field the manifest sets under it.
@@ -252,7 +252,7 @@ def compute(expectation: Expectation, live: dict[str, Any]) -> Drift:
     managers = _managers(live)
     changes: list[FieldChange] = []
     for path, expected in expectation.values.items():
-        actual, pointer = resolve(live, path)
+        actual, pointer = value_at(live, path)
         if actual is MISSING:
             pointer = expectation.pointers[path]
             # Nobody owns a field that is gone, so managedFields cannot say who removed it.
@@ -273,7 +273,7 @@ def _added_items(
 ) -> list[FieldChange]:
     changes: list[FieldChange] = []
     for path, ours in expectation.lists.items():
-        items, pointer = resolve(live, path)
+        items, pointer = value_at(live, path)
         if not isinstance(items, list):
             continue
         known = [json.loads(key[2:]) for key in ours]

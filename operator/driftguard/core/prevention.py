@@ -51,7 +51,7 @@ def name_of(owner_namespace: str, owner_name: str) -> str:
     return f"driftguard.{owner_namespace}.{owner_name}"
 
 
-def manifests(
+def policy_manifests(
     *,
     owner_namespace: str,
     owner_name: str,

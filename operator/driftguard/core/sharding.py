@@ -52,7 +52,7 @@ def fnv64a(value: str) -> int:
 # -- ranges -------------------------------------------------------------------
 
 
-def merge(ranges: Iterable[Range]) -> Ranges:
+def merge_ranges(ranges: Iterable[Range]) -> Ranges:
     """Sorted, with overlapping or touching ranges joined and empty ones dropped."""
     merged: list[Range] = []
     for start, end in sorted(r for r in ranges if r[0] < r[1]):
@@ -66,8 +66,8 @@ def merge(ranges: Iterable[Range]) -> Ranges:
 def subtract(ranges: Iterable[Range], taken: Iterable[Range]) -> Ranges:
     """The parts of `ranges` outside `taken`."""
     result: list[Range] = []
-    cuts = merge(taken)
-    for start, end in merge(ranges):
+    cuts = merge_ranges(taken)
+    for start, end in merge_ranges(ranges):
         position = start
         for cut_start, cut_end in cuts:
             if cut_end <= position or cut_start >= end:
@@ -77,12 +77,12 @@ def subtract(ranges: Iterable[Range], taken: Iterable[Range]) -> Ranges:
             position = max(position, cut_end)
         if position < end:
             result.append((position, end))
-    return merge(result)
+    return merge_ranges(result)
 
 
 def intersect(ranges: Iterable[Range], other: Iterable[Range]) -> Ranges:
     """The parts of `ranges` inside `other`."""
-    kept = merge(ranges)
+    kept = merge_ranges(ranges)
     return subtract(kept, subtract(EVERYTHING, other))
 
 
@@ -103,13 +103,14 @@ def _hex(value: int) -> str:
 def selector(ranges: Iterable[Range]) -> str:
     """The API server's shard selector for these ranges ("" for none: then watch nothing)."""
     return " || ".join(
-        f"shardRange({FIELD}, '{_hex(start)}', '{_hex(end)}')" for start, end in merge(ranges)
+        f"shardRange({FIELD}, '{_hex(start)}', '{_hex(end)}')"
+        for start, end in merge_ranges(ranges)
     )
 
 
 def encode(ranges: Iterable[Range]) -> str:
     """Ranges as text for a Lease annotation: `0x…-0x…,0x…-0x…`."""
-    return ",".join(f"{_hex(start)}-{_hex(end)}" for start, end in merge(ranges))
+    return ",".join(f"{_hex(start)}-{_hex(end)}" for start, end in merge_ranges(ranges))
 
 
 def decode(text: str) -> Ranges:
@@ -123,7 +124,7 @@ def decode(text: str) -> Ranges:
             continue
         if 0 <= low < high <= SPACE:
             ranges.append((low, high))
-    return merge(ranges)
+    return merge_ranges(ranges)
 
 
 def size(ranges: Iterable[Range]) -> int:
@@ -209,8 +210,8 @@ def plan(
     if not keys:
         # Nothing in use: keep what is held, the rest to the first replica.
         rest = subtract(EVERYTHING, [r for ranges in held.values() for r in ranges])
-        result = {replica: merge(held[replica]) for replica in ids}
-        result[ids[0]] = merge([*result[ids[0]], *rest])
+        result = {replica: merge_ranges(held[replica]) for replica in ids}
+        result[ids[0]] = merge_ranges([*result[ids[0]], *rest])
         return result
     owner: dict[int, str | None] = {key: _owner_of(key, held) for key in keys}
     counts = {replica: sum(1 for o in owner.values() if o == replica) for replica in ids}
@@ -222,7 +223,7 @@ def plan(
     result_lists: dict[str, list[Range]] = {replica: [] for replica in ids}
     for key, start, end in zip(keys, starts, ends, strict=True):
         result_lists[str(owner[key])].append((start, end))
-    return {replica: merge(ranges) for replica, ranges in result_lists.items()}
+    return {replica: merge_ranges(ranges) for replica, ranges in result_lists.items()}
 
 
 def _balance(
@@ -261,8 +262,8 @@ def step(me: str, planned: Mapping[str, Ranges], held: Mapping[str, Ranges]) -> 
     plan gives it only where no other live replica still holds it (that one releases
     first, or its Lease runs out).
     """
-    mine = merge(held.get(me, ()))
-    others = merge(r for replica, ranges in held.items() if replica != me for r in ranges)
+    mine = merge_ranges(held.get(me, ()))
+    others = merge_ranges(r for replica, ranges in held.items() if replica != me for r in ranges)
     wanted = subtract(planned.get(me, ()), others)
     return Step(claims=wanted, released=subtract(mine, wanted), taken=subtract(wanted, mine))
 

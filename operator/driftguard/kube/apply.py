@@ -87,7 +87,7 @@ def failure(key: ObjectKey, exc: ApiError, doing: str = "") -> Change:
     return Change(key, outcome, message=f"{doing}{key}: {exc.describe()}")
 
 
-def refusal(exc: ApiError) -> Change:
+def refused_kind(exc: ApiError) -> Change:
     """A refused request about a whole kind (a list, a watch) as a closed record."""
     outcome = Outcome.FORBIDDEN if exc.is_forbidden else Outcome.FAILED
     key = ObjectKey("", "", exc.kind, exc.namespace or "", "*")

@@ -20,7 +20,7 @@ from driftguard.core.model import Resource
 from driftguard.kube import connection, stream, timestamps
 from driftguard.kube.cluster import ENVIRONMENTS, Gate, WatchEvent
 from driftguard.kube.discovery import Discovery
-from driftguard.kube.errors import ApiError, refusal
+from driftguard.kube.errors import ApiError, naming_request
 
 __all__ = ["KubeCluster"]
 
@@ -102,12 +102,12 @@ class KubeCluster:
         verb = "dry-run apply" if dry_run else "apply"
         if not dry_run:
             self._check_gate(meta.get("namespace"), None)
-        with refusal(verb, resource.kind, meta.get("namespace")):
+        with naming_request(verb, resource.kind, meta.get("namespace")):
             return await self._json("PATCH", path, query=query, body=manifest, content_type=_APPLY)
 
     async def get(self, resource: Resource, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            with refusal("get", resource.kind, namespace):
+            with naming_request("get", resource.kind, namespace):
                 return await self._json("GET", resource.path(namespace, name))
         except ApiError as exc:
             if exc.is_not_found:
@@ -131,7 +131,7 @@ class KubeCluster:
             query["limit"] = str(limit)
         if shard:  # a shard selector (sharding.selector); ignored where the gate is off
             query["shardSelector"] = shard
-        with refusal("list", resource.kind, namespace):
+        with naming_request("list", resource.kind, namespace):
             listing = await self._json("GET", resource.path(namespace), query=query)
         items: list[dict[str, Any]] = listing.get("items") or []
         for item in items:
@@ -149,7 +149,9 @@ class KubeCluster:
         else:
             self._check_gate(namespace, None)
         try:
-            with refusal("dry-run delete" if dry_run else "delete", resource.kind, namespace):
+            with naming_request(
+                "dry-run delete" if dry_run else "delete", resource.kind, namespace
+            ):
                 await self._json("DELETE", resource.path(namespace, name), body=body)
         except ApiError as exc:
             if not exc.is_not_found:
@@ -161,7 +163,7 @@ class KubeCluster:
         query = {"fieldManager": model.FIELD_MANAGER}
         path = resource.path(namespace, name)
         self._check_gate(namespace, None)
-        with refusal("patch", resource.kind, namespace):
+        with naming_request("patch", resource.kind, namespace):
             return await self._json(
                 "PATCH", path, query=query, body=ops, content_type="application/json-patch+json"
             )
@@ -171,7 +173,7 @@ class KubeCluster:
     ) -> dict[str, Any]:
         """A POST of a new object (409 AlreadyExists if it is there): a replica's own Lease."""
         namespace = body["metadata"].get("namespace")
-        with refusal("create", resource.kind, namespace):
+        with naming_request("create", resource.kind, namespace):
             return await self._json(
                 "POST",
                 resource.path(namespace),
@@ -199,7 +201,7 @@ class KubeCluster:
         if dry_run:
             query["dryRun"] = "All"
         path = resource.path(meta.get("namespace"), meta["name"])
-        with refusal("update", resource.kind, meta.get("namespace")):
+        with naming_request("update", resource.kind, meta.get("namespace")):
             return await self._json("PUT", path, query=query, body=body)
 
     async def patch_status(

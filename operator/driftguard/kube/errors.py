@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-__all__ = ["ApiError", "UnknownKindError", "refusal"]
+__all__ = ["ApiError", "UnknownKindError", "naming_request"]
 
 
 class ApiError(Exception):
@@ -60,7 +60,7 @@ class UnknownKindError(LookupError):
 
 
 @contextlib.contextmanager
-def refusal(verb: str, kind: str, namespace: str | None) -> Iterator[None]:
+def naming_request(verb: str, kind: str, namespace: str | None) -> Iterator[None]:
     """Names the request on any ApiError raised inside."""
     try:
         yield

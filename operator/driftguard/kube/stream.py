@@ -11,7 +11,7 @@ import aiohttp
 
 from driftguard.core.model import Resource
 from driftguard.kube.cluster import CONNECTED, WatchEvent
-from driftguard.kube.errors import ApiError, refusal
+from driftguard.kube.errors import ApiError, naming_request
 
 __all__ = ["events"]
 
@@ -34,7 +34,7 @@ async def events(
     failure, including a connection that breaks mid-stream, is an ApiError.
     """
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=30)
-    with refusal("watch", resource.kind, namespace):
+    with naming_request("watch", resource.kind, namespace):
         # Uncompressed: the server flushes each event on its own, so gzip saves
         # little and costs both ends a compressor per event.
         response = await request(

@@ -82,7 +82,7 @@ def run(
     if metrics_port:
         prometheus_client.start_http_server(metrics_port)
     settings = kopf.OperatorSettings()
-    handlers.configure(settings)
+    handlers.configure_kopf(settings)
     settings.peering.lifetime = peering_lifetime
     logs.get(__name__).info(
         "operator_started", version=VERSION, identity=identity, peering=peering, priority=priority

@@ -96,7 +96,7 @@ class FullPass:
         try:
             live = await self._see(scopes, resources, own or set())
         except ApiError as exc:
-            return self._refused(ChangeSet.of(apply.refusal(exc)), generation)
+            return self._refused(ChangeSet.of(apply.refused_kind(exc)), generation)
         victims = tracking.victims(ledger, desired, live.values())
         preflight: dict[ObjectKey, dict[str, Any]] = {}
         if is_new and ledger.mode is Mode.ENFORCE:

@@ -115,7 +115,7 @@ class Guard:
                 stale = await self._inventory.leftovers(self._ledger.owner)
                 return self._removed(await apply.prune(self._cluster, stale))
             except ApiError as exc:
-                return [apply.refusal(exc)]
+                return [apply.refused_kind(exc)]
         try:
             resources = {resource.kind: resource for resource in await self.kinds()}
             docs = self._desired(identity) if self.is_active else []
@@ -139,7 +139,7 @@ class Guard:
                 self._ledger.policies[key] = tracked
         except (ApiError, LookupError) as exc:
             if isinstance(exc, ApiError):
-                changes.append(apply.refusal(exc))
+                changes.append(apply.refused_kind(exc))
         return changes
 
     def _removed(self, changes: Iterable[Change]) -> list[Change]:
@@ -178,7 +178,7 @@ class Guard:
             for tracked in ledger.tracked.values()
             if tracked.expectation is not None and tracked.state is not model.State.CONFLICT
         ]
-        return prevention.manifests(
+        return prevention.policy_manifests(
             owner_namespace=ledger.owner.namespace,
             owner_name=ledger.owner.name,
             deny=spec.prevention is Prevention.DENY,

@@ -32,7 +32,7 @@ WATCH_GRACE_S = 120.0
 
 
 @kopf.on.startup()
-async def start(memo: kopf.Memo, **_: Any) -> None:
+async def on_startup(memo: kopf.Memo, **_: Any) -> None:
     cluster = await KubeCluster.connect()
     # Prevention lets the operator's own writes through: it must know its name.
     guard = GuardSettings(
@@ -87,7 +87,7 @@ def watches(memo: kopf.Memo, **_: Any) -> str:
     return "ok"
 
 
-def configure(kopf_settings: kopf.OperatorSettings) -> None:
+def configure_kopf(kopf_settings: kopf.OperatorSettings) -> None:
     kopf_settings.persistence.finalizer = f"{model.GROUP}/finalizer"
     kopf_settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
     kopf_settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
@@ -101,7 +101,7 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.cleanup()
-async def stop(memo: kopf.Memo, **_: Any) -> None:
+async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("standby") is not None:
         memo.standby.cancel()
     if memo.get("membership") is not None:
@@ -112,7 +112,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(*_RESOURCE)
-async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def on_environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # The edge: the spec is parsed here, once; nothing below reads it raw.
     declared = Declared.of(dict(event.get("object") or {}))
     shards = memo.get("shards")
@@ -132,7 +132,7 @@ async def environment(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(model.GROUP, model.VERSION, BLUEPRINT_PLURAL)
-async def blueprint(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+async def on_blueprint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     body = event.get("object") or {}
     if event.get("type") == "DELETED":
         await memo.engine.blueprint_deleted(body.get("metadata", {}).get("name", ""))

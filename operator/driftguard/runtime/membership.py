@@ -248,7 +248,7 @@ class Membership:
             log.warning("lease_renew_failed", error=exc.describe())
             return
         self._lease = answer
-        self.claims = sharding.merge(claims)
+        self.claims = sharding.merge_ranges(claims)
         self._renewed = sent
         self._valid_until = sent + self._duration - min(MARGIN_S, self._duration / 5)
         self._shards.hold(self._valid_until)

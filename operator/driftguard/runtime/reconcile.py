@@ -208,7 +208,7 @@ class Environment:
     def refused(self, error: ApiError) -> None:
         """RBAC refuses a watch this Environment needs: it cannot see drift there."""
         if not self._pass_lock.locked():  # a running pass reports it itself
-            self.report([apply.refusal(error)])
+            self.report([apply.refused_kind(error)])
 
     async def _report_judged(self) -> None:
         """Reports each watch event's judgement, in order, as it ends."""
@@ -316,7 +316,7 @@ class Resync:
         try:
             live = await environment.passes.list_live(scopes)
         except ApiError as exc:
-            environment.report([apply.refusal(exc)])
+            environment.report([apply.refused_kind(exc)])
             return
         received = time.monotonic()
         for key in list(environment.ledger.tracked):  # policies: re-applied by each pass

@@ -212,7 +212,7 @@ class Shards:
         """Acts on exactly these ranges from now on. What left is forgotten at once; the
         watches follow and what arrived gets its first pass in the background, so that
         the caller (membership, which must keep renewing) never waits for them."""
-        ranges = sharding.merge(ranges)
+        ranges = sharding.merge_ranges(ranges)
         if ranges == self.ranges:
             return
         before, self.ranges = self.ranges, ranges
