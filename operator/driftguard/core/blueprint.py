@@ -19,8 +19,8 @@ import jsonschema
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from driftguard.core.model import (
+    EMBEDDED_OBJECTS,
     FROZEN,
-    RESOURCE_RULES,
     EnvironmentSpec,
     InvalidSpecError,
     Pointer,
@@ -82,14 +82,7 @@ class BlueprintSpec(BaseModel):
         min_length=1,
         max_length=10000,
         description="The object templates: complete manifests, holding the default content.",
-        json_schema_extra={
-            "items": {
-                "type": "object",
-                "x-kubernetes-preserve-unknown-fields": True,
-                "x-kubernetes-embedded-resource": True,
-                "x-kubernetes-validations": RESOURCE_RULES,
-            }
-        },
+        json_schema_extra=EMBEDDED_OBJECTS,
     )
     parameters: list[Parameter] = Field(
         default_factory=list,

@@ -273,6 +273,16 @@ RESOURCE_RULES: Any = [
     },
 ]
 
+# The schema of a list of whole objects: kept as given, checked by the rules above.
+EMBEDDED_OBJECTS: Any = {
+    "items": {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "x-kubernetes-embedded-resource": True,
+        "x-kubernetes-validations": RESOURCE_RULES,
+    }
+}
+
 
 class EnvironmentSpec(BaseModel):
     """The blueprint of an environment and how to keep it."""
@@ -353,14 +363,7 @@ class EnvironmentSpec(BaseModel):
         default_factory=list,
         max_length=10000,
         description="The blueprint: complete manifests of the objects this Environment manages.",
-        json_schema_extra={
-            "items": {
-                "type": "object",
-                "x-kubernetes-preserve-unknown-fields": True,
-                "x-kubernetes-embedded-resource": True,
-                "x-kubernetes-validations": RESOURCE_RULES,
-            }
-        },
+        json_schema_extra=EMBEDDED_OBJECTS,
     )
     allowed_changes: list[AllowedChange] = Field(
         default_factory=list,
