@@ -26,6 +26,7 @@ ROWS: list[Row] = [
     (metrics.reconcile_errors, "driftguard_reconcile_errors_total", "counter", (*ENV, "reason")),
     (metrics.environment_suspended, "driftguard_environment_suspended", "gauge", ENV),
     (metrics.fights, "driftguard_fights_total", "counter", ENV),
+    (metrics.drift_unattributed, "driftguard_drift_unattributed_total", "counter", ENV),
     (metrics.watches, "driftguard_watches", "gauge", ("state",)),
     (metrics.watch_restarts, "driftguard_watch_restarts_total", "counter", ("kind",)),
     (

@@ -107,6 +107,27 @@ def _parser() -> argparse.ArgumentParser:
         "(default 10); it stops acting itself before then",
     )
     run.add_argument(
+        "--webhook-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="serve the attribution webhook over HTTPS on this port (0: off); the API server "
+        "then tells driftguard who made each change",
+    )
+    run.add_argument(
+        "--webhook-cert-dir",
+        default="/etc/driftguard/webhook",
+        metavar="DIR",
+        help="the webhook's serving certificate, DIR/tls.crt and DIR/tls.key (a TLS Secret)",
+    )
+    run.add_argument(
+        "--attribution-key-file",
+        default=None,
+        metavar="FILE",
+        help="the key that signs attribution records, shared by every replica (default: a "
+        "new key each start, for one replica)",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -202,6 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 duration=args.lease_duration,
             )
             if args.shards_from_leases
+            else None,
+            webhook=daemon.Webhook(
+                port=args.webhook_port,
+                cert_dir=args.webhook_cert_dir,
+                key_file=args.attribution_key_file,
+            )
+            if args.webhook_port
             else None,
         )
     if args.command == "completion":

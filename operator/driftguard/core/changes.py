@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 import jsonpointer
 
+from driftguard.core import attribution
 from driftguard.core.model import ObjectKey
 
 VALUE_LIMIT = 80
@@ -41,6 +42,10 @@ class Outcome(StrEnum):
     RELEASED = "released"  # removed from the blueprint, left in place (prune off, Observe)
 
 
+ATTRIBUTED = (Outcome.REVERTED, Outcome.FLAGGED, Outcome.TOLERATED, Outcome.FIGHTING)
+"""Outcomes of somebody else's write: a person is looked for behind them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One closed record: what happened to one object, and why."""
@@ -53,6 +58,7 @@ class Change:
     is_missing: bool = False  # the drift was a deletion
     latency: float | None = None  # a revert: seconds from the watch event to the server's answer
     values: tuple[tuple[str, str, str], ...] = ()  # (path, blueprint, live), summarised
+    changed_by_user: str | None = None  # the person, when the admission webhook vouched for one
 
     @property
     def is_failure(self) -> bool:
@@ -63,7 +69,8 @@ class Change:
         if self.message:
             return self.message
         what = "was deleted" if self.is_missing else f"drifted at {', '.join(self.paths) or '/'}"
-        by = f" by {self.changed_by}" if self.changed_by else ""
+        who = attribution.describe(self.changed_by_user, self.changed_by)
+        by = f" by {who}" if who else ""
         return f"{self.key} {what}{by}"
 
 
@@ -95,6 +102,22 @@ class ChangeSet:
 
     def __add__(self, other: ChangeSet) -> ChangeSet:
         return ChangeSet(self.changes + other.changes)
+
+    @property
+    def drift(self) -> tuple[Change, ...]:
+        """The records of a manual change: the ones a person is looked for."""
+        return tuple(change for change in self.changes if change.outcome in ATTRIBUTED)
+
+    def attributed(self, user: str | None) -> ChangeSet:
+        """The same records, the drift ones naming the person behind it."""
+        if user is None:
+            return self
+        return ChangeSet(
+            tuple(
+                replace(change, changed_by_user=user) if change.outcome in ATTRIBUTED else change
+                for change in self.changes
+            )
+        )
 
     @property
     def failures(self) -> tuple[Change, ...]:

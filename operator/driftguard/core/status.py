@@ -57,6 +57,12 @@ class ResourceStatus(BaseModel):
     changed_by: str | None = Field(
         None, alias="changedBy", description="The field manager behind the last drift."
     )
+    changed_by_user: str | None = Field(
+        None,
+        alias="changedByUser",
+        description="The person (user or ServiceAccount) behind the last drift, as the API "
+        "server authenticated them; empty when it could not be attributed.",
+    )
     last_drift_time: str | None = Field(
         None, alias="lastDriftTime", description="When drift was last seen."
     )
@@ -74,6 +80,11 @@ class LastDrift(BaseModel):
     paths: list[str] = Field(default_factory=list, description="JSON pointers that differed.")
     changed_by: str | None = Field(
         None, alias="changedBy", description="The field manager that made the change."
+    )
+    changed_by_user: str | None = Field(
+        None,
+        alias="changedByUser",
+        description="The person who made the change; empty when it could not be attributed.",
     )
 
 

@@ -37,6 +37,7 @@ class Tracked:
     state: State = State.MISSING
     pointers: tuple[str, ...] = ()
     changed_by: str | None = None
+    changed_by_user: str | None = None
     last_drift_time: str | None = None
     reverts: int = 0
     # The last reverts' times, for fight detection. A tuple, as the empty one is shared:
@@ -79,6 +80,7 @@ class Tracked:
             state=self.state,
             drifted_paths=list(self.pointers),
             changed_by=self.changed_by,
+            changed_by_user=self.changed_by_user,
             last_drift_time=self.last_drift_time,
             reverts=self.reverts,
             message=self.message,
@@ -122,11 +124,14 @@ class Ledger:
         if tracked is not None:
             tracked.last_drift_time = now
             tracked.changed_by = change.changed_by or tracked.changed_by
+            # A change nobody vouched for is nobody's: an earlier person is not carried over.
+            tracked.changed_by_user = change.changed_by_user
         self.status.last_drift = LastDrift(
             time=now,
             object=str(change.key),
             paths=list(change.paths) or ["/"],
             changed_by=change.changed_by,
+            changed_by_user=change.changed_by_user,
         )
 
 

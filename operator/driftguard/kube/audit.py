@@ -64,7 +64,7 @@ def entry(change: Change, *, at: str, paused: bool) -> dict[str, Any]:
         "action": done,
         "paths": list(change.paths) or ["/"],
         "changedBy": change.changed_by,
-        "user": None,  # the API server's audit log knows it; objects carry only managers
+        "user": change.changed_by_user,  # the person the admission webhook vouched for
     }
     if change.is_missing:
         record["deleted"] = True

@@ -65,6 +65,10 @@ class KubeCluster:
     async def close(self) -> None:
         await self._connection.close()
 
+    @property
+    def connection(self) -> connection.Connection:
+        return self._connection
+
     def guard_writes(self, gate: Gate) -> None:
         """Every write (not dry-run) asks `gate` first, at the moment it is sent: a replica
         that no longer holds a namespace writes nothing there, whatever is still running."""

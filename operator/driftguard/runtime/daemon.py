@@ -38,6 +38,15 @@ class Sharding:
     duration: float
 
 
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """`--webhook-port`: where the attribution webhook listens, its TLS files, the key."""
+
+    port: int
+    cert_dir: str
+    key_file: str | None = None
+
+
 def run(
     *,
     namespaces: list[str],
@@ -52,6 +61,7 @@ def run(
     priority: int | None = None,
     peering_lifetime: int = 60,
     sharding: Sharding | None = None,
+    webhook: Webhook | None = None,
 ) -> int:
     # kopf decodes each watch event with json.loads, one recursion per level of nesting, and
     # the API server stores objects nested up to 10,000 levels: at Python's default limit
@@ -99,6 +109,7 @@ def run(
         priority=priority or 0,
         peering_lifetime=peering_lifetime,
         sharding=sharding,
+        webhook=webhook,
     )
     asyncio.run(
         kopf.operator(

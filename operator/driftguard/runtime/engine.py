@@ -27,6 +27,7 @@ from driftguard.runtime.guard import PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.runtime.reconcile import PASSES_AT_ONCE, Environment
 from driftguard.runtime.subscriptions import NAMESPACE_SCOPE, Subscriptions
+from driftguard.runtime.witness import Witness
 from driftguard.telemetry.logs import get as get_logger
 
 log = get_logger(__name__)
@@ -45,8 +46,10 @@ class Engine:
         tenancy: Tenancy | None = None,
         guard: GuardSettings | None = None,
         history_namespace: str = "driftguard-system",
+        witness: Witness | None = None,
     ) -> None:
         self.cluster = cluster
+        self.witness = witness  # who is behind a drift (the attribution webhook), if it is on
         self.blueprints = Blueprints(cluster, history_namespace)
         self._namespaced = namespaced
         self._tenancy = tenancy or Tenancy()
@@ -95,6 +98,7 @@ class Engine:
                     inventory=self.inventory,
                     blueprints=self.blueprints,
                     passes=self._passes,
+                    witness=self.witness,
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment

@@ -30,6 +30,7 @@ from driftguard.kube.retries import retrying
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.report import Reporter
 from driftguard.runtime.subscriptions import Names, Scopes, Subscriptions
+from driftguard.runtime.witness import Witness
 
 PARALLEL_APPLIES = 16
 KIND_RETRY_S = 5.0
@@ -52,8 +53,10 @@ class FullPass:
         subscriptions: Subscriptions,
         tenancy: Tenancy,
         blueprints: Blueprints | None = None,
+        witness: Witness | None = None,
     ) -> None:
-        """`blueprints`: where spec.blueprintRef is looked up (None: the spec as written)."""
+        """`blueprints`: where spec.blueprintRef is looked up (None: the spec as written);
+        `witness`: who is behind the drift a pass finds (None: attribution is off)."""
         self._operator = cluster
         self._blueprints = blueprints
         self.made_resources: list[dict[str, Any]] | None = None
@@ -66,6 +69,7 @@ class FullPass:
         self._subscriptions = subscriptions
         self._tenancy = tenancy
         self._objects = ObjectSync(lambda: self.cluster, ledger)
+        self._witness = witness
 
     async def run(
         self, declared: Declared, *, own: set[tuple[Resource, str | None]] | None = None
@@ -151,10 +155,14 @@ class FullPass:
         async def bounded(key: ObjectKey) -> ChangeSet:
             async with limit:
                 found = live.get(key)
-                done = await self._objects.sync(
-                    key, resources[key], desired[key], found, is_new, preflight
+                done = ChangeSet.of(
+                    await self._objects.sync(
+                        key, resources[key], desired[key], found, is_new, preflight
+                    )
                 )
-                return ChangeSet.of(done)
+                if self._witness is None or not done.drift:
+                    return done
+                return done.attributed(await self._witness.who(key, found[1] if found else None))
 
         synced = await asyncio.gather(*(bounded(key) for key in desired))
         pruned = await apply.prune(self.cluster, victims)

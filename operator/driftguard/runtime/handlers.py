@@ -18,7 +18,7 @@ from driftguard.core import model
 from driftguard.core.blueprint import BLUEPRINT_PLURAL
 from driftguard.core.declared import Declared
 from driftguard.kube.client import KubeCluster
-from driftguard.runtime import membership, standby
+from driftguard.runtime import admission, membership, standby
 from driftguard.runtime.engine import Engine
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.telemetry.logs import get as get_logger
@@ -39,8 +39,19 @@ async def on_startup(memo: kopf.Memo, **_: Any) -> None:
         operator_user=await cluster.whoami(),
         break_glass_groups=tuple(memo.get("break_glass_groups") or ()),
     )
+    witness = None
+    webhook = memo.get("webhook")
+    if webhook is not None:
+        witness, memo.webhook_runner = await admission.start_webhook(
+            port=webhook.port,
+            cert_dir=webhook.cert_dir,
+            key_file=webhook.key_file,
+            cluster=cluster,
+            operator_user=guard.operator_user,
+        )
     memo.engine = Engine(
         cluster,
+        witness=witness,
         namespaced=bool(memo.get("namespaced")),
         tenancy=memo.get("tenancy"),
         guard=guard,
@@ -108,6 +119,8 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.membership.leave()  # stop acting, and let the others take over at once
         memo.shards.close()
     await memo.engine.close()
+    if memo.get("webhook_runner") is not None:
+        await memo.webhook_runner.cleanup()
     await memo.cluster.close()
 
 

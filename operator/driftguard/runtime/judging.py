@@ -23,6 +23,7 @@ from driftguard.kube import apply
 from driftguard.kube.cluster import Cluster
 from driftguard.kube.errors import ApiError
 from driftguard.kube.retries import retrying
+from driftguard.runtime.witness import Witness
 
 
 class EventJudge:
@@ -34,10 +35,12 @@ class EventJudge:
         ledger: Ledger,
         *,
         operator: Cluster,
+        witness: Witness | None = None,
     ) -> None:
         self._acting_now = cluster  # the identity can change with the spec
         self._operator = operator  # the Environment's own policy objects are the operator's
         self._ledger = ledger
+        self._witness = witness
         self.results: asyncio.Queue[ChangeSet] = asyncio.Queue()
         """One ChangeSet per judgement, in order; an empty one says an object settled."""
         self._pending: dict[ObjectKey, tuple[dict[str, Any] | None, float]] = {}
@@ -100,17 +103,27 @@ class EventJudge:
             await self._open.wait()
             while key in self._pending and self._open.is_set():
                 live, received = self._pending.pop(key)
-                self.results.put_nowait(await self._evaluate(key, live, received))
+                self.results.put_nowait(await self._attributed(key, live, received))
         finally:
             self._active.pop(key, None)
             self.results.put_nowait(ChangeSet())
 
-    async def _evaluate(
+    async def _attributed(
         self, key: ObjectKey, live: dict[str, Any] | None, received: float
     ) -> ChangeSet:
+        """The judgement, its drift naming the person the witness vouches for."""
+        judged, live = await self._evaluate(key, live, received)
+        if self._witness is None or not judged.drift:
+            return judged
+        return judged.attributed(await self._witness.who(key, live))
+
+    async def _evaluate(
+        self, key: ObjectKey, live: dict[str, Any] | None, received: float
+    ) -> tuple[ChangeSet, dict[str, Any] | None]:
+        """The judgement and the object judged (read fresh when the watch gave none)."""
         tracked = self._ledger.record(key)
         if tracked is None or tracked.expectation is None or self._ledger.spec is None:
-            return ChangeSet()
+            return ChangeSet(), live
         try:
             if live is None:
                 # A label change takes an object out of the watch's selector too.
@@ -118,15 +131,15 @@ class EventJudge:
                     lambda: self._acting(key).get(tracked.resource, key.namespace, key.name)
                 )
         except ApiError as exc:
-            return self._failed(tracked, exc, "read ")
+            return self._failed(tracked, exc, "read "), live
         if live is not None and tracked.is_stale(live):
-            return ChangeSet()
+            return ChangeSet(), live
         verdict, news = tracking.assess(self._ledger, tracked, live, received)
         if verdict.action in (plan.Action.REVERT, plan.Action.RECREATE):
-            return news + await self._revert(tracked, verdict, received, live)
+            return news + await self._revert(tracked, verdict, received, live), live
         if verdict.action is plan.Action.DEFER:
             self._wake(key, tracked.due_at)
-        return news
+        return news, live
 
     async def _revert(
         self,

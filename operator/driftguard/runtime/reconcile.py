@@ -37,6 +37,7 @@ from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.runtime.judging import EventJudge
 from driftguard.runtime.statuswriter import StatusWriter
 from driftguard.runtime.subscriptions import Subscriptions
+from driftguard.runtime.witness import Witness
 from driftguard.telemetry import metrics
 
 RETRY_FAILED_S = 60.0
@@ -66,6 +67,7 @@ class Environment:
         inventory: PolicyInventory,
         blueprints: Blueprints | None = None,
         passes: asyncio.Semaphore | None = None,
+        witness: Witness | None = None,
     ) -> None:
         """`passes`: shared by the Environments whose full passes may not all run at once."""
         body = declared.body
@@ -84,9 +86,12 @@ class Environment:
             subscriptions=subscriptions,
             tenancy=tenancy,
             blueprints=blueprints,
+            witness=witness,
         )
         # Objects are read and written as the Environment's identity; status as the operator.
-        self.judge = EventJudge(lambda: self.passes.cluster, self.ledger, operator=cluster)
+        self.judge = EventJudge(
+            lambda: self.passes.cluster, self.ledger, operator=cluster, witness=witness
+        )
         self._judged = asyncio.create_task(self._report_judged())
         self.guard = Guard(cluster, self.ledger, guard, inventory)
         self.status = StatusWriter(cluster, self.ledger, judge=self.judge, reporter=self.reporter)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from driftguard.core import tracking
-from driftguard.core.changes import Change, ChangeSet, Outcome
+from driftguard.core.changes import ATTRIBUTED, Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.kube import timestamps
 from driftguard.telemetry import metrics
@@ -126,6 +126,8 @@ class Reporter:
         kind = change.key.kind
         if change.outcome in (Outcome.REVERTED, Outcome.FLAGGED):
             metrics.drift_detected.labels(*self._env, kind).inc()
+            if change.changed_by_user is None:
+                metrics.drift_unattributed.labels(*self._env).inc()
         if change.outcome is Outcome.REVERTED:
             metrics.drift_reverted.labels(*self._env, kind).inc()
             if change.latency is not None:
@@ -170,6 +172,8 @@ def _fields(change: Change) -> dict[str, Any]:
         fields["paths"] = list(change.paths)
     if change.changed_by:
         fields["changed_by"] = change.changed_by
+    if change.outcome in ATTRIBUTED:
+        fields["changed_by_user"] = change.changed_by_user
     if change.is_missing:
         fields["missing"] = True
     if change.latency is not None:

@@ -52,6 +52,12 @@ fights = Counter(
     "Managed objects that started fighting: reverted 5 times within a minute by another writer.",
     _ENV,
 )
+drift_unattributed = Counter(
+    "driftguard_drift_unattributed_total",
+    "Drift detected whose author no admission record vouches for (webhook off, down, or "
+    "bypassed). Never a user label: the person is in status, Events and the audit trail.",
+    _ENV,
+)
 environment_suspended = Gauge(
     "driftguard_environment_suspended",
     "1 while an Environment is suspended (spec.suspend, or spec.suspendUntil ahead), else 0.",
@@ -109,6 +115,7 @@ def prime(namespace: str, environment: str, *, kinds: Iterable[str]) -> None:
         drift_reverted.labels(namespace, environment, kind)
         primed.add(kind)
     fights.labels(namespace, environment)
+    drift_unattributed.labels(namespace, environment)
     for reason in ERROR_REASONS:
         reconcile_errors.labels(namespace, environment, reason)
 
@@ -122,8 +129,9 @@ def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> No
         for counter in (drift_detected, drift_reverted):
             with contextlib.suppress(KeyError):
                 counter.remove(namespace, environment, kind)
-    with contextlib.suppress(KeyError):
-        fights.remove(namespace, environment)
+    for counter in (fights, drift_unattributed):
+        with contextlib.suppress(KeyError):
+            counter.remove(namespace, environment)
     info = _info.pop((namespace, environment), None)
     if info is not None:
         with contextlib.suppress(KeyError):

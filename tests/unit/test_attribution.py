@@ -1,0 +1,226 @@
+"""Attribution: signed stamps and records, the webhook's answers, the witness's verdicts."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from driftguard.core import attribution
+from driftguard.core.attribution import Person, Signer
+from driftguard.core.changes import Change, ChangeSet, Outcome
+from driftguard.core.model import ObjectKey
+from driftguard.runtime.admission import AttributionWebhook
+from driftguard.runtime.witness import Witness
+
+KEY = b"k" * 32
+OPERATOR = "system:serviceaccount:driftguard-system:driftguard"
+ALICE = Person(user="alice", groups=("dev",), operation="UPDATE", manager="kubectl-patch")
+
+
+def configmap(value: str = "5.7", *, name: str = "db", uid: str = "u-1") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": "staging",
+            "uid": uid,
+            "resourceVersion": "10",
+            "labels": {"app.kubernetes.io/managed-by": "driftguard"},
+        },
+        "data": {"DB_VERSION": value},
+    }
+
+
+def stamped(obj: dict[str, Any], person: Person, signer: Signer) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    out["metadata"].setdefault("annotations", {})[attribution.ANNOTATION] = signer.stamp(
+        obj, person
+    )
+    return out
+
+
+def review(
+    operation: str, obj: dict[str, Any] | None, *, user: str = "alice", **request: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "r-1",
+            "kind": {"group": "", "version": "v1", "kind": "ConfigMap"},
+            "resource": {"group": "", "version": "v1", "resource": "configmaps"},
+            "namespace": "staging",
+            "name": "db",
+            "operation": operation,
+            "userInfo": {"username": user, "groups": ["dev", "system:authenticated"]},
+            "object": obj,
+            "options": {"fieldManager": "kubectl-patch"},
+            **request,
+        },
+    }
+
+
+def patched(obj: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    ops = json.loads(base64.b64decode(answer["response"]["patch"]))
+    return jsonpatch.apply_patch(obj, ops)
+
+
+def test_a_stamp_names_its_person_while_the_content_is_what_they_wrote() -> None:
+    signer = Signer(KEY)
+    obj = stamped(configmap(), ALICE, signer)
+    person = signer.stamped(obj)
+    assert person is not None and person.user == "alice" and person.groups == ("dev",)
+    # Fields no person writes (resourceVersion, status, a controller's annotation) change nothing.
+    obj["metadata"]["resourceVersion"] = "11"
+    obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2"
+    assert signer.stamped(obj) == person
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda o: o["data"].update(DB_VERSION="5.5"),  # a later write, not stamped
+        lambda o: o["metadata"].update(uid="u-2"),  # the stamp of another object
+        lambda o: o["metadata"].update(name="other"),
+        lambda o: o["metadata"]["labels"].update(x="y"),
+    ],
+)
+def test_a_stamp_that_does_not_match_the_content_names_nobody(tamper: Any) -> None:
+    signer = Signer(KEY)
+    obj = stamped(configmap(), ALICE, signer)
+    tamper(obj)
+    assert signer.stamped(obj) is None
+
+
+def test_a_forged_or_foreign_stamp_names_nobody() -> None:
+    signer = Signer(KEY)
+    obj = stamped(configmap(), ALICE, signer)
+    token = obj["metadata"]["annotations"][attribution.ANNOTATION]
+    body, mac = token.split(".")
+    # Another user's name in the payload, the signature kept.
+    forged = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    forged["u"] = "bob"
+    forged_body = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+    for bad in (f"{forged_body}.{mac}", "garbage", "a.b", token + "x", ""):
+        obj["metadata"]["annotations"][attribution.ANNOTATION] = bad
+        assert signer.stamped(obj) is None
+    # A genuine stamp made with another key (another installation) is not believed either.
+    other = stamped(configmap(), ALICE, Signer(b"o" * 32))
+    assert signer.stamped(other) is None
+
+
+def test_a_secret_value_never_shows_in_the_stamp() -> None:
+    signer = Signer(KEY)
+    secret = {
+        "kind": "Secret",
+        "metadata": {"name": "s", "uid": "u"},
+        "data": {"p": "aHVudGVyMg=="},
+    }
+    token = signer.stamp(secret, ALICE)
+    body = token.split(".")[0]
+    decoded = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode()
+    assert "aHVudGVyMg" not in decoded and "hunter2" not in decoded
+
+
+def test_a_short_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        Signer(b"short")
+
+
+async def test_the_webhook_stamps_an_update_with_the_requester() -> None:
+    witness = Witness(Signer(KEY))
+    webhook = AttributionWebhook(witness, operator_user=OPERATOR)
+    answer = await webhook.review(review("UPDATE", configmap("5.5")))
+    response = answer["response"]
+    assert response["allowed"] is True and response["uid"] == "r-1"
+    stored = patched(configmap("5.5"), answer)
+    person = witness.signer.stamped(stored)
+    assert person is not None
+    assert (person.user, person.operation, person.manager) == ("alice", "UPDATE", "kubectl-patch")
+
+
+async def test_a_copied_stamp_is_replaced_by_the_requesters_own() -> None:
+    """Mallory copies alice's stamp onto her own write: the webhook names mallory."""
+    signer = Signer(KEY)
+    webhook = AttributionWebhook(Witness(signer), operator_user=OPERATOR)
+    alices = stamped(configmap("5.7"), ALICE, signer)
+    mallorys = copy.deepcopy(alices)
+    mallorys["data"]["DB_VERSION"] = "5.5"
+    stored = patched(mallorys, await webhook.review(review("UPDATE", mallorys, user="mallory")))
+    person = signer.stamped(stored)
+    assert person is not None and person.user == "mallory"
+
+
+async def test_a_write_that_leaves_the_content_as_stamped_keeps_the_stamp() -> None:
+    """A controller touching metadata only: the last person stays the one named."""
+    signer = Signer(KEY)
+    webhook = AttributionWebhook(Witness(signer), operator_user=OPERATOR)
+    obj = stamped(configmap(), ALICE, signer)
+    obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "3"
+    answer = await webhook.review(review("UPDATE", obj, user="system:serviceaccount:kube-system:x"))
+    assert "patch" not in answer["response"]
+
+
+@pytest.mark.parametrize(
+    ("user", "extra"),
+    [(OPERATOR, {}), ("alice", {"dryRun": True}), ("", {})],
+)
+async def test_the_operator_a_dry_run_and_nobody_are_not_stamped(
+    user: str, extra: dict[str, Any]
+) -> None:
+    webhook = AttributionWebhook(Witness(Signer(KEY)), operator_user=OPERATOR)
+    answer = await webhook.review(review("UPDATE", configmap(), user=user, **extra))
+    assert answer["response"] == {"uid": "r-1", "allowed": True}
+
+
+async def test_a_broken_request_is_still_allowed() -> None:
+    webhook = AttributionWebhook(Witness(Signer(KEY)), operator_user=OPERATOR)
+    answer = await webhook.review({"request": {"uid": "r-9", "userInfo": "not a map"}})
+    assert answer["response"] == {"uid": "r-9", "allowed": True}
+
+
+async def test_a_delete_is_remembered_and_explains_the_missing_object() -> None:
+    witness = Witness(Signer(KEY))
+    webhook = AttributionWebhook(witness, operator_user=OPERATOR)
+    key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
+    assert await witness.who(key, None) is None
+    await webhook.review(review("DELETE", None, oldObject=configmap()))
+    assert await witness.who(key, None) == "alice"
+    # A delete explains a missing object, not a changed one.
+    assert await witness.who(key, configmap("5.5")) is None
+
+
+async def test_a_scale_is_remembered_for_that_replica_count() -> None:
+    witness = Witness(Signer(KEY))
+    webhook = AttributionWebhook(witness, operator_user=OPERATOR)
+    scale = {"kind": "Scale", "metadata": {"name": "web", "uid": "d-1"}, "spec": {"replicas": 7}}
+    request = review(
+        "UPDATE",
+        scale,
+        user="bob",
+        subResource="scale",
+        kind={"group": "autoscaling", "version": "v1", "kind": "Scale"},
+        resource={"group": "apps", "version": "v1", "resource": "deployments"},
+        name="web",
+    )
+    await webhook.review(request)
+    key = ObjectKey("apps", "v1", "Deployment", "staging", "web")
+    deployment = {"kind": "Deployment", "metadata": {"name": "web", "uid": "d-1"}}
+    assert await witness.who(key, {**deployment, "spec": {"replicas": 7}}) == "bob"
+    assert await witness.who(key, {**deployment, "spec": {"replicas": 3}}) is None
+
+
+def test_the_sentence_names_the_person_and_the_tool() -> None:
+    key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
+    change = Change(key, Outcome.REVERTED, ("/data/DB_VERSION",), "kubectl-patch")
+    assert change.describe().endswith("by kubectl-patch")
+    named = ChangeSet.of(change, Change(key, Outcome.CREATED)).attributed("alice")
+    assert named.changes[0].describe().endswith("by alice (kubectl-patch)")
+    assert named.changes[1].changed_by_user is None  # only drift is somebody's
+    assert ChangeSet.of(change).attributed(None).changes[0].changed_by_user is None
