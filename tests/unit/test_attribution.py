@@ -199,8 +199,45 @@ async def test_a_delete_is_remembered_and_explains_the_missing_object() -> None:
     assert await witness.who(key, configmap("5.5")) is None
 
 
+class Records:
+    """The Events the webhook leaves, in memory: what another replica would list."""
+
+    def __init__(self, managed: set[str]) -> None:
+        self.managed = managed
+        self.posted: list[tuple[dict[str, Any], str, str]] = []
+
+    async def post(
+        self, involved: dict[str, Any], *, message: str, token: str, namespace: str
+    ) -> None:
+        self.posted.append((involved, message, token))
+
+    async def tokens(self, namespace: str, kind: str, name: str) -> list[str]:
+        return [t for i, _, t in self.posted if (i["kind"], i["name"]) == (kind, name)]
+
+    async def is_managed(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> bool:
+        return name in self.managed
+
+
+async def test_another_replica_finds_a_delete_in_the_signed_event() -> None:
+    records = Records(managed=set())
+    webhook = AttributionWebhook(Witness(Signer(KEY), records), operator_user=OPERATOR)
+    await webhook.review(review("DELETE", None, oldObject=configmap()))
+    ((involved, message, _),) = records.posted
+    assert (involved["kind"], involved["uid"]) == ("ConfigMap", "u-1")
+    assert message == "ConfigMap/staging/db deleted by alice (kubectl-patch)"
+    other = Witness(Signer(KEY), records)  # nothing in its memory
+    key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
+    assert await other.who(key, None) == "alice"
+    # An Event written by anyone else (no genuine signature) names nobody.
+    records.posted[0] = (involved, message, "forged.token")
+    assert await other.who(key, None) is None
+
+
 async def test_a_scale_is_remembered_for_that_replica_count() -> None:
-    witness = Witness(Signer(KEY))
+    records = Records(managed={"web"})
+    witness = Witness(Signer(KEY), records)
     webhook = AttributionWebhook(witness, operator_user=OPERATOR)
     scale = {"kind": "Scale", "metadata": {"name": "web", "uid": "d-1"}, "spec": {"replicas": 7}}
     request = review(
@@ -217,6 +254,9 @@ async def test_a_scale_is_remembered_for_that_replica_count() -> None:
     deployment = {"kind": "Deployment", "metadata": {"name": "web", "uid": "d-1"}}
     assert await witness.who(key, {**deployment, "spec": {"replicas": 7}}) == "bob"
     assert await witness.who(key, {**deployment, "spec": {"replicas": 3}}) is None
+    # The scale of an object driftguard does not manage leaves nothing behind.
+    await webhook.review({**request, "request": {**request["request"], "name": "other"}})
+    assert len(records.posted) == 1
 
 
 def test_the_sentence_names_the_person_and_the_tool() -> None:

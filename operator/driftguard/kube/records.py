@@ -13,7 +13,7 @@ from urllib.parse import quote
 from driftguard.core import attribution, model
 from driftguard.kube import timestamps
 from driftguard.kube.client import KubeCluster
-from driftguard.kube.errors import naming_request
+from driftguard.kube.errors import ApiError, naming_request
 
 
 class AdmissionRecords:
@@ -60,3 +60,19 @@ class AdmissionRecords:
             str((item.get("metadata", {}).get("annotations") or {}).get(attribution.ANNOTATION))
             for item in items
         ]
+
+    async def is_managed(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> bool:
+        """Whether the object carries driftguard's labels (a scale request names none)."""
+        base = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        path = f"{base}/namespaces/{quote(namespace)}/{plural}/{quote(name)}"
+        try:
+            with naming_request("get", plural, namespace):
+                found = await self._connection.json("GET", path)
+        except ApiError as exc:
+            if exc.is_not_found:
+                return False
+            raise
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        return labels.get(model.LABEL_MANAGED_BY) == model.FIELD_MANAGER

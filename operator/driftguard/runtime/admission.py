@@ -122,15 +122,19 @@ class AttributionWebhook:
         namespace = str(request.get("namespace") or "")
         name = str(request.get("name") or "")
         key = ObjectKey(group, "", kind, namespace, name)
+        records = self._witness.records
+        version, plural = str(resource.get("version") or ""), str(resource.get("resource") or "")
+        if person.subresource and (
+            records is None or not await records.is_managed(group, version, plural, namespace, name)
+        ):
+            return  # the scale of an object driftguard does not manage: nothing to keep
         uid = str((obj.get("metadata") or {}).get("uid") or "")
         replicas = (obj.get("spec") or {}).get("replicas") if person.subresource else None
         detail = "" if replicas is None else str(replicas)
         self._witness.remember(key, Admitted(person, uid, detail, time.monotonic()))
-        records = self._witness.records
         if records is None:
             return
         token = self._witness.signer.record(person, uid=uid, object_key=str(key), detail=detail)
-        version = str(resource.get("version") or "")
         involved = {
             "apiVersion": f"{group}/{version}" if group else version,
             "kind": kind,

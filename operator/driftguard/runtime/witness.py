@@ -32,6 +32,10 @@ class Records(Protocol):
         self, involved: dict[str, Any], *, message: str, token: str, namespace: str
     ) -> None: ...
 
+    async def is_managed(
+        self, group: str, version: str, plural: str, namespace: str, name: str
+    ) -> bool: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
