@@ -99,6 +99,38 @@ def test_a_stamp_that_does_not_match_the_content_names_nobody(tamper: Any) -> No
     assert signer.stamped(obj) is None
 
 
+def test_a_create_stamp_binds_the_name_and_content_before_the_uid_is_given() -> None:
+    signer = Signer(KEY)
+    created = stamped(configmap(uid=""), ALICE, signer)
+    stored = copy.deepcopy(created)
+    stored["metadata"]["uid"] = "u-9"  # given by the API server after admission
+    person = signer.stamped(stored)
+    assert person is not None
+    assert person.user == "alice"
+    stored["data"]["DB_VERSION"] = "5.5"
+    assert signer.stamped(stored) is None
+    moved = copy.deepcopy(created)
+    moved["metadata"].update(name="other", uid="u-10")
+    assert signer.stamped(moved) is None
+
+
+def test_an_environment_stamp_covers_its_spec_not_what_kopf_and_the_operator_add() -> None:
+    signer = Signer(KEY)
+    env = {
+        "apiVersion": "driftguard.io/v1alpha1",
+        "kind": "Environment",
+        "metadata": {"name": "staging", "namespace": "team", "uid": "e-1"},
+        "spec": {"mode": "Enforce", "resources": []},
+    }
+    obj = stamped(env, ALICE, signer)
+    obj["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    obj["metadata"]["annotations"]["kopf.zalando.org/last-handled-configuration"] = "{}"
+    obj["status"] = {"revision": 1}
+    assert signer.stamped(obj) == ALICE
+    obj["spec"]["mode"] = "Observe"
+    assert signer.stamped(obj) is None
+
+
 def test_a_forged_or_foreign_stamp_names_nobody() -> None:
     signer = Signer(KEY)
     obj = stamped(configmap(), ALICE, signer)

@@ -65,24 +65,37 @@ class Signer:
             raise ValueError("the attribution key must be at least 16 bytes")
         self._key = key
 
-    def digest(self, obj: dict[str, Any]) -> str:
-        """A keyed digest of what a person can change: it reveals nothing of a Secret."""
+    def digest(self, obj: dict[str, Any], *, uid: str | None = None) -> str:
+        """A keyed digest of what a person can change: it reveals nothing of a Secret.
+
+        `uid`: the one to bind instead of the object's (empty for a create's stamp: the
+        API server gives the uid after admission)."""
         meta = obj.get("metadata") or {}
-        annotations = {
-            k: v
-            for k, v in (meta.get("annotations") or {}).items()
-            if not k.startswith(_VOLATILE_ANNOTATIONS)
-        }
-        content = {k: v for k, v in obj.items() if k not in ("apiVersion", "metadata", "status")}
-        content["metadata"] = {
+        bound = {
             "namespace": meta.get("namespace") or "",
             "name": meta.get("name") or "",
-            "uid": meta.get("uid") or "",
-            "labels": meta.get("labels") or {},
-            "annotations": annotations,
-            "finalizers": meta.get("finalizers") or [],
-            "ownerReferences": meta.get("ownerReferences") or [],
+            "uid": (meta.get("uid") or "") if uid is None else uid,
         }
+        if str(obj.get("apiVersion") or "").startswith(f"{GROUP}/"):
+            # driftguard's own resources: a person writes the spec, while kopf and the
+            # operator write their metadata (finalizers, annotations) after them.
+            content: dict[str, Any] = {"spec": obj.get("spec"), "metadata": bound}
+        else:
+            annotations = {
+                k: v
+                for k, v in (meta.get("annotations") or {}).items()
+                if not k.startswith(_VOLATILE_ANNOTATIONS)
+            }
+            content = {
+                k: v for k, v in obj.items() if k not in ("apiVersion", "metadata", "status")
+            }
+            content["metadata"] = {
+                **bound,
+                "labels": meta.get("labels") or {},
+                "annotations": annotations,
+                "finalizers": meta.get("finalizers") or [],
+                "ownerReferences": meta.get("ownerReferences") or [],
+            }
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(self._key, canonical, hashlib.sha256).hexdigest()[:32]
 
@@ -98,7 +111,9 @@ class Signer:
         if record is None:
             return None
         uid = str((obj.get("metadata") or {}).get("uid") or "")
-        if record.get("uid") != uid or record.get("d") != self.digest(obj):
+        bound = str(record.get("uid") or "")
+        # A create's stamp names no uid (none is given yet): it binds the name and content.
+        if bound not in (uid, "") or record.get("d") != self.digest(obj, uid=bound):
             return None
         return _person(record)
 
