@@ -86,9 +86,23 @@ def test_history_table_marks_the_current_revision() -> None:
     """The row of status.revision carries the marker, and no other row does."""
     rows = views.history_rows([revision(1, spec={}), revision(2, spec={})], current=2)
 
-    assert rows[0] == ["CURRENT", "REVISION", "APPLIED", "GENERATION", "SPEC BY", "BLUEPRINT"]
+    header = ["CURRENT", "REVISION", "APPLIED", "GENERATION", "APPLIED BY", "SPEC BY", "BLUEPRINT"]
+    assert rows[0] == header
     assert [row[0] for row in rows[1:]] == ["", "*"]
-    assert rows[2][1:5] == ["2", "2026-11-26T10:02:00Z", "2", "kubectl-client-side-apply"]
+    assert rows[2][1:6] == ["2", "2026-11-26T10:02:00Z", "2", "-", "kubectl-client-side-apply"]
+
+
+def test_history_names_the_person_who_applied_a_revision() -> None:
+    """APPLIED BY is the person the webhook vouched for, kept on the revision's record."""
+    rev = history.Revision.of(
+        {
+            "metadata": {"name": "app-r1", "annotations": {history.ANNOTATION_APPLIED_BY: "alice"}},
+            "revision": 1,
+            "data": {"spec": {}},
+        }
+    )
+    assert views.history_rows([rev], current=1)[1][4] == "alice"
+    assert views.history_json([rev], current=1)[0]["appliedBy"] == "alice"
 
 
 @pytest.mark.parametrize(

@@ -59,7 +59,7 @@ def since_seconds(text: str) -> float:
 
 def history_rows(revisions: Sequence[history.Revision], current: int | None) -> list[list[str]]:
     """The history table: header, then one row per kept revision, oldest first."""
-    rows = [["CURRENT", "REVISION", "APPLIED", "GENERATION", "SPEC BY", "BLUEPRINT"]]
+    rows = [["CURRENT", "REVISION", "APPLIED", "GENERATION", "APPLIED BY", "SPEC BY", "BLUEPRINT"]]
     for rev in revisions:
         rows.append(
             [
@@ -67,6 +67,7 @@ def history_rows(revisions: Sequence[history.Revision], current: int | None) -> 
                 str(rev.revision),
                 rev.applied_at,
                 "-" if rev.generation is None else str(rev.generation),
+                rev.applied_by or "-",
                 ",".join(rev.spec_managers) or "-",
                 blueprint_of(rev),
             ]
@@ -90,6 +91,7 @@ def history_json(
             "name": rev.name,
             "appliedAt": rev.applied_at,
             "generation": rev.generation,
+            "appliedBy": rev.applied_by or None,
             "specManagers": list(rev.spec_managers),
             "blueprint": rev.data.get("blueprint"),
             "current": rev.revision == current,

@@ -33,6 +33,8 @@ LABEL_BLUEPRINT = "driftguard.io/blueprint"
 ANNOTATION_APPLIED_AT = "driftguard.io/applied-at"
 ANNOTATION_GENERATION = "driftguard.io/generation"
 ANNOTATION_SPEC_MANAGERS = "driftguard.io/spec-managers"
+ANNOTATION_APPLIED_BY = "driftguard.io/applied-by"
+"""The person whose write the revision is, as the attribution webhook vouched (else absent)."""
 _NAME_LIMIT = 253
 
 
@@ -77,6 +79,7 @@ class Revision:
     generation: int | None
     spec_managers: tuple[str, ...]
     data: dict[str, Any]
+    applied_by: str = ""
 
     @classmethod
     def of(cls, obj: dict[str, Any]) -> Revision:
@@ -91,6 +94,7 @@ class Revision:
             generation=int(generation) if generation and generation.isdigit() else None,
             spec_managers=tuple(m for m in managers.split(",") if m),
             data=obj.get("data") or {},
+            applied_by=str(notes.get(ANNOTATION_APPLIED_BY) or ""),
         )
 
     @property
@@ -107,8 +111,11 @@ async def record(
     resolved: list[dict[str, Any]] | None,
     blueprint: AppliedBlueprint | None,
     limit: int,
+    applied_by: str | None = None,
 ) -> None:
-    """Keeps the Environment's spec as applied at `revision`, then drops the oldest past `limit`."""
+    """Keeps the Environment's spec as applied at `revision`, then drops the oldest past `limit`.
+
+    `applied_by`: the person whose write this spec is, when the webhook vouched for one."""
     meta = env["metadata"]
     data: dict[str, Any] = {"spec": env.get("spec") or {}}
     if resolved is not None:
@@ -123,6 +130,7 @@ async def record(
             ANNOTATION_APPLIED_AT: timestamps.now(),
             ANNOTATION_GENERATION: str(meta.get("generation") or ""),
             ANNOTATION_SPEC_MANAGERS: ",".join(spec_managers(env)),
+            **({ANNOTATION_APPLIED_BY: applied_by} if applied_by else {}),
         },
         owner=env,
         revision=revision,
@@ -167,7 +175,9 @@ def _is_owned_by(obj: dict[str, Any], uid: str) -> bool:
     return any(owner.get("uid") == uid for owner in owners)
 
 
-async def record_blueprint(cluster: Cluster, namespace: str, blueprint: dict[str, Any]) -> None:
+async def record_blueprint(
+    cluster: Cluster, namespace: str, blueprint: dict[str, Any], *, applied_by: str | None = None
+) -> None:
     """Keeps a Blueprint's spec at its generation, so Environments can pin that revision."""
     meta = blueprint["metadata"]
     generation = int(meta.get("generation") or 1)
@@ -175,7 +185,10 @@ async def record_blueprint(cluster: Cluster, namespace: str, blueprint: dict[str
         name=record_name(f"blueprint-{meta['name']}", generation),
         namespace=namespace,
         labels={LABEL_BLUEPRINT: meta["name"][:63], LABEL_RECORD: "blueprint"},
-        annotations={ANNOTATION_APPLIED_AT: timestamps.now()},
+        annotations={
+            ANNOTATION_APPLIED_AT: timestamps.now(),
+            **({ANNOTATION_APPLIED_BY: applied_by} if applied_by else {}),
+        },
         owner=blueprint,
         revision=generation,
         data={"spec": blueprint.get("spec") or {}, "name": meta["name"]},

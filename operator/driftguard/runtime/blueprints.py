@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from driftguard.core import blueprint
+from driftguard.core.attribution import Signer
 from driftguard.core.blueprint import parse_blueprint
 from driftguard.core.model import InvalidSpecError
 from driftguard.core.status import BlueprintStatus, Condition
@@ -34,8 +35,12 @@ class Users(NamedTuple):
 
 
 class Blueprints:
-    def __init__(self, cluster: Cluster, history_namespace: str) -> None:
+    def __init__(
+        self, cluster: Cluster, history_namespace: str, *, signer: Signer | None = None
+    ) -> None:
+        """`signer`: checks who wrote each revision (None: attribution is off)."""
         self._cluster = cluster
+        self._signer = signer
         self._namespace = history_namespace
         self._known: dict[str, dict[str, Any]] = {}
 
@@ -62,7 +67,13 @@ class Blueprints:
         problem = _problem(body)
         if problem is None and is_new:
             try:
-                await history.record_blueprint(self._cluster, self._namespace, body)
+                person = self._signer.stamped(body) if self._signer is not None else None
+                await history.record_blueprint(
+                    self._cluster,
+                    self._namespace,
+                    body,
+                    applied_by=person.user if person is not None else None,
+                )
             except ApiError as exc:
                 log.warning("blueprint_history_failed", blueprint=name, error=exc.describe())
         await self.report(body, problem, users=users)

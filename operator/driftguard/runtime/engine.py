@@ -50,7 +50,9 @@ class Engine:
     ) -> None:
         self.cluster = cluster
         self.witness = witness  # who is behind a drift (the attribution webhook), if it is on
-        self.blueprints = Blueprints(cluster, history_namespace)
+        self.blueprints = Blueprints(
+            cluster, history_namespace, signer=witness.signer if witness is not None else None
+        )
         self._namespaced = namespaced
         self._tenancy = tenancy or Tenancy()
         self.guard = guard or GuardSettings()

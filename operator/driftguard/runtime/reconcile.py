@@ -77,6 +77,7 @@ class Environment:
         self.declared = declared
         # History and the audit trail are the operator's records, written as the operator.
         self._operator = cluster
+        self._witness = witness
         self.audit = audit.AuditTrail(cluster, body)
         self.reporter = report.Reporter(self.ledger, events, body, self.audit)
         self.passes = FullPass(
@@ -172,9 +173,17 @@ class Environment:
                 resolved=made if self.ledger.status.blueprint is not None else None,
                 blueprint=self.ledger.status.blueprint,
                 limit=spec.revision_history_limit if spec is not None else 10,
+                applied_by=self._applied_by(),
             )
         except ApiError as exc:
             self.reporter.history_failed(exc.describe())
+
+    def _applied_by(self) -> str | None:
+        """The person whose write this spec is, if the webhook stamped it."""
+        if self._witness is None:
+            return None
+        person = self._witness.signer.stamped(self.body)
+        return person.user if person is not None else None
 
     async def _own_scopes(self) -> set[tuple[Resource, str | None]]:
         """The policy kinds, watched as the operator while prevention may be on."""
