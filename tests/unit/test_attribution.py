@@ -196,10 +196,26 @@ async def test_a_write_that_leaves_the_content_as_stamped_keeps_the_stamp() -> N
     """A controller touching metadata only: the last person stays the one named."""
     signer = Signer(KEY)
     webhook = AttributionWebhook(Witness(signer), operator_user=OPERATOR)
-    obj = stamped(configmap(), ALICE, signer)
+    stored = stamped(configmap(), ALICE, signer)
+    obj = copy.deepcopy(stored)
     obj["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "3"
-    answer = await webhook.review(review("UPDATE", obj, user="system:serviceaccount:kube-system:x"))
+    controller = "system:serviceaccount:kube-system:x"
+    answer = await webhook.review(review("UPDATE", obj, user=controller, oldObject=stored))
     assert "patch" not in answer["response"]
+
+
+async def test_a_stamp_asked_of_the_webhook_directly_does_not_survive_a_real_write() -> None:
+    """Mallory posts a review claiming alice wrote 5.5, then writes 5.5 with that stamp."""
+    signer = Signer(KEY)
+    webhook = AttributionWebhook(Witness(signer), operator_user=OPERATOR)
+    direct = await webhook.review(review("UPDATE", configmap("5.5"), user="alice"))
+    planted = patched(configmap("5.5"), direct)
+    assert signer.stamped(planted) is not None  # a genuine signature, for that content
+
+    real = review("UPDATE", planted, user="mallory", oldObject=configmap("5.7"))
+    person = signer.stamped(patched(planted, await webhook.review(real)))
+    assert person is not None
+    assert person.user == "mallory"
 
 
 @pytest.mark.parametrize(

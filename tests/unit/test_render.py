@@ -93,6 +93,7 @@ def test_namespace(desired: dict[str, Any], spec: dict[str, Any], expected: str 
         pytest.param([{**obj("Secret", "s"), "stringData": ["k"]}], {}, "spec.resources[0].stringData: must be a map", id="secret-string-data-not-a-map"),
         pytest.param([{**obj("ConfigMap", "c"), "data": {"k": {"deep": {"er": "x"}}}}], {}, "spec.resources[0].data.k: must be a string", id="configmap-data-nested"),
         pytest.param([{**obj("ConfigMap", "c"), "binaryData": {"k": "%%"}}], {}, "spec.resources[0].binaryData.k: not valid base64", id="configmap-binary-data-not-base64"),
+        pytest.param([obj("ConfigMap", "c", annotations={"driftguard.io/changed-by": "x.y"})], {}, "spec.resources[0].metadata.annotations.driftguard.io/changed-by: not allowed in a blueprint", id="attribution-stamp"),
         pytest.param([{**obj("Secret", "s"), "stringData": {"k": "ab\ufffdcd"}}], {}, "spec.resources[0].stringData.k: holds bytes that were not UTF-8", id="secret-string-data-not-utf8"),
     ],
 )  # fmt: skip

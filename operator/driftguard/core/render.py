@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from driftguard.core import model
+from driftguard.core import attribution, model
 from driftguard.core.model import EnvironmentSpec, InvalidSpecError, ObjectKey
 
 
@@ -117,6 +117,13 @@ def _render_one(
             raise InvalidSpecError(
                 f"spec.resources[{index}].metadata.{forbidden}: not allowed in a blueprint{why}"
             )
+    if attribution.ANNOTATION in (meta.get("annotations") or {}):
+        # Applied by the operator, whose writes the webhook does not see, it would name
+        # whoever the copied stamp names.
+        raise InvalidSpecError(
+            f"spec.resources[{index}].metadata.annotations.{attribution.ANNOTATION}: not "
+            "allowed in a blueprint: driftguard's admission webhook writes it; remove it"
+        )
     if manifest.pop("status", None):
         # Silently dropping it would hide a copy of `kubectl get -o yaml` or a wrong belief
         # that driftguard keeps status; `status: {}` (from `--dry-run -o yaml`) is harmless.

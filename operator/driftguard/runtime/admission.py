@@ -89,17 +89,21 @@ class AttributionWebhook:
         )
         obj = request.get("object")
         if operation in ("CREATE", "UPDATE") and not subresource and isinstance(obj, dict):
-            return self._stamp(obj, person)
+            return self._stamp(obj, request.get("oldObject"), person)
         if operation == "DELETE" and not subresource:
             await self._admitted(request, request.get("oldObject") or {}, person, "deleted")
         elif operation == "UPDATE" and subresource == "scale" and isinstance(obj, dict):
             await self._admitted(request, obj, person, "scaled")
         return None
 
-    def _stamp(self, obj: dict[str, Any], person: Person) -> list[dict[str, Any]] | None:
+    def _stamp(
+        self, obj: dict[str, Any], old: dict[str, Any] | None, person: Person
+    ) -> list[dict[str, Any]] | None:
         signer = self._witness.signer
-        if signer.stamped(obj) is not None:
-            return None  # the content is as its stamp's person left it: theirs still
+        if _token(obj) and _token(obj) == _token(old) and signer.stamped(obj) is not None:
+            return None  # the stored content is as its stamp's person left it: theirs still
+        # Any other stamp the request carries was not stored through this webhook: a copy,
+        # or one asked of the webhook directly. The requester's own replaces it.
         token = signer.stamp(obj, person)
         annotations = (obj.get("metadata") or {}).get("annotations")
         if isinstance(annotations, dict):
@@ -158,6 +162,11 @@ class AttributionWebhook:
         except ValueError:
             return web.json_response({"error": "an AdmissionReview is expected"}, status=400)
         return web.json_response(await self.review(review))
+
+
+def _token(obj: dict[str, Any] | None) -> str:
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(attribution.ANNOTATION) or "")
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
