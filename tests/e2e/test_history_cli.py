@@ -74,8 +74,17 @@ def test_history_lists_diffs_and_rolls_back(
     listed = run_cli(kubectl, "history", "app", "-n", namespace)
     assert listed.returncode == 0, listed.stderr
     header, *rows = listed.stdout.splitlines()
-    columns = ["CURRENT", "REVISION", "APPLIED", "GENERATION", "SPEC", "BY", "BLUEPRINT"]
-    assert header.split() == columns
+    assert header.split() == [
+        "CURRENT",
+        "REVISION",
+        "APPLIED",
+        "GENERATION",
+        "APPLIED",
+        "BY",
+        "SPEC",
+        "BY",
+        "BLUEPRINT",
+    ]
     assert rows[-1].split()[:2] == ["*", "3"]
 
     diff = run_cli(kubectl, "history", "app", "-n", namespace, "--diff", "1", "3")

@@ -443,3 +443,45 @@ def test_status_row_shows_prevention_and_suspension(
     }
 
     assert inspection._row(env, with_namespace=False)[-2:] == expected
+
+
+def test_status_wide_row_names_the_last_drift_and_its_person() -> None:
+    """driftguard status -o wide ends each row with the last drift, when, and who made it."""
+    last = {
+        "time": "2026-12-06T10:00:00Z",
+        "object": "ConfigMap/shop/db",
+        "changedBy": "kubectl-patch",
+        "changedByUser": "alice",
+    }
+    env = {
+        "metadata": {"name": "app", "namespace": "shop"},
+        "spec": {},
+        "status": {"lastDrift": last},
+    }
+
+    row = inspection._row(env, with_namespace=False, wide=True)
+
+    assert row[-3:] == ["ConfigMap/shop/db", "2026-12-06T10:00:00Z", "alice (kubectl-patch)"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            {"changedBy": "kubectl-edit", "changedByUser": "bob", "lastDriftTime": "T1"},
+            "changed by bob (kubectl-edit) at T1",
+        ),
+        ({"changedBy": "kubectl-edit"}, "changed by kubectl-edit"),
+        ({}, "changed by unknown"),
+    ],
+    ids=["person", "field-manager-only", "nobody"],
+)
+def test_diff_names_who_changed_each_object(entry: dict[str, Any], expected: str) -> None:
+    """driftguard diff heads each object's diff with the person the operator saw change it."""
+    key = model.ObjectKey("", "v1", "ConfigMap", "shop", "db")
+    listed = {"kind": "ConfigMap", "namespace": "shop", "name": "db", **entry}
+    env = {
+        "status": {"resources": [{"kind": "ConfigMap", "namespace": "shop", "name": "web"}, listed]}
+    }
+
+    assert inspection.changed_by(env, key) == expected

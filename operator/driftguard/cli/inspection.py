@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import config as kconfig
 
+from driftguard.core import attribution, model, plan, render
 from driftguard.core import diff as drift
-from driftguard.core import model, plan, render
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.cluster import ENVIRONMENTS, Resource
 from driftguard.kube.errors import ApiError
@@ -59,6 +59,7 @@ def _readable(obj: dict[str, Any] | None, other: dict[str, Any] | None, side: st
     meta = {k: v for k, v in (shown.get("metadata") or {}).items() if k not in _NOISE}
     annotations = dict(meta.get("annotations") or {})
     annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
+    annotations.pop(attribution.ANNOTATION, None)  # a signature: the person is named above
     if annotations:
         meta["annotations"] = annotations
     else:
@@ -177,6 +178,7 @@ async def _diff(name: str, namespace: str | None) -> int:
                 print(f"{key} is managed by another Environment; not compared", file=sys.stderr)
             if is_reported(verdict):
                 reported += 1
+                print(f"# {key}: {changed_by(env, key)}")
                 sys.stdout.write(unified(key, *comparable(spec=spec, live=live, wanted=wanted)))
         return 1 if reported else 0
     except (ApiError, model.InvalidSpecError, LookupError) as exc:
@@ -184,6 +186,21 @@ async def _diff(name: str, namespace: str | None) -> int:
         return 2
     finally:
         await cluster.close()
+
+
+def changed_by(env: dict[str, Any], key: model.ObjectKey) -> str:
+    """Who the operator last saw change the object, from the Environment's status."""
+    for entry in (env.get("status") or {}).get("resources") or []:
+        if (entry.get("kind"), entry.get("namespace") or "", entry.get("name")) == (
+            key.kind,
+            key.namespace,
+            key.name,
+        ):
+            who = attribution.describe(entry.get("changedByUser"), entry.get("changedBy"))
+            if who:
+                at = entry.get("lastDriftTime")
+                return f"changed by {who}" + (f" at {at}" if at else "")
+    return "changed by unknown"
 
 
 async def _render(
@@ -216,7 +233,7 @@ def current_namespace() -> str:
     return str(((context or {}).get("context") or {}).get("namespace") or "default")
 
 
-def _row(env: dict[str, Any], *, with_namespace: bool) -> list[str]:
+def _row(env: dict[str, Any], *, with_namespace: bool, wide: bool = False) -> list[str]:
     status = env.get("status") or {}
     summary = status.get("summary") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -238,10 +255,14 @@ def _row(env: dict[str, Any], *, with_namespace: bool) -> list[str]:
         str(spec.get("prevention", "Off")),
         f"until {until}" if until else ("yes" if spec.get("suspend") else "-"),
     ]
+    if wide:
+        last = status.get("lastDrift") or {}
+        who = attribution.describe(last.get("changedByUser"), last.get("changedBy"))
+        row += [str(last.get("object") or "-"), str(last.get("time") or "-"), who or "-"]
     return [env["metadata"]["namespace"], *row] if with_namespace else row
 
 
-async def _status(namespace: str | None, all_namespaces: bool) -> int:
+async def _status(namespace: str | None, all_namespaces: bool, wide: bool) -> int:
     cluster = await _connect()
     if cluster is None:
         return 2
@@ -255,9 +276,11 @@ async def _status(namespace: str | None, all_namespaces: bool) -> int:
         await cluster.close()
     header = ["NAME", "MODE", "READY", "INSYNC", "OBJECTS", "DRIFTED", "MISSING", "OVERRIDDEN"]
     header += ["REVISION", "PREVENTION", "SUSPENDED"]
+    if wide:
+        header += ["LAST DRIFT", "DRIFT TIME", "CHANGED BY"]
     if all_namespaces:
         header.insert(0, "NAMESPACE")
-    rows = [header] + [_row(env, with_namespace=all_namespaces) for env in items]
+    rows = [header] + [_row(env, with_namespace=all_namespaces, wide=wide) for env in items]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print(
@@ -266,5 +289,5 @@ async def _status(namespace: str | None, all_namespaces: bool) -> int:
     return 0
 
 
-def status(*, namespace: str | None, all_namespaces: bool) -> int:
-    return asyncio.run(_status(namespace, all_namespaces))
+def status(*, namespace: str | None, all_namespaces: bool, wide: bool = False) -> int:
+    return asyncio.run(_status(namespace, all_namespaces, wide))

@@ -142,6 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="a table of Environments")
     status.add_argument("-n", "--namespace", default=None)
     status.add_argument("-A", "--all-namespaces", action="store_true")
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=["wide"],
+        default=None,
+        help="wide: also the last drift, when, and who made it",
+    )
     _memory_commands(commands)
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash", "zsh", "fish"])
@@ -243,7 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "diff":
         return inspection.diff(args.environment, namespace=args.namespace)
-    return inspection.status(namespace=args.namespace, all_namespaces=args.all_namespaces)
+    return inspection.status(
+        namespace=args.namespace, all_namespaces=args.all_namespaces, wide=args.output == "wide"
+    )
 
 
 def _memory(args: argparse.Namespace) -> int:
