@@ -271,12 +271,6 @@ RESOURCE_RULES: Any = [
         "message": "metadata.generateName is not allowed in a blueprint: give metadata.name, "
         "driftguard follows an object by its name",
     },
-    {
-        "rule": "!has(self.metadata) || !has(self.metadata.annotations) "
-        f"|| !('{GROUP}/changed-by' in self.metadata.annotations)",
-        "message": f"metadata.annotations.{GROUP}/changed-by is not allowed in a blueprint: "
-        "driftguard's admission webhook writes it; remove it",
-    },
 ]
 
 # The schema of a list of whole objects: kept as given, checked by the rules above.
