@@ -74,6 +74,10 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "Deployment",
+        "MutatingWebhookConfiguration",
+        "Secret",
+        "Secret",
+        "Service",
         "Service",
         "ServiceAccount",
     ]
@@ -84,8 +88,13 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
         "--log-level=INFO",
         "--history-namespace=ops",
         "--break-glass-group=driftguard:break-glass",
+        "--webhook-port=9443",
+        "--webhook-cert-dir=/etc/driftguard/webhook",
+        "--attribution-key-file=/etc/driftguard/attribution/key",
     ]
-    (service,) = of_kind(objects, "Service")
+    (service,) = [
+        s for s in of_kind(objects, "Service") if s["metadata"]["name"] == "dg-driftguard-metrics"
+    ]
     assert service["metadata"]["annotations"] == {
         "prometheus.io/scrape": "true",
         "prometheus.io/port": "8080",
@@ -103,20 +112,35 @@ def test_chart_runs_restricted(helm: Helm) -> None:
     assert security["readOnlyRootFilesystem"] is True
     assert security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
-    assert container(objects)["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert container(objects)["volumeMounts"] == [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "webhook-tls", "mountPath": "/etc/driftguard/webhook", "readOnly": True},
+        {"name": "attribution-key", "mountPath": "/etc/driftguard/attribution", "readOnly": True},
+    ]
 
 
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({"metrics": {"enabled": False}}, {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}),
         (
-            {"metrics": {"serviceMonitor": {"enabled": True}}},
+            {"metrics": {"enabled": False}, "attribution": {"enabled": False}},
+            {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"},
+        ),
+        (
+            {"metrics": {"serviceMonitor": {"enabled": True}}, "attribution": {"enabled": False}},
             {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "ServiceMonitor"},
         ),
-        ({"rbac": {"create": False}, "serviceAccount": {"create": False}}, {"Service"}),
+        (
+            {"rbac": {"create": False}, "serviceAccount": {"create": False}},
+            {"Service", "Secret", "MutatingWebhookConfiguration"},
+        ),
+        (
+            {"attribution": {"certManager": {"enabled": True}}},
+            {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Secret"}
+            | {"Issuer", "Certificate", "MutatingWebhookConfiguration"},
+        ),
     ],
-    ids=["metrics-off", "service-monitor", "no-rbac"],
+    ids=["metrics-off", "service-monitor", "no-rbac", "cert-manager"],
 )
 def test_chart_optional_objects(helm: Helm, values: dict[str, Any], expected: set[str]) -> None:
     """Values switch the Service, the ServiceMonitor and the RBAC objects on and off."""
@@ -225,6 +249,8 @@ def release(
         "livenessProbe": {"port": free_port()},
         # The Environments here live in the release's namespace and write to the target.
         "tenancy": {"allowTargetNamespaces": [target]},
+        # Its Service has no Pod here to reach; test_attribution.py runs the webhook.
+        "attribution": {"enabled": False},
     }
     if request.param == "watched-namespace":
         values["watchNamespaces"] = [namespace]

@@ -69,7 +69,12 @@ def test_prometheus_rule_job_is_the_service_monitor_job(helm: Helm) -> None:
     }
     objects = helm.template(values)
     (monitor,) = of_kind(objects, "ServiceMonitor")
-    (service,) = of_kind(objects, "Service")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    (service,) = [
+        s
+        for s in of_kind(objects, "Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+    ]
     job = service["metadata"]["labels"][monitor["spec"]["jobLabel"]]
     assert job == "guard"
     (prometheus_rule,) = of_kind(objects, "PrometheusRule")

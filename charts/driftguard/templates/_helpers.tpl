@@ -70,6 +70,13 @@ No update: the operator never PUTs.
   resources: {{ toJson .resources }}
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
+{{- if .Values.attribution.enabled }}
+# Attribution: a delete's or a scale's signed record is an Event beside the object,
+# written by whichever replica's webhook admitted it and listed by the one acting on it.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "list"]
+{{- end }}
 {{- end }}
 
 {{/*
