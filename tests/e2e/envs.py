@@ -50,10 +50,17 @@ class Operator:
     """A `driftguard run` process; it can be stopped and started again, as in a rollout."""
 
     def __init__(
-        self, kubeconfig: Path, log: Path, audit_log: Path, *, extra_args: Sequence[str] = ()
+        self,
+        kubeconfig: Path,
+        log: Path,
+        audit_log: Path,
+        *,
+        extra_args: Sequence[str] = (),
+        scope: Sequence[str] = ("--all-namespaces",),
     ) -> None:
         self.kubeconfig = kubeconfig
         self.extra_args = list(extra_args)
+        self.scope = list(scope)
         self.metrics_port = free_port()
         self.log = log
         self.audit_log = audit_log
@@ -61,7 +68,7 @@ class Operator:
 
     def start(self) -> None:
         binary = Path(sys.executable).parent / "driftguard"
-        argv = [str(binary), "run", "--all-namespaces", "--metrics-port", str(self.metrics_port)]
+        argv = [str(binary), "run", *self.scope, "--metrics-port", str(self.metrics_port)]
         argv += self.extra_args
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(

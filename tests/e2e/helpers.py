@@ -75,12 +75,21 @@ class Kubectl:
         check: bool = True,
         kubeconfig: Path | None = None,
         timeout: float = 60.0,
+        env: dict[str, str] | None = None,
     ) -> "subprocess.CompletedProcess[str]":
-        """Run ``kubectl args...``; raise ``KubectlError`` with stderr unless ``check=False``."""
+        """Run ``kubectl args...``; raise ``KubectlError`` with stderr unless ``check=False``.
+
+        `env`: more environment variables (KUBE_EDITOR for `kubectl edit`)."""
         config = kubeconfig or self.kubeconfig
         argv = [str(self.binary), f"--kubeconfig={config}", *args]
         done = subprocess.run(
-            argv, input=input, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env={**os.environ, **env} if env else None,
         )
         if check and done.returncode != 0:
             raise KubectlError(
