@@ -26,6 +26,7 @@ from cryptography import x509
 from envs import (
     OPERATOR_NAMESPACE,
     OPERATOR_SERVICEACCOUNT,
+    OPERATOR_USER,
     Operator,
     apply,
     chart_kubeconfig,
@@ -41,7 +42,8 @@ from envs import (
 )
 from helpers import Helm, Kubectl, audit_events, start_control_plane, wait_for
 
-from driftguard.controlplane import ControlPlane, pki
+from driftguard.cli import localhook
+from driftguard.controlplane import ControlPlane
 from driftguard.core.attribution import ANNOTATION, Signer
 
 ENV = "app"
@@ -74,19 +76,11 @@ def cluster(
         install_crd(admin)
         kubeconfig = chart_kubeconfig(plane, admin, chart_rbac)
         work = tmp_path_factory.mktemp("attribution")
-        ca = pki.CertificateAuthority.create("attribution-e2e-ca")
-        serving = ca.issue_server(common_name="127.0.0.1", dns_names=[], ips=["127.0.0.1"])
-        certs = work / "webhook"
-        certs.mkdir()
-        (certs / "tls.crt").write_bytes(serving.cert_pem)
-        (certs / "tls.key").write_bytes(serving.key_pem)
-        key = secrets.token_hex(32)
-        (work / "key").write_text(key)
         port = free_port()
+        hook = localhook.prepare(work / "webhook", port)
 
         def replica(name: str, webhook_port: int, scope: list[str]) -> Operator:
-            args = [f"--webhook-port={webhook_port}", f"--webhook-cert-dir={certs}"]
-            args += [f"--attribution-key-file={work / 'key'}"]
+            args = [f"--webhook-port={webhook_port}", *hook.args[1:]]
             return Operator(
                 kubeconfig, work / f"{name}.log", plane.audit_log, extra_args=args, scope=scope
             )
@@ -95,21 +89,13 @@ def cluster(
         # Watches only its own, empty namespace: it answers the webhook and does nothing else.
         answering = replica("answering", port, [f"--namespace={OPERATOR_NAMESPACE}"])
         people = {p: plane.user_kubeconfig(p, groups=["team"]) for p in PEOPLE}
-        webhooks = chart_webhooks(helm, port, ca.pair.cert_pem)
+        webhooks = chart_webhooks(helm, hook)
         admin("apply", "-f", "-", input=yaml.safe_dump(webhooks))
         try:
             acting.start()
             answering.start()
-            yield Cluster(
-                plane,
-                admin,
-                acting,
-                answering,
-                port,
-                ca.pair.cert_pem,
-                Signer(key.encode()),
-                people,
-            )
+            signer = Signer((hook.directory / "key").read_bytes())
+            yield Cluster(plane, admin, acting, answering, port, hook.ca_pem, signer, people)
         finally:
             print(f"--- acting ---\n{acting.log_text()[-6000:]}")
             print(f"--- answering ---\n{answering.log_text()[-3000:]}")
@@ -119,7 +105,7 @@ def cluster(
         plane.stop()
 
 
-def chart_webhooks(helm: Helm, port: int, ca_pem: bytes) -> dict[str, Any]:
+def chart_webhooks(helm: Helm, hook: localhook.LocalWebhook) -> dict[str, Any]:
     """The chart's MutatingWebhookConfiguration, each webhook calling the local replica."""
     values = {"fullnameOverride": OPERATOR_SERVICEACCOUNT}
     (found,) = [
@@ -127,12 +113,17 @@ def chart_webhooks(helm: Helm, port: int, ca_pem: bytes) -> dict[str, Any]:
         for obj in helm.template(values, namespace=OPERATOR_NAMESPACE)
         if obj["kind"] == "MutatingWebhookConfiguration"
     ]
-    for hook in found["webhooks"]:
-        hook["clientConfig"] = {
-            "url": f"https://127.0.0.1:{port}/attribution",
-            "caBundle": base64.b64encode(ca_pem).decode(),
-        }
+    local = hook.configuration(operator_user=OPERATOR_USER)
+    for hook_, ours in zip(found["webhooks"], local["webhooks"], strict=True):
+        hook_["clientConfig"] = ours["clientConfig"]
     return dict(found)
+
+
+def test_the_local_webhook_is_the_charts(helm: Helm, tmp_path: Path) -> None:
+    """`make demo` and `make bench` configure what the chart installs, but for a URL."""
+    hook = localhook.prepare(tmp_path, 9443)
+    local = hook.configuration(operator_user=OPERATOR_USER)
+    assert local["webhooks"] == chart_webhooks(helm, hook)["webhooks"]
 
 
 @pytest.fixture

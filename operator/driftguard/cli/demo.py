@@ -2,9 +2,10 @@
 
 Starts etcd + kube-apiserver + kube-controller-manager, installs the CRD, runs
 the operator and tells the database story with examples/: one Blueprint makes
-dev, staging and prod; someone downgrades the database in staging (reverted)
-and prod (flagged, Observe); compare, audit, history and rollback show and undo
-it; then guardrails, prevention and break-glass. Development
+dev, staging and prod; an on-call engineer (a user of their own) downgrades the
+database in staging (reverted, and they are named) and prod (flagged, Observe);
+compare, audit, history and rollback show and undo it; then guardrails,
+prevention and break-glass. Development
 tooling: it needs the dev dependencies (kubectl) and the built control plane.
 """
 
@@ -21,10 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from driftguard.cli import localhook
 from driftguard.controlplane import ControlPlane
 
 ROOT = Path(__file__).resolve().parents[3]
 BIN = Path(sys.executable).parent
+ONCALL = "oncall@shop.example"
 BOLD, DIM, GREEN, YELLOW, RESET = (
     ("\033[1m", "\033[2m", "\033[32m", "\033[33m", "\033[0m") if sys.stdout.isatty() else ("",) * 5
 )
@@ -42,12 +45,30 @@ class Demo:
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
         self.env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+        self.people: dict[str, Path] = {}
 
-    def kubectl(self, *args: str, show: bool = True, check: bool = True) -> str:
+    def kubectl(
+        self,
+        *args: str,
+        show: bool = True,
+        check: bool = True,
+        user: str | None = None,
+        stdin: str | None = None,
+    ) -> str:
+        """`user`: as that person (a client certificate of the local CA), not the admin."""
+        env = self.env
+        if user is not None:
+            env = {**env, "KUBECONFIG": str(self.people[user])}
         if show:
-            print(f"{GREEN}$ kubectl {' '.join(args)}{RESET}", flush=True)
+            who = f"{DIM}   # as {user}{RESET}" if user else ""
+            print(f"{GREEN}$ kubectl {' '.join(args)}{RESET}{who}", flush=True)
         done = subprocess.run(
-            [str(BIN / "kubectl"), *args], env=self.env, capture_output=True, text=True, check=False
+            [str(BIN / "kubectl"), *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if check and done.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
@@ -107,11 +128,17 @@ def story(demo: Demo, port: int) -> None:
     demo.kubectl("get", "blueprints")
     demo.kubectl("get", "environments", "-n", "platform")
 
-    say("2. The incident: someone downgrades the database to 5.5 in staging and prod")
+    say(f"2. The incident: {ONCALL} downgrades the database to 5.5 in staging and prod")
     for namespace in ("staging", "prod"):
-        demo.kubectl("set", "image", "deploy/db", "-n", namespace, "db=mysql:5.5")
+        demo.kubectl("set", "image", "deploy/db", "-n", namespace, "db=mysql:5.5", user=ONCALL)
     took = demo.until("staging's database reverted", lambda: _image(demo, "staging") == "mysql:5.7")
     note(f"staging (Enforce): back to mysql:5.7 {took * 1000:.0f} ms after kubectl returned")
+    demo.until("the person named", lambda: bool(_last_drift(demo, "staging").get("changedByUser")))
+    last = _last_drift(demo, "staging")
+    note(
+        f"status.lastDrift: {last.get('object')} changed by {last.get('changedByUser')} "
+        f"({last.get('changedBy')}): the person, as the API server authenticated them"
+    )
     demo.until("prod flagged", lambda: demo.condition("prod", "InSync") == "False")
     note("prod (Observe): flagged, left as it is; a person decides")
 
@@ -175,6 +202,11 @@ def prevent(demo: Demo) -> None:
     note(f"suspension over: mysql:5.7 again ({took:.1f} s later), prevention again")
 
 
+def _last_drift(demo: Demo, env: str) -> dict[str, Any]:
+    status = demo.get("environment", env, "platform").get("status") or {}
+    return dict(status.get("lastDrift") or {})
+
+
 def _succeeds(demo: Demo, *args: str) -> bool:
     done = subprocess.run(
         [str(BIN / "kubectl"), *args], env=demo.env, capture_output=True, check=False
@@ -223,8 +255,17 @@ def main() -> int:
         port = _free_port()
         log = plane.directory / "operator.log"
         operator_config = plane.user_kubeconfig("driftguard-demo", groups=["system:masters"])
+        hook = localhook.prepare(plane.directory / "webhook", _free_port())
+        demo.kubectl("apply", "-f", "-", show=False, stdin=json.dumps(
+            hook.configuration(operator_user="driftguard-demo")))  # fmt: skip
+        # The on-call engineer: their own certificate, the cluster's `edit` role where they work.
+        demo.people[ONCALL] = plane.user_kubeconfig(ONCALL, groups=["shop:oncall"])
+        for namespace in ("staging", "prod"):
+            demo.kubectl("create", "rolebinding", "oncall-edit", "-n", namespace,
+                         "--clusterrole=edit", "--group=shop:oncall", show=False)  # fmt: skip
         say("Starting the operator: driftguard run --all-namespaces")
         note("--allow-target-namespaces dev staging prod: Environments in platform write there")
+        note(f"--webhook-port {hook.port}: the API server tells it who made each change")
         note(f"its JSON logs: {log}")
         with log.open("wb") as sink:
             operator = subprocess.Popen(
@@ -234,6 +275,8 @@ def main() -> int:
                     # The demo's Environments live in platform and write to staging and
                     # dev: a single-team install allows that explicitly.
                     *("--allow-target-namespaces", "dev", "staging", "prod"),
+                    # The attribution webhook, called by the API server at 127.0.0.1.
+                    *hook.args,
                 ],
                 # Its own identity, not the admin's: prevention lets the operator through,
                 # and the demo's kubectl (the admin) is the person it stops.

@@ -1,0 +1,135 @@
+"""The attribution webhook on a local control plane (`make demo`, `make bench`, a laptop).
+
+No Pod and no Service there: the API server calls `driftguard run --webhook-port` at
+https://127.0.0.1:PORT, with a certificate made here for that address. The configuration
+is the chart's (templates/attribution.yaml) with a URL instead of a Service; an e2e test
+keeps the two alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from driftguard.controlplane import pki
+
+PATH = "/attribution"
+MANAGED = {"app.kubernetes.io/managed-by": "driftguard"}
+NAME = "driftguard-attribution"
+
+
+@dataclass(frozen=True)
+class LocalWebhook:
+    port: int
+    directory: Path
+    ca_pem: bytes
+
+    @property
+    def args(self) -> list[str]:
+        """What `driftguard run` needs to serve it."""
+        return [
+            f"--webhook-port={self.port}",
+            f"--webhook-cert-dir={self.directory}",
+            f"--attribution-key-file={self.directory / 'key'}",
+        ]
+
+    def configuration(self, *, operator_user: str, timeout_seconds: int = 2) -> dict[str, Any]:
+        """The MutatingWebhookConfiguration that points the API server at it."""
+        client = {
+            "url": f"https://127.0.0.1:{self.port}{PATH}",
+            "caBundle": base64.b64encode(self.ca_pem).decode(),
+        }
+        not_operator = {
+            "name": "not-the-operator",
+            "expression": f'request.userInfo.username != "{operator_user}"',
+        }
+        common = {
+            "admissionReviewVersions": ["v1"],
+            "failurePolicy": "Ignore",
+            "timeoutSeconds": timeout_seconds,
+            "matchPolicy": "Equivalent",
+            "clientConfig": client,
+        }
+        controllers = (
+            "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:') && "
+            "!request.userInfo.username.startsWith('system:kube-')"
+        )
+        webhooks = [
+            {
+                "name": "attribution.driftguard.io",
+                **common,
+                "sideEffects": "NoneOnDryRun",
+                "reinvocationPolicy": "IfNeeded",
+                "objectSelector": {"matchLabels": MANAGED},
+                "matchConditions": [not_operator],
+                "rules": [_rule(["*"], ["*"], ["CREATE", "UPDATE", "DELETE"], ["*"], "*")],
+            },
+            {
+                "name": "environments.attribution.driftguard.io",
+                **common,
+                "sideEffects": "None",
+                "reinvocationPolicy": "IfNeeded",
+                "matchConditions": [not_operator],
+                "rules": [
+                    _rule(
+                        ["driftguard.io"],
+                        ["*"],
+                        ["CREATE", "UPDATE"],
+                        ["environments", "blueprints"],
+                        "*",
+                    )
+                ],
+            },
+            {
+                "name": "scale.attribution.driftguard.io",
+                **common,
+                "sideEffects": "NoneOnDryRun",
+                "matchConditions": [
+                    not_operator,
+                    {"name": "not-the-clusters-controllers", "expression": controllers},
+                ],
+                "rules": [
+                    _rule(
+                        ["apps"],
+                        ["v1"],
+                        ["UPDATE"],
+                        ["deployments/scale", "statefulsets/scale", "replicasets/scale"],
+                        "Namespaced",
+                    )
+                ],
+            },
+        ]
+        return {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": NAME},
+            "webhooks": webhooks,
+        }
+
+
+def _rule(
+    groups: list[str], versions: list[str], operations: list[str], resources: list[str], scope: str
+) -> dict[str, Any]:
+    return {
+        "apiGroups": groups,
+        "apiVersions": versions,
+        "operations": operations,
+        "resources": resources,
+        "scope": scope,
+    }
+
+
+def prepare(directory: Path, port: int) -> LocalWebhook:
+    """A CA, a serving certificate for 127.0.0.1 and a signing key, written to directory."""
+    ca = pki.CertificateAuthority.create("driftguard-webhook-ca")
+    serving = ca.issue_server(common_name="127.0.0.1", dns_names=[], ips=["127.0.0.1"])
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tls.crt").write_bytes(serving.cert_pem)
+    for name, data in (("tls.key", serving.key_pem), ("key", secrets.token_hex(32).encode())):
+        path = directory / name
+        path.touch(mode=0o600)
+        path.write_bytes(data)
+    return LocalWebhook(port=port, directory=directory, ca_pem=ca.pair.cert_pem)
