@@ -70,6 +70,7 @@ crds: install ## regenerate crds/ (and the chart's copy) from the pydantic model
 bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
 	@hack/build-bench-tools.sh
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/attribution.py
 
 .PHONY: bench-scale
 bench-scale: install controlplane tools ## 3 replicas sharing 50,000 objects; figures in bench/scale.json (QUICK=1: 3,000)
