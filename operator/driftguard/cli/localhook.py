@@ -8,8 +8,11 @@ keeps the two alike.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import json
 import secrets
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,3 +136,24 @@ def prepare(directory: Path, port: int) -> LocalWebhook:
         path.touch(mode=0o600)
         path.write_bytes(data)
     return LocalWebhook(port=port, directory=directory, ca_pem=ca.pair.cert_pem)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m driftguard.cli.localhook DIR`: write the files, print the configuration."""
+    parser = argparse.ArgumentParser(
+        prog="python -m driftguard.cli.localhook", description=main.__doc__
+    )
+    parser.add_argument("directory", type=Path, help="where tls.crt, tls.key and key go")
+    parser.add_argument("--port", type=int, default=9443)
+    parser.add_argument(
+        "--operator-user", required=True, help="the operator's user name: its writes are skipped"
+    )
+    args = parser.parse_args(argv)
+    hook = prepare(args.directory, args.port)
+    print(json.dumps(hook.configuration(operator_user=args.operator_user), indent=2))
+    print("driftguard run " + " ".join(hook.args), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
