@@ -164,6 +164,24 @@ def last_drift_by(cluster: Cluster, namespace: str, obj: str, user: str | None) 
     return found
 
 
+def named_everywhere(cluster: Cluster, namespace: str, obj: str, user: str) -> None:
+    """An Event and the audit trail (driftguard audit -o json) name the person for obj."""
+    kind, _, name = obj.split("/")
+    wait_for(
+        lambda: any(obj in m and f"by {user}" in m for m in event_messages(cluster, namespace)),
+        message=f"an Event naming {user} for {obj}",
+    )
+
+    def in_trail() -> bool:
+        done = run_cli(cluster.admin, "audit", ENV, "-n", namespace, "-o", "json")
+        return done.returncode == 0 and any(
+            (i.get("kind"), i.get("name"), i.get("user")) == (kind, name, user)
+            for i in json.loads(done.stdout)
+        )
+
+    wait_for(in_trail, message=f"the audit trail to name {user} for {obj}")
+
+
 def entry(cluster: Cluster, namespace: str, kind: str, name: str) -> dict[str, Any]:
     for item in status(cluster.admin, ENV, namespace).get("resources") or []:
         if (item["kind"], item["name"]) == (kind, name):
@@ -220,6 +238,7 @@ def test_an_edit_a_removed_field_a_scale_and_a_delete_are_attributed(
     cluster.as_("bob", "edit", "configmap", "db", "-n", space, env=editor)
     last = last_drift_by(cluster, space, f"ConfigMap/{space}/db", "bob")
     assert last["changedBy"] == "kubectl-edit"
+    named_everywhere(cluster, space, f"ConfigMap/{space}/db", "bob")
     wait_condition(cluster.admin, ENV, space, "InSync", "True", reason="InSync")
 
     remove = '[{"op": "remove", "path": "/data/EXTRA"}]'
@@ -232,10 +251,12 @@ def test_an_edit_a_removed_field_a_scale_and_a_delete_are_attributed(
         ),
         message="the removed field attributed",
     )
+    named_everywhere(cluster, space, f"ConfigMap/{space}/db", "carol")
     wait_condition(cluster.admin, ENV, space, "InSync", "True", reason="InSync")
 
     cluster.as_("dave", "scale", "deployment", "web", "-n", space, "--replicas=4")
     last_drift_by(cluster, space, f"Deployment/{space}/web", "dave")
+    named_everywhere(cluster, space, f"Deployment/{space}/web", "dave")
     wait_for(
         lambda: (get(cluster.admin, "deployment", "web", space) or {})["spec"]["replicas"] == 2,
         message="the scale reverted",
@@ -243,6 +264,7 @@ def test_an_edit_a_removed_field_a_scale_and_a_delete_are_attributed(
 
     cluster.as_("erin", "delete", "configmap", "db", "-n", space)
     last_drift_by(cluster, space, f"ConfigMap/{space}/db", "erin")
+    named_everywhere(cluster, space, f"ConfigMap/{space}/db", "erin")
     wait_for(lambda: get(cluster.admin, "configmap", "db", space), message="db recreated")
     # The delete's record is an Event the answering replica signed, found by the acting one.
     assert any(f"ConfigMap/{space}/db deleted by erin" in m for m in event_messages(cluster, space))
