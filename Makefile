@@ -65,7 +65,8 @@ test: install controlplane tools lint ## every test, unit and end-to-end
 crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(BIN)/python -m driftguard.core.crd environments > crds/environments.driftguard.io.yaml
 	$(BIN)/python -m driftguard.core.crd blueprints > crds/blueprints.driftguard.io.yaml
-	cp crds/environments.driftguard.io.yaml crds/blueprints.driftguard.io.yaml charts/driftguard/crds/
+	$(BIN)/python -m driftguard.core.crd driftexceptions > crds/driftexceptions.driftguard.io.yaml
+	cp crds/*.driftguard.io.yaml charts/driftguard/crds/
 
 bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
 	@hack/build-bench-tools.sh

@@ -426,6 +426,7 @@ def test_the_charts_webhook_never_refuses_and_skips_the_operator(helm: Helm) -> 
     assert by_name["environments.attribution.driftguard.io"]["rules"][0]["resources"] == [
         "environments",
         "blueprints",
+        "driftexceptions",
     ]
 
     secrets_ = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}

@@ -27,6 +27,7 @@ ROWS: list[Row] = [
     (metrics.environment_suspended, "driftguard_environment_suspended", "gauge", ENV),
     (metrics.fights, "driftguard_fights_total", "counter", ENV),
     (metrics.drift_unattributed, "driftguard_drift_unattributed_total", "counter", ENV),
+    (metrics.exceptions_active, "driftguard_exceptions_active", "gauge", ENV),
     (metrics.watches, "driftguard_watches", "gauge", ("state",)),
     (metrics.watch_restarts, "driftguard_watch_restarts_total", "counter", ("kind",)),
     (

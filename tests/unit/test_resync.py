@@ -13,6 +13,7 @@ def _resync(seconds: float) -> tuple[Resync, Any, list[float]]:
     ledger = SimpleNamespace(
         spec=SimpleNamespace(resync_seconds=seconds),
         paused_until=None,
+        exceptions_until=None,
         is_waiting_for_kind=False,
         ready=(True, "", ""),
     )

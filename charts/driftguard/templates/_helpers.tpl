@@ -96,6 +96,13 @@ audit trail (a ConfigMap), both owned by the Environment.
 - apiGroups: ["driftguard.io"]
   resources: ["environments/status"]
   verbs: ["patch"]
+# DriftExceptions live beside their Environments; the operator writes only their status.
+- apiGroups: ["driftguard.io"]
+  resources: ["driftexceptions"]
+  verbs: ["list", "watch"]
+- apiGroups: ["driftguard.io"]
+  resources: ["driftexceptions/status"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

@@ -81,7 +81,7 @@ class LocalWebhook:
                         ["driftguard.io"],
                         ["*"],
                         ["CREATE", "UPDATE"],
-                        ["environments", "blueprints"],
+                        ["environments", "blueprints", "driftexceptions"],
                         "*",
                     )
                 ],

@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
         "(default 10); it stops acting itself before then",
     )
     run.add_argument(
+        "--max-exception-duration",
+        default="24h",
+        metavar="DURATION",
+        help="the longest a DriftException may last; a longer one is Invalid (default 24h)",
+    )
+    run.add_argument(
         "--webhook-port",
         type=int,
         default=0,
@@ -196,6 +202,16 @@ def _memory_commands(commands: Any) -> None:
     compare.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
 
+def _duration(text: str) -> float:
+    from driftguard.core.model import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        _parser().error(f"--max-exception-duration {text!r}: {exc}")
+        raise
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.kubeconfig:
@@ -221,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_level=args.log_level,
             watch_grace=args.liveness_watch_grace,
             history_namespace=args.history_namespace,
+            max_exception_s=_duration(args.max_exception_duration),
             peering=args.peering,
             priority=args.priority,
             peering_lifetime=args.peering_lifetime,

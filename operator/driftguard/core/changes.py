@@ -34,6 +34,7 @@ class Outcome(StrEnum):
     REVERTED = "reverted"  # drift put back to the blueprint (Enforce)
     FLAGGED = "flagged"  # drift reported, left as is (Observe, suspend)
     TOLERATED = "tolerated"  # a change within allowedChanges: Overridden, never reverted
+    EXCEPTED = "excepted"  # a change a DriftException covers: Excepted, reverted at its end
     CONFLICT = "conflict"  # the object belongs to another Environment
     FIGHTING = "fighting"  # reverted too often: another writer keeps changing it
     FORBIDDEN = "forbidden"  # the API server refused driftguard for lack of RBAC
@@ -42,7 +43,13 @@ class Outcome(StrEnum):
     RELEASED = "released"  # removed from the blueprint, left in place (prune off, Observe)
 
 
-ATTRIBUTED = (Outcome.REVERTED, Outcome.FLAGGED, Outcome.TOLERATED, Outcome.FIGHTING)
+ATTRIBUTED = (
+    Outcome.REVERTED,
+    Outcome.FLAGGED,
+    Outcome.TOLERATED,
+    Outcome.EXCEPTED,
+    Outcome.FIGHTING,
+)
 """Outcomes of somebody else's write: a person is looked for behind them."""
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from driftguard.core import model
+from driftguard.core import exception, model
 from driftguard.core.blueprint import BLUEPRINT_KIND, BLUEPRINT_PLURAL, BlueprintSpec
 from driftguard.core.status import BlueprintStatus, EnvironmentStatus
 
@@ -239,7 +239,40 @@ def blueprint_definition() -> dict[str, Any]:
     )
 
 
-DEFINITIONS = {"environments": definition, "blueprints": blueprint_definition}
+def exception_definition() -> dict[str, Any]:
+    """The DriftException CustomResourceDefinition: drift tolerated for a while, with a reason."""
+    spec_schema = openapi_schema(exception.DriftExceptionSpec)
+    status_schema = openapi_schema(exception.DriftExceptionStatus)
+    status_schema["properties"]["conditions"]["items"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    return _definition(
+        kind=exception.KIND,
+        plural=exception.PLURAL,
+        short_name=exception.SHORT_NAME,
+        scope="Namespaced",
+        columns=[
+            {"name": "Environment", "type": "string", "jsonPath": ".spec.environmentRef.name"},
+            {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+            {"name": "Expires", "type": "string", "jsonPath": ".status.expiresAt"},
+            {"name": "Created By", "type": "string", "jsonPath": ".status.createdBy"},
+            {"name": "Reason", "type": "string", "jsonPath": ".spec.reason"},
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+        ],
+        description="DriftException lets chosen drift of one Environment stand until it ends "
+        "(expiresAt or duration, capped by the operator), for a stated reason; the drift is "
+        "reverted by itself then.",
+        spec=spec_schema,
+        status=status_schema,
+    )
+
+
+DEFINITIONS = {
+    "environments": definition,
+    "blueprints": blueprint_definition,
+    "driftexceptions": exception_definition,
+}
 
 
 def render(which: str = "environments") -> str:

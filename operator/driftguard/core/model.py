@@ -91,6 +91,7 @@ class State(StrEnum):
     DRIFTED = "Drifted"
     MISSING = "Missing"
     OVERRIDDEN = "Overridden"
+    EXCEPTED = "Excepted"  # tolerated while a DriftException is active
     CONFLICT = "Conflict"
     FIGHTING = "Fighting"
     ERROR = "Error"

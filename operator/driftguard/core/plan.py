@@ -17,6 +17,7 @@ from jsonpointer import EndOfList, JsonPointer, resolve_pointer
 
 from driftguard.core import diff
 from driftguard.core.diff import MISSING, ChangeKind, Drift, FieldChange
+from driftguard.core.exception import ExceptedChange
 from driftguard.core.model import AllowedChange, EnvironmentSpec, Mode, ObjectKey, State
 
 FIGHT_LIMIT = 5
@@ -50,6 +51,7 @@ class Verdict:
     action: Action
     drifted: tuple[FieldChange, ...] = ()
     tolerated: frozenset[str] = frozenset()
+    excepted: tuple[str, ...] = ()  # the DriftExceptions that tolerate some of it
 
     @property
     def pointers(self) -> list[str]:
@@ -133,8 +135,26 @@ def decide(
             return Verdict(State.FIGHTING, action, tuple(drifted), tolerated)
         return Verdict(State.DRIFTED, _act(mode, Action.REVERT), tuple(drifted), tolerated)
     if tolerated:
-        return Verdict(State.OVERRIDDEN, Action.NONE, (), tolerated)
+        excepted = _excepted_by(matching, tolerated)
+        state = State.EXCEPTED if excepted else State.OVERRIDDEN
+        return Verdict(state, Action.NONE, (), tolerated, excepted)
     return Verdict(State.IN_SYNC, Action.NONE, (), tolerated)
+
+
+def _excepted_by(rules: Sequence[AllowedChange], tolerated: frozenset[str]) -> tuple[str, ...]:
+    """The exceptions whose paths are among the tolerated ones, unless the blueprint's own
+    allowedChanges tolerate those paths too (then it is Overridden, as without them)."""
+    own = {p for rule in rules if not isinstance(rule, ExceptedChange) for p in rule.paths}
+    return tuple(
+        sorted(
+            {
+                rule.exception
+                for rule in rules
+                if isinstance(rule, ExceptedChange)
+                and any(p in tolerated and p not in own for p in rule.paths)
+            }
+        )
+    )
 
 
 def judge(

@@ -39,6 +39,7 @@ class Summary(BaseModel):
     drifted: int = Field(0, description="Objects that differ (or conflict, fight, fail).")
     missing: int = Field(0, description="Objects that do not exist.")
     overridden: int = Field(0, description="Objects with tolerated allowedChanges.")
+    excepted: int = Field(0, description="Objects with drift an active DriftException covers.")
 
 
 class ResourceStatus(BaseModel):
@@ -68,6 +69,9 @@ class ResourceStatus(BaseModel):
     )
     reverts: int = Field(0, description="How many times driftguard reverted this object.")
     message: str | None = Field(None, description="Why the object is in Error or Conflict.")
+    exception: str | None = Field(
+        None, description="The DriftException whose drift the object holds (state Excepted)."
+    )
 
 
 class LastDrift(BaseModel):

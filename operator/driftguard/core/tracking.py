@@ -23,6 +23,7 @@ from driftguard.core.status import Condition, EnvironmentStatus, LastDrift, Reso
 MESSAGE_LIMIT = 900
 
 DRIFTING = (State.DRIFTED, State.CONFLICT, State.FIGHTING, State.ERROR)
+TOLERATING = (State.OVERRIDDEN, State.EXCEPTED)
 
 
 @dataclass(slots=True)
@@ -44,6 +45,7 @@ class Tracked:
     # a deque for every object was 760 bytes each, 38 MB at 50,000 objects.
     recent: tuple[float, ...] = ()
     tolerated: frozenset[str] = frozenset()
+    exception: str | None = None  # the DriftException(s) an Excepted object holds drift by
     message: str | None = None
     fight_round: int = 0  # reverts made while fighting; 0 when not fighting
     due_at: float = 0.0  # while fighting: the next revert waits until then
@@ -84,6 +86,7 @@ class Tracked:
             last_drift_time=self.last_drift_time,
             reverts=self.reverts,
             message=self.message,
+            exception=self.exception if self.state is State.EXCEPTED else None,
         )
 
 
@@ -99,6 +102,8 @@ class Ledger:
     applied_generation: int | None = None
     policies: dict[ObjectKey, Tracked] = field(default_factory=dict)  # prevention's, unlisted
     paused_until: str | None = None  # spec.suspendUntil while it lies ahead
+    exceptions_until: str | None = None  # when the first active DriftException ends
+    excepting: frozenset[str] = frozenset()  # the DriftExceptions active at the last pass
     fight_backoff: float = plan.FIGHT_BACKOFF_S
     is_waiting_for_kind: bool = False  # the blueprint names a kind the server does not serve
 
@@ -176,13 +181,21 @@ def assess(
                 key, Outcome.FLAGGED, paths, verdict.changed_by, is_missing=missing, values=values
             )
         )
-    elif verdict.state is State.OVERRIDDEN and verdict.tolerated != tracked.tolerated:
+    elif verdict.state in TOLERATING and (
+        verdict.tolerated != tracked.tolerated or verdict.state != tracked.state
+    ):
         by = diff.last_writer(live) if live else None
         tolerated = tuple(sorted(verdict.tolerated))
         values = changes.values_of(key, tracked.desired, live, tolerated)
-        news.append(Change(key, Outcome.TOLERATED, tolerated, by, values=values))
+        if verdict.state is State.EXCEPTED:
+            names = ", ".join(verdict.excepted)
+            message = f"{key} holds drift at {', '.join(tolerated)} by DriftException {names}"
+            news.append(Change(key, Outcome.EXCEPTED, tolerated, by, message, values=values))
+        else:
+            news.append(Change(key, Outcome.TOLERATED, tolerated, by, values=values))
     tracked.tolerated = verdict.tolerated
-    if verdict.state in (State.IN_SYNC, State.OVERRIDDEN) and at >= tracked.due_at:
+    tracked.exception = ", ".join(verdict.excepted) or None
+    if verdict.state in (State.IN_SYNC, *TOLERATING) and at >= tracked.due_at:
         tracked.fight_round = 0  # in sync for a whole backoff: the fight is over
     tracked.state, tracked.pointers = verdict.state, paths
     if verdict.drifted:
@@ -285,6 +298,7 @@ def summarize(
         drifted=sum(t.state in DRIFTING for t in records),
         missing=sum(t.state is State.MISSING for t in records),
         overridden=sum(t.state is State.OVERRIDDEN for t in records),
+        excepted=sum(t.state is State.EXCEPTED for t in records),
     )
     generation = previous.observed_generation
     ready_condition = conditions.make(conditions.READY, *ready, generation=generation, now=now)

@@ -34,6 +34,7 @@ RECORDED = {
     Outcome.REVERTED: "reverted",
     Outcome.FLAGGED: "flagged",
     Outcome.TOLERATED: "tolerated",
+    Outcome.EXCEPTED: "excepted",
     Outcome.FIGHTING: "fighting",
     Outcome.CONFLICT: "conflict",
 }

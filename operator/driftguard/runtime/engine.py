@@ -11,9 +11,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, cast
 
-from driftguard.core import model, render, tracking
+from driftguard.core import exception, model, render, tracking
 from driftguard.core.conditions import Reason
 from driftguard.core.declared import Declared
+from driftguard.core.exception import Judged
 from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy, user_of
 from driftguard.kube import apply
@@ -23,6 +24,7 @@ from driftguard.kube.watcher import Scope, Timing, Watches
 from driftguard.runtime import report
 from driftguard.runtime.blueprints import Blueprints, Users
 from driftguard.runtime.events import EventPoster
+from driftguard.runtime.exceptions import ExceptionBook
 from driftguard.runtime.guard import PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.runtime.reconcile import PASSES_AT_ONCE, Environment
@@ -47,12 +49,13 @@ class Engine:
         guard: GuardSettings | None = None,
         history_namespace: str = "driftguard-system",
         witness: Witness | None = None,
+        max_exception_s: float = exception.DEFAULT_MAX_S,
     ) -> None:
         self.cluster = cluster
         self.witness = witness  # who is behind a drift (the attribution webhook), if it is on
-        self.blueprints = Blueprints(
-            cluster, history_namespace, signer=witness.signer if witness is not None else None
-        )
+        signer = witness.signer if witness is not None else None
+        self.blueprints = Blueprints(cluster, history_namespace, signer=signer)
+        self.exceptions = ExceptionBook(cluster, max_seconds=max_exception_s, signer=signer)
         self._namespaced = namespaced
         self._tenancy = tenancy or Tenancy()
         self.guard = guard or GuardSettings()
@@ -101,6 +104,7 @@ class Engine:
                     blueprints=self.blueprints,
                     passes=self._passes,
                     witness=self.witness,
+                    exceptions=lambda: self._exceptions_for(ident),
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
@@ -108,6 +112,21 @@ class Engine:
             await environment.update(declared)
         for name in {used, environment.blueprint} - {None}:
             await self._count_users(str(name))
+
+    # -- DriftExceptions -------------------------------------------------------
+
+    async def exception_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
+        """A DriftException came, changed or went: its Environment judges everything again."""
+        ident = self.exceptions.remove(body) if deleted else self.exceptions.put(body)
+        environment = self.environments.get(ident)  # None: another replica's share, or none
+        if environment is not None:
+            await environment.full_pass()
+
+    def _exceptions_for(self, ident: Ident) -> list[Judged]:
+        """Asked by each full pass: the active ones; their status follows (once changed)."""
+        if self.exceptions.has(ident):
+            self._spawn(self.exceptions.publish(ident))
+        return self.exceptions.active(ident)
 
     # -- Blueprints -----------------------------------------------------------
 

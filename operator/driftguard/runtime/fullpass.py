@@ -19,6 +19,7 @@ from driftguard.core import diff, model, plan, render, tracking
 from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.declared import Declared
+from driftguard.core.exception import Judged
 from driftguard.core.model import InvalidSpecError, Mode, ObjectKey, State
 from driftguard.core.status import AppliedBlueprint
 from driftguard.core.tenancy import RefusedError, Tenancy
@@ -27,6 +28,7 @@ from driftguard.kube import apply, sources
 from driftguard.kube.cluster import SERVICEACCOUNTS, Cluster, Resource
 from driftguard.kube.errors import ApiError, UnknownKindError
 from driftguard.kube.retries import retrying
+from driftguard.runtime import exceptions
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.report import Reporter
 from driftguard.runtime.subscriptions import Names, Scopes, Subscriptions
@@ -54,10 +56,11 @@ class FullPass:
         tenancy: Tenancy,
         blueprints: Blueprints | None = None,
         witness: Witness | None = None,
+        exceptions: Callable[[], list[Judged]] = list,
     ) -> None:
-        """`blueprints`: where spec.blueprintRef is looked up (None: the spec as written);
-        `witness`: who is behind the drift a pass finds (None: attribution is off)."""
-        self._operator = cluster
+        """`blueprints`: spec.blueprintRef's lookup; `witness`: who is behind the drift
+        (None: attribution off); `exceptions`: the active DriftExceptions, asked each pass."""
+        self._operator, self._exceptions = cluster, exceptions
         self._blueprints = blueprints
         self.made_resources: list[dict[str, Any]] | None = None
         """The objects last made from a Blueprint (None: the spec's own)."""
@@ -94,7 +97,7 @@ class FullPass:
             or not ledger.status.revision
             or self._made_from != ledger.status.blueprint
         )
-        ledger.spec = spec
+        ledger.spec = exceptions.widened(ledger, self._reporter, spec, self._exceptions())
         self._pause(spec)
         scopes = {(resource, key.namespace or None) for key, resource in resources.items()}
         try:

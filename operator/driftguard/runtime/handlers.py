@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from driftguard.core import model
+from driftguard.core import exception, model
 from driftguard.core.blueprint import BLUEPRINT_PLURAL
 from driftguard.core.declared import Declared
 from driftguard.kube.client import KubeCluster
@@ -56,6 +56,7 @@ async def on_startup(memo: kopf.Memo, **_: Any) -> None:
         tenancy=memo.get("tenancy"),
         guard=guard,
         history_namespace=memo.get("history_namespace") or "driftguard-system",
+        max_exception_s=memo.get("max_exception_s") or exception.DEFAULT_MAX_S,
     )
     memo.cluster = cluster
     if memo.get("sharding"):
@@ -151,6 +152,12 @@ async def on_blueprint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
         await memo.engine.blueprint_deleted(body.get("metadata", {}).get("name", ""))
         return
     await memo.engine.blueprint_changed(body)
+
+
+@kopf.on.event(model.GROUP, model.VERSION, exception.PLURAL)
+async def on_exception_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    body = dict(event.get("object") or {})
+    await memo.engine.exception_changed(body, deleted=event.get("type") == "DELETED")
 
 
 async def _delete_unfinalized(memo: kopf.Memo, body: Declared) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from driftguard.core import render
 from driftguard.core.changes import Change, Outcome
 from driftguard.core.conditions import Reason
 from driftguard.core.declared import Declared
+from driftguard.core.exception import Judged
 from driftguard.core.model import ObjectKey
 from driftguard.core.status import EnvironmentStatus
 from driftguard.core.tenancy import Tenancy
@@ -68,6 +69,7 @@ class Environment:
         blueprints: Blueprints | None = None,
         passes: asyncio.Semaphore | None = None,
         witness: Witness | None = None,
+        exceptions: Callable[[], list[Judged]] | None = None,
     ) -> None:
         """`passes`: shared by the Environments whose full passes may not all run at once."""
         body = declared.body
@@ -88,6 +90,7 @@ class Environment:
             tenancy=tenancy,
             blueprints=blueprints,
             witness=witness,
+            exceptions=exceptions or list,
         )
         # Objects are read and written as the Environment's identity; status as the operator.
         self.judge = EventJudge(
@@ -284,18 +287,24 @@ class Resync:
         self._environment = environment
         self._task: asyncio.Task[None] | None = None
         self._paused_until: str | None = None
+        self._exceptions_until: str | None = None
         self._period: float | None = None
 
     def schedule(self) -> None:
         ledger = self._environment.ledger
         period = ledger.spec.resync_seconds if ledger.spec is not None else None
-        is_changed = self._paused_until != ledger.paused_until or self._period != period
+        is_changed = (
+            self._paused_until != ledger.paused_until
+            or self._exceptions_until != ledger.exceptions_until
+            or self._period != period
+        )
         if is_changed and self._task is not None:
-            # A suspension began or changed (wake at its end), or a new resyncInterval:
-            # the old sleep (up to the old interval) must not delay the new one.
+            # A suspension or an exception began or changed (wake at its end), or a new
+            # resyncInterval: the old sleep (up to the old interval) must not delay the new one.
             self._task.cancel()
             self._task = None
         self._paused_until, self._period = ledger.paused_until, period
+        self._exceptions_until = ledger.exceptions_until
         if self._task is None and (ledger.spec is not None or ledger.is_waiting_for_kind):
             self._task = asyncio.create_task(self._loop())
 
@@ -308,18 +317,21 @@ class Resync:
                 period = min(period, RETRY_FAILED_S)
             if ledger.is_waiting_for_kind:
                 period = min(period, KIND_RETRY_S)
-            if ledger.paused_until:
-                # A suspension ends by itself: a full pass then reverts what drifted meanwhile.
-                period = min(period, max(seconds_until(ledger.paused_until), 0.0) + 0.05)
+            for end in (ledger.paused_until, ledger.exceptions_until):
+                if end:
+                    # A suspension or an exception ends by itself: a full pass then
+                    # reverts what drifted meanwhile, or what the exception held.
+                    period = min(period, max(seconds_until(end), 0.0) + 0.05)
             await asyncio.sleep(period)
             await self.run()
 
     async def run(self) -> None:
         environment = self._environment
         is_ready, reason, _ = environment.ledger.ready
-        is_due = (
-            bool(environment.ledger.paused_until)
-            and seconds_until(environment.ledger.paused_until or "") <= 0
+        ledger = environment.ledger
+        is_due = any(
+            end and seconds_until(end) <= 0
+            for end in (ledger.paused_until, ledger.exceptions_until)
         )
         is_failed = not is_ready and reason != Reason.INVALID_SPEC
         if is_due or is_failed or environment.ledger.is_waiting_for_kind:

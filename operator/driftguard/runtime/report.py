@@ -60,6 +60,7 @@ TABLE: dict[Outcome, Reporting] = {
     ),
     Outcome.FLAGGED: Reporting((("DriftDetected", True),), "drift_detected", counters=(_DETECTED,)),
     Outcome.TOLERATED: Reporting(log_event="drift_tolerated"),
+    Outcome.EXCEPTED: Reporting((("Excepted", False),), "drift_excepted"),
     Outcome.CONFLICT: Reporting((("Conflict", True),), "conflict", logging.WARNING),
     Outcome.FIGHTING: Reporting(
         (("Fighting", True),), "fighting", logging.WARNING, ("driftguard_fights_total",)
@@ -154,6 +155,19 @@ class Reporter:
         """spec.suspendUntil began: enforcement and prevention pause until then."""
         self._post("Suspended", f"enforcement and prevention paused until {until}", True)
         self._log.info("suspended", until=until)
+
+    def exception_began(self, name: str, covers: str) -> None:
+        """A DriftException is in force: what it covers stands until it ends."""
+        self._post("ExceptionActive", f"DriftException {name} in force: {covers}", False)
+        self._log.info("exception_active", exception=name, covers=covers)
+
+    def exception_ended(self, name: str) -> None:
+        """A DriftException is over (expired, ended or deleted): its drift is judged again."""
+        message = (
+            f"DriftException {name} is over: the drift it held is reverted (Enforce) or flagged"
+        )
+        self._post("ExceptionEnded", message, False)
+        self._log.info("exception_ended", exception=name)
 
     def resumed(self) -> None:
         self._post("Resumed", "suspension over: enforcement and prevention resumed", False)

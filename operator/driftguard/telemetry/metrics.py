@@ -52,6 +52,11 @@ fights = Counter(
     "Managed objects that started fighting: reverted 5 times within a minute by another writer.",
     _ENV,
 )
+exceptions_active = Gauge(
+    "driftguard_exceptions_active",
+    "DriftExceptions in force for the Environment (their drift stands until they end).",
+    _ENV,
+)
 drift_unattributed = Counter(
     "driftguard_drift_unattributed_total",
     "Drift detected whose author no admission record vouches for (webhook off, down, or "
@@ -122,7 +127,8 @@ def prime(namespace: str, environment: str, *, kinds: Iterable[str]) -> None:
 
 def forget(namespace: str, environment: str, *, kinds: Iterable[str] = ()) -> None:
     """Drops every series of an Environment that is gone, so series do not pile up."""
-    for gauge in (managed_resources, drifted_resources, environment_in_sync, environment_suspended):
+    gauges = (managed_resources, drifted_resources, environment_in_sync, environment_suspended)
+    for gauge in (*gauges, exceptions_active):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace, environment)
     for kind in {*kinds, *_primed.pop((namespace, environment), set())}:
