@@ -234,7 +234,8 @@ def test_an_edit_a_removed_field_a_scale_and_a_delete_are_attributed(
     cluster: Cluster, space: str
 ) -> None:
     """kubectl edit, a JSON-patch remove, kubectl scale and kubectl delete each name their person."""
-    editor = {"KUBE_EDITOR": "sed -i s/5.7/5.6/"}
+    # Only the DB_VERSION line: a uid may hold "5?7" too.
+    editor = {"KUBE_EDITOR": "sed -i '/DB_VERSION/s/5[.]7/5.6/'"}
     cluster.as_("bob", "edit", "configmap", "db", "-n", space, env=editor)
     last = last_drift_by(cluster, space, f"ConfigMap/{space}/db", "bob")
     assert last["changedBy"] == "kubectl-edit"
@@ -444,3 +445,28 @@ def test_the_charts_webhook_never_refuses_and_skips_the_operator(helm: Helm) -> 
         "port": 443,
     }
     assert len(base64.b64decode(secrets_["dg-driftguard-attribution-key"]["data"]["key"])) >= 32
+
+
+def test_a_drift_exception_names_who_created_it(cluster: Cluster, space: str) -> None:
+    """The webhook stamps a DriftException too: its status says who created it."""
+    body = {
+        "apiVersion": "driftguard.io/v1alpha1",
+        "kind": "DriftException",
+        "metadata": {"name": "hold", "namespace": space},
+        "spec": {
+            "environmentRef": {"name": ENV},
+            "changes": [{"kind": "Deployment", "name": "web", "paths": ["/spec/replicas"]}],
+            "reason": "incident 4711",
+            "duration": "1h",
+        },
+    }
+    cluster.admin("apply", "-f", "-", input=yaml.safe_dump(body))
+    wait_for(
+        lambda: (
+            ((get(cluster.admin, "driftexception", "hold", space) or {}).get("status") or {}).get(
+                "createdBy"
+            )
+            == "driftguard-admin"
+        ),
+        message="createdBy to name the admin",
+    )
