@@ -17,6 +17,7 @@ from envs import (
     events,
     get,
     resource_status,
+    run_cli,
     stays,
     wait_condition,
 )
@@ -190,3 +191,49 @@ def test_prevention_lets_exactly_the_excepted_paths_through(
     )
     assert refused.returncode != 0
     assert "ValidatingAdmissionPolicy" in refused.stderr
+
+
+def test_the_command_line_creates_lists_and_ends_one(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """driftguard exception create, list, then end: the drift it held is reverted at once."""
+    start(kubectl, namespace)
+    made = run_cli(
+        kubectl,
+        *("exception", "create", ENV, "-n", namespace, "--object", "Deployment/web"),
+        *("--path", "/spec/replicas", "--maximum", "12", "--for", "1h"),
+        *("--reason", "incident 4711: hold capacity"),
+    )
+    assert made.returncode == 0, made.stderr
+    name = made.stdout.split()[0].removeprefix("driftexception/")
+    wait_phase(kubectl, name, namespace, "Active")
+    listed = run_cli(kubectl, "exception", "list", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()
+    assert header.split()[:3] == ["NAME", "ENVIRONMENT", "PHASE"]
+    assert row.split()[:3] == [name, ENV, "Active"]
+    assert "incident 4711" in row
+
+    scale(kubectl, namespace, 9)
+    wait_for(
+        lambda: (
+            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state") == "Excepted"
+        ),
+        message="web Excepted",
+    )
+    ended = run_cli(kubectl, "exception", "end", name, "-n", namespace)
+    assert ended.returncode == 0, ended.stderr
+    wait_for(lambda: replicas(kubectl, namespace) == 2, message="reverted once ended")
+    wait_phase(kubectl, name, namespace, "Ended")
+    found = get(kubectl, "driftexception", name, namespace) or {}
+    assert found["status"]["message"] == "ended early by driftguard-admin"
+
+
+def test_the_command_line_refuses_an_unknown_environment(kubectl: Kubectl, namespace: str) -> None:
+    done = run_cli(
+        kubectl,
+        *("exception", "create", "nope", "-n", namespace, "--path", "/spec/replicas"),
+        *("--for", "1h", "--reason", "r"),
+    )
+    assert done.returncode == 1
+    assert f"Environment {namespace}/nope not found" in done.stderr

@@ -156,9 +156,58 @@ def _parser() -> argparse.ArgumentParser:
         help="wide: also the last drift, when, and who made it",
     )
     _memory_commands(commands)
+    _exception_commands(commands)
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
+
+
+def _exception_commands(commands: Any) -> None:
+    """exception create|list|end: drift tolerated for a while, with a reason."""
+    group = commands.add_parser("exception", help="DriftExceptions: drift allowed until an end")
+    verbs = group.add_subparsers(dest="verb", required=True, metavar="VERB")
+    create = verbs.add_parser("create", help="let chosen paths of an Environment drift a while")
+    create.add_argument("environment")
+    create.add_argument("-n", "--namespace", default=None)
+    create.add_argument("--path", action="append", required=True, help="a JSON pointer; repeat")
+    create.add_argument("--object", metavar="KIND/NAME", help="only this object (default: all)")
+    create.add_argument("--minimum", type=float, default=None)
+    create.add_argument("--maximum", type=float, default=None)
+    end = create.add_mutually_exclusive_group(required=True)
+    end.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 4h or 30m")
+    end.add_argument("--until", metavar="RFC3339", help="e.g. 2026-12-06T18:00:00Z")
+    create.add_argument("--reason", required=True, help="why: an incident, a ticket")
+    create.add_argument("--name", default=None, help="default: ENVIRONMENT-<random>")
+    listed = verbs.add_parser("list", help="the DriftExceptions, their phase, end and creator")
+    listed.add_argument("-n", "--namespace", default=None)
+    listed.add_argument("-A", "--all-namespaces", action="store_true")
+    listed.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    ended = verbs.add_parser("end", help="end one now: its drift is reverted (Enforce)")
+    ended.add_argument("name")
+    ended.add_argument("-n", "--namespace", default=None)
+
+
+def _exception(args: argparse.Namespace) -> int:
+    from driftguard.cli import excepting
+
+    if args.verb == "create":
+        return excepting.create(
+            args.environment,
+            namespace=args.namespace,
+            paths=args.path,
+            reason=args.reason,
+            duration=args.duration,
+            until=args.until,
+            obj=args.object,
+            minimum=args.minimum,
+            maximum=args.maximum,
+            name=args.name,
+        )
+    if args.verb == "list":
+        return excepting.show(
+            namespace=args.namespace, all_namespaces=args.all_namespaces, output=args.output
+        )
+    return excepting.end(args.name, namespace=args.namespace)
 
 
 def _memory_commands(commands: Any) -> None:
@@ -263,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command in ("history", "rollback", "audit", "compare"):
         return _memory(args)
+    if args.command == "exception":
+        return _exception(args)
     from driftguard.cli import inspection
 
     if args.command == "diff":
