@@ -47,7 +47,8 @@ from driftguard.controlplane import ControlPlane
 from driftguard.core.attribution import ANNOTATION, Signer
 
 ENV = "app"
-PEOPLE = ("alice", "bob", "carol", "dave", "erin", "mallory", "frank")
+PEOPLE = ("alice", "bob", "carol", "dave", "erin", "mallory", "frank", "lead", "lead2")
+LEADS = "shop:leads"  # the acting replica's --exception-approvers
 MUTATION_AUDIT = "mutation.webhook.admission.k8s.io/"
 
 
@@ -86,9 +87,13 @@ def cluster(
             )
 
         acting = replica("acting", free_port(), ["--all-namespaces"])
+        acting.extra_args.append(f"--exception-approvers={LEADS}")
         # Watches only its own, empty namespace: it answers the webhook and does nothing else.
         answering = replica("answering", port, [f"--namespace={OPERATOR_NAMESPACE}"])
-        people = {p: plane.user_kubeconfig(p, groups=["team"]) for p in PEOPLE}
+        people = {
+            p: plane.user_kubeconfig(p, groups=["team", *([LEADS] if p.startswith("lead") else [])])
+            for p in PEOPLE
+        }
         webhooks = chart_webhooks(helm, hook)
         admin("apply", "-f", "-", input=yaml.safe_dump(webhooks))
         try:
@@ -135,6 +140,15 @@ def space(cluster: Cluster) -> Iterator[str]:
         cluster.admin(
             *("create", "rolebinding", f"{person}-edit", "-n", name),
             *("--clusterrole=edit", f"--user={person}"),
+        )
+    # The cluster's edit role knows no CRDs: DriftExceptions are granted to the team here.
+    rule = "--verb=get,list,watch,create,patch,delete"
+    cluster.admin("create", "role", "exceptions", "-n", name, rule, "--resource=driftexceptions")
+    view = ("--verb=get,list,watch", "--resource=environments")
+    cluster.admin("create", "role", "environments-view", "-n", name, *view)
+    for role in ("exceptions", "environments-view"):
+        cluster.admin(
+            *("create", "rolebinding", role, "-n", name), f"--role={role}", "--group=team"
         )
     blueprint = [configmap("db", DB_VERSION="5.7", EXTRA="kept"), deployment("web", replicas=2)]
     apply(cluster.admin, environment(ENV, name, blueprint, mode="Enforce"))
@@ -469,4 +483,64 @@ def test_a_drift_exception_names_who_created_it(cluster: Cluster, space: str) ->
             == "driftguard-admin"
         ),
         message="createdBy to name the admin",
+    )
+
+
+def exception_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    found = get(cluster.admin, "driftexception", name, namespace) or {}
+    return dict(found.get("status") or {})
+
+
+def as_cli(cluster: Cluster, person: str, *args: str) -> Any:
+    done = run_cli(Kubectl(cluster.people[person]), *args)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_four_eyes_an_exception_needs_another_leads_approval(cluster: Cluster, space: str) -> None:
+    """Pending until a member of the approvers' group who is not its author approves; a later
+    change of its spec needs a new approval."""
+    made = as_cli(
+        cluster,
+        *("lead", "exception", "create", ENV, "-n", space, "--object", "Deployment/web"),
+        *("--path", "/spec/replicas", "--for", "1h", "--reason", "incident 4711"),
+    )
+    name = made.stdout.split()[0].removeprefix("driftexception/")
+
+    def phase(wanted: str, why: str = "") -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            found = exception_status(cluster, space, name)
+            ok = found.get("phase") == wanted and why in str(found.get("message") or "")
+            return found if ok else None
+
+        status: dict[str, Any] = wait_for(seen, message=f"{name} {wanted} ({why})")
+        return status
+
+    assert phase("Pending", "waiting for a member of shop:leads")["createdBy"] == "lead"
+    as_cli(cluster, "lead", "exception", "approve", name, "-n", space)
+    phase("Pending", "lead created it")
+    as_cli(cluster, "bob", "exception", "approve", name, "-n", space)
+    phase("Pending", "bob is not in shop:leads")
+    cluster.as_("alice", "scale", "deployment", "web", "-n", space, "--replicas=6")
+    wait_for(
+        lambda: (get(cluster.admin, "deployment", "web", space) or {})["spec"]["replicas"] == 2,
+        message="reverted while the exception waits",
+    )
+
+    as_cli(cluster, "lead2", "exception", "approve", name, "-n", space)
+    assert phase("Active")["approvedBy"] == "lead2"
+    cluster.as_("alice", "scale", "deployment", "web", "-n", space, "--replicas=6")
+    wait_for(
+        lambda: entry(cluster, space, "Deployment", "web").get("state") == "Excepted",
+        message="web Excepted once approved",
+    )
+
+    widened = json.dumps({"spec": {"reason": "incident 4711, and more"}})
+    cluster.as_(
+        *("lead", "patch", "driftexception", name, "-n", space, "--type=merge", "-p", widened)
+    )
+    phase("Pending", "waiting")
+    wait_for(
+        lambda: (get(cluster.admin, "deployment", "web", space) or {})["spec"]["replicas"] == 2,
+        message="reverted once the approved spec changed",
     )

@@ -315,3 +315,18 @@ def test_the_sentence_names_the_person_and_the_tool() -> None:
     assert named.changes[0].describe().endswith("by alice (kubectl-patch)")
     assert named.changes[1].changed_by_user is None  # only drift is somebody's
     assert ChangeSet.of(change).attributed(None).changes[0].changed_by_user is None
+
+
+def test_a_create_by_generate_name_is_stamped_before_its_name_is_made() -> None:
+    signer = Signer(KEY)
+    asked = configmap(name="", uid="")
+    asked["metadata"]["generateName"] = "db-"
+    token = signer.stamp(asked, ALICE)
+    stored = copy.deepcopy(asked)
+    stored["metadata"] |= {"name": "db-x7k2p", "uid": "u-3"}
+    stored["metadata"]["annotations"] = {attribution.ANNOTATION: token}
+    person = signer.stamped(stored)
+    assert person is not None
+    assert person.user == "alice"
+    stored["metadata"]["name"] = "other"  # not a name made from its generateName
+    assert signer.stamped(stored) is None

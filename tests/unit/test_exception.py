@@ -147,3 +147,33 @@ def test_the_cli_writes_what_it_was_asked() -> None:
 def test_the_cli_refuses_what_cannot_be_written(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(Refused, match=message):
         excepting.manifest("shop", "prod", paths=["/spec/replicas"], reason="r", **fields)
+
+
+@pytest.mark.parametrize(
+    ("user", "groups", "why"),
+    [
+        ("lead2", ("team", "leads"), ""),
+        ("lead", ("team", "leads"), "lead created it"),
+        ("bob", ("team",), "bob is not in leads"),
+        (None, (), "no approval vouched for"),
+    ],
+    ids=["another-lead", "its-author", "outside-the-group", "nobody"],
+)
+def test_four_eyes(user: str | None, groups: tuple[str, ...], why: str) -> None:
+    found = exception.approval(user, groups, created_by="lead", approvers="leads")
+    assert (found == "") if not why else (why in found)
+
+
+def test_pending_until_approved() -> None:
+    judged = exception.evaluate(
+        "hold", body(duration="4h"), created_at=CREATED, expires_at=None, now=CREATED + 1,
+        waiting="waiting for a member of leads",
+    )  # fmt: skip
+    assert (judged.phase, judged.changes) == (Phase.PENDING, ())
+
+
+def test_an_approval_is_for_the_spec_it_saw() -> None:
+    before = body(duration="4h")
+    after = body(duration="4h", reason="incident 4711, and more")
+    assert exception.spec_digest(before) != exception.spec_digest(after)
+    assert exception.spec_digest(before) == exception.spec_digest(body(duration="4h"))

@@ -1,4 +1,4 @@
-"""`driftguard exception create|list|end`: DriftExceptions from the command line.
+"""`driftguard exception create|list|end|approve`: DriftExceptions from the command line.
 
 create writes one (the API server's schema and the operator judge it, as for kubectl);
 list shows them with their phase, end and creator; end stops one before its time (the
@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from driftguard.cli import inspection
 from driftguard.cli.views import Refused, session, table
 from driftguard.core import exception, model
+from driftguard.core.attribution import APPROVAL_ANNOTATION
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.cluster import ENVIRONMENTS
 
@@ -140,6 +142,26 @@ def end(name: str, *, namespace: str | None) -> int:
             query={"fieldManager": FIELD_MANAGER},
         )
         print(f"driftexception/{name} ended: its drift is reverted (Enforce) or flagged now")
+        return 0
+
+    return asyncio.run(session(work))
+
+
+def approve(name: str, *, namespace: str | None) -> int:
+    """A new approval value each time: the webhook stamps it with the approver."""
+    ns = namespace or inspection.current_namespace()
+
+    async def work(cluster: KubeCluster) -> int:
+        value = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        patch = {"metadata": {"annotations": {APPROVAL_ANNOTATION: value}}}
+        await cluster.connection.json(
+            "PATCH",
+            f"{PATH}/namespaces/{quote(ns)}/{exception.PLURAL}/{quote(name)}",
+            body=patch,
+            content_type="application/merge-patch+json",
+            query={"fieldManager": FIELD_MANAGER},
+        )
+        print(f"driftexception/{name} approved: in force once the operator sees who approved")
         return 0
 
     return asyncio.run(session(work))

@@ -113,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the longest a DriftException may last; a longer one is Invalid (default 24h)",
     )
     run.add_argument(
+        "--exception-approvers",
+        default="",
+        metavar="GROUP",
+        help="four eyes: a DriftException is in force only once a member of GROUP other "
+        "than its author approves it (driftguard exception approve); needs the webhook",
+    )
+    run.add_argument(
         "--webhook-port",
         type=int,
         default=0,
@@ -185,6 +192,9 @@ def _exception_commands(commands: Any) -> None:
     ended = verbs.add_parser("end", help="end one now: its drift is reverted (Enforce)")
     ended.add_argument("name")
     ended.add_argument("-n", "--namespace", default=None)
+    approve = verbs.add_parser("approve", help="four eyes: approve another's DriftException")
+    approve.add_argument("name")
+    approve.add_argument("-n", "--namespace", default=None)
 
 
 def _exception(args: argparse.Namespace) -> int:
@@ -207,6 +217,8 @@ def _exception(args: argparse.Namespace) -> int:
         return excepting.show(
             namespace=args.namespace, all_namespaces=args.all_namespaces, output=args.output
         )
+    if args.verb == "approve":
+        return excepting.approve(args.name, namespace=args.namespace)
     return excepting.end(args.name, namespace=args.namespace)
 
 
@@ -287,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             watch_grace=args.liveness_watch_grace,
             history_namespace=args.history_namespace,
             max_exception_s=_duration(args.max_exception_duration),
+            exception_approvers=args.exception_approvers,
             peering=args.peering,
             priority=args.priority,
             peering_lifetime=args.peering_lifetime,

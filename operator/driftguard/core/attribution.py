@@ -27,6 +27,8 @@ from driftguard.core.model import GROUP
 ANNOTATION = f"{GROUP}/changed-by"
 """The stamp on a managed object: the last person whose write changed its content."""
 EVENT_REASON = "ChangeAdmitted"
+APPROVAL_ANNOTATION = f"{GROUP}/approved"
+"""Written by `driftguard exception approve` (a new value each time), stamped with the approver."""
 """The reason of the Event that carries a delete's or a scale's record."""
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 # Written by controllers beside any person's write; they are no part of what was admitted.
@@ -80,6 +82,10 @@ class Signer:
             # driftguard's own resources: a person writes the spec, while kopf and the
             # operator write their metadata (finalizers, annotations) after them.
             content: dict[str, Any] = {"spec": obj.get("spec"), "metadata": bound}
+            approval = (meta.get("annotations") or {}).get(APPROVAL_ANNOTATION)
+            if approval is not None:
+                # An approval is a person's act too: its stamp names the approver.
+                content["approval"] = approval
         else:
             annotations = {
                 k: v
@@ -113,9 +119,19 @@ class Signer:
         uid = str((obj.get("metadata") or {}).get("uid") or "")
         bound = str(record.get("uid") or "")
         # A create's stamp names no uid (none is given yet): it binds the name and content.
-        if bound not in (uid, "") or record.get("d") != self.digest(obj, uid=bound):
+        if bound not in (uid, "") or record.get("d") not in self._digests(obj, bound):
             return None
         return _person(record)
+
+    def _digests(self, obj: dict[str, Any], uid: str) -> list[str]:
+        found = [self.digest(obj, uid=uid)]
+        meta = obj.get("metadata") or {}
+        prefix = meta.get("generateName")
+        if not uid and prefix and str(meta.get("name") or "").startswith(prefix):
+            # Admission sees a generateName create before the name is made: no name then.
+            unnamed = {**obj, "metadata": {**meta, "name": ""}}
+            found.append(self.digest(unnamed, uid=uid))
+        return found
 
     def record(self, person: Person, *, uid: str, object_key: str, detail: str = "") -> str:
         """A delete's or a scale's record: bound to the object's uid, key and detail."""

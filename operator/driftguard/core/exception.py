@@ -9,6 +9,8 @@ ended exception simply adds nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -108,6 +110,11 @@ class DriftExceptionStatus(BaseModel):
     approved_by: str | None = Field(
         None, alias="approvedBy", description="Who approved it, with four eyes."
     )
+    approved_spec: str | None = Field(
+        None,
+        alias="approvedSpec",
+        description="A digest of the spec approved: a later change needs a new approval.",
+    )
     message: str | None = Field(None, description="Why it is Invalid, or what it covers.")
     conditions: list[dict[str, Any]] = Field(
         default_factory=list, description="Ready: whether it is in force, and why not."
@@ -143,8 +150,10 @@ def evaluate(
     expires_at: float | None,
     now: float,
     max_seconds: float = DEFAULT_MAX_S,
+    waiting: str = "",
 ) -> Judged:
-    """The phase of an exception. `expires_at`: its spec.expiresAt read by the caller."""
+    """The phase of an exception. `expires_at`: its spec.expiresAt read by the caller;
+    `waiting`: why it is not approved yet, when four eyes are required (else empty)."""
     raw = body.get("spec") or {}
     environment = str((raw.get("environmentRef") or {}).get("name") or "")
     try:
@@ -171,6 +180,8 @@ def evaluate(
         return Judged(name, environment, Phase.ENDED, expires_at, f"ended early by {ended}")
     if now >= expires_at:
         return Judged(name, environment, Phase.EXPIRED, expires_at)
+    if waiting:
+        return Judged(name, environment, Phase.PENDING, expires_at, waiting)
     covered = "; ".join(_describe(change) for change in spec.changes)
     return Judged(
         name, environment, Phase.ACTIVE, expires_at, f"covers {covered}", tuple(spec.changes)
@@ -188,6 +199,29 @@ def widen(spec: EnvironmentSpec, active: list[Judged]) -> EnvironmentSpec:
     if not extra:
         return spec
     return spec.model_copy(update={"allowed_changes": [*spec.allowed_changes, *extra]})
+
+
+def spec_digest(body: dict[str, Any]) -> str:
+    """What an approval approves: the spec as it was (a later change needs a new one)."""
+    canonical = json.dumps(body.get("spec") or {}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def approval(
+    person_user: str | None,
+    person_groups: tuple[str, ...],
+    *,
+    created_by: str | None,
+    approvers: str,
+) -> str:
+    """Why this stamp does not approve the exception (empty: it does)."""
+    if person_user is None:
+        return "no approval vouched for by the attribution webhook"
+    if approvers not in person_groups:
+        return f"{person_user} is not in {approvers}"
+    if created_by is None or person_user == created_by:
+        return f"{person_user} created it: another member of {approvers} must approve"
+    return ""
 
 
 def _describe(change: AllowedChange) -> str:

@@ -50,12 +50,13 @@ class Engine:
         history_namespace: str = "driftguard-system",
         witness: Witness | None = None,
         max_exception_s: float = exception.DEFAULT_MAX_S,
+        exception_approvers: str = "",
     ) -> None:
         self.cluster = cluster
         self.witness = witness  # who is behind a drift (the attribution webhook), if it is on
         signer = witness.signer if witness is not None else None
         self.blueprints = Blueprints(cluster, history_namespace, signer=signer)
-        self.exceptions = ExceptionBook(cluster, max_seconds=max_exception_s, signer=signer)
+        self.exceptions = ExceptionBook(cluster, max_exception_s, signer, exception_approvers)
         self._namespaced = namespaced
         self._tenancy = tenancy or Tenancy()
         self.guard = guard or GuardSettings()
@@ -118,8 +119,7 @@ class Engine:
     async def exception_changed(self, body: dict[str, Any], *, deleted: bool = False) -> None:
         """A DriftException came, changed or went: its Environment judges everything again."""
         ident = self.exceptions.remove(body) if deleted else self.exceptions.put(body)
-        environment = self.environments.get(ident)  # None: another replica's share, or none
-        if environment is not None:
+        if (environment := self.environments.get(ident)) is not None:  # else another's share
             await environment.full_pass()
 
     def _exceptions_for(self, ident: Ident) -> list[Judged]:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftguard.core import exception
-from driftguard.core.attribution import Signer
+from driftguard.core.attribution import APPROVAL_ANNOTATION, Signer
 from driftguard.core.exception import Judged, Phase
 from driftguard.core.model import EnvironmentSpec
 from driftguard.core.tracking import Ledger
@@ -36,13 +36,17 @@ class ExceptionBook:
     def __init__(
         self,
         cluster: Cluster,
-        *,
         max_seconds: float = exception.DEFAULT_MAX_S,
         signer: Signer | None = None,
+        approvers: str = "",
     ) -> None:
+        """`approvers`: the group one of whose members, not the author, must approve each
+        exception before it is in force (empty: none needed)."""
         self._cluster = cluster
         self.max_seconds = max_seconds
         self._signer = signer
+        self.approvers = approvers
+        self._approved: dict[tuple[str, str], tuple[str, str]] = {}  # (user, spec digest)
         self._bodies: dict[Ident, dict[str, dict[str, Any]]] = {}
 
     def put(self, body: dict[str, Any]) -> Ident:
@@ -57,6 +61,7 @@ class ExceptionBook:
 
     def remove(self, body: dict[str, Any]) -> Ident:
         ident = _ident(body)
+        self._approved.pop(_key(body), None)
         self._bodies.get(ident, {}).pop((body.get("metadata") or {}).get("name", ""), None)
         return ident
 
@@ -74,6 +79,7 @@ class ExceptionBook:
                 expires_at=_epoch_or_none((body.get("spec") or {}).get("expiresAt")),
                 now=moment,
                 max_seconds=self.max_seconds,
+                waiting=self._waiting(body),
             )
             for name, body in sorted(self._bodies.get(ident, {}).items())
         ]
@@ -88,11 +94,13 @@ class ExceptionBook:
             if body is None:
                 continue
             old = body.get("status") or {}
+            approved_by, approved_spec = self._approved.get(_key(body), (None, None))
             wanted = exception.DriftExceptionStatus(
                 phase=judged.phase,
                 expires_at=_rfc3339(judged.expires_at) if judged.expires_at else None,
                 created_by=old.get("createdBy") or self._creator(body),
-                approved_by=old.get("approvedBy"),
+                approved_by=approved_by,
+                approved_spec=approved_spec,
                 message=judged.message or None,
             ).to_body()
             wanted.pop("conditions", None)
@@ -109,10 +117,46 @@ class ExceptionBook:
                 log.warning("exception_status_failed", exception=judged.name, error=exc.describe())
 
     def _creator(self, body: dict[str, Any]) -> str | None:
-        if self._signer is None:
-            return None
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if self._signer is None or APPROVAL_ANNOTATION in annotations:
+            return None  # the stamp then names whoever approved it last
         person = self._signer.stamped(body)
         return person.user if person is not None else None
+
+    def _waiting(self, body: dict[str, Any]) -> str:
+        """Why the exception is not approved (empty: approved, or no approval needed).
+        An approval holds for the spec it approved; it is kept in status."""
+        if not self.approvers:
+            return ""
+        status = body.get("status") or {}
+        digest = exception.spec_digest(body)
+        key = _key(body)
+        if key in self._approved:
+            if self._approved[key][1] == digest:
+                return ""
+            del self._approved[key]  # the spec changed since: approve it again
+        if status.get("approvedBy") and status.get("approvedSpec") == digest:
+            self._approved[key] = (status["approvedBy"], digest)
+            return ""
+        asked = f"waiting for a member of {self.approvers} other than its author to approve it"
+        if self._signer is None:
+            return asked + " (four eyes need the attribution webhook to tell who approves)"
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if APPROVAL_ANNOTATION not in annotations:
+            return asked + " (driftguard exception approve)"
+        person = self._signer.stamped(body)
+        why = exception.approval(
+            person.user if person else None,
+            person.groups if person else (),
+            created_by=status.get("createdBy"),
+            approvers=self.approvers,
+        )
+        if why:
+            return f"{asked}: {why}"
+        assert person is not None  # approval() says why otherwise
+        self._approved[key] = (person.user, digest)
+        log.info("exception_approved", exception=key[1], approver=person.user)
+        return ""
 
 
 def widened(
@@ -137,6 +181,11 @@ def earliest_end(active: list[Judged]) -> str | None:
     """When the first active exception ends (RFC 3339): the resync wakes then."""
     ends = [j.expires_at for j in active if j.expires_at is not None]
     return _rfc3339(min(ends)) if ends else None
+
+
+def _key(body: dict[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
 
 def _ident(body: dict[str, Any]) -> Ident:
