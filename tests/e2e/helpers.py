@@ -166,7 +166,10 @@ class Helm:
 def audit_events(audit_log: Path, *, username: str | None = None) -> list[dict[str, Any]]:
     """Parse the audit log's completed requests, optionally only those of one user."""
     events = []
-    for line in audit_log.read_text(encoding="utf-8").splitlines():
+    text = audit_log.read_text(encoding="utf-8")
+    # The API server may be mid-way through writing its last line; only
+    # newline-terminated lines are complete.
+    for line in text[: text.rfind("\n") + 1].splitlines():
         event = json.loads(line)
         if event.get("stage") != "ResponseComplete":
             continue

@@ -66,6 +66,15 @@ def scale(kubectl: Kubectl, namespace: str, count: int) -> None:
     kubectl("scale", "deployment", "web", "-n", namespace, f"--replicas={count}")
 
 
+def wait_excepted(kubectl: Kubectl, namespace: str) -> None:
+    wait_for(
+        lambda: (
+            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state") == "Excepted"
+        ),
+        message="web Excepted",
+    )
+
+
 def test_an_exception_lets_exactly_its_paths_drift(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
@@ -75,12 +84,7 @@ def test_an_exception_lets_exactly_its_paths_drift(
     wait_phase(kubectl, "hold", namespace, "Active")
 
     scale(kubectl, namespace, 12)
-    wait_for(
-        lambda: (
-            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state") == "Excepted"
-        ),
-        message="web Excepted",
-    )
+    wait_excepted(kubectl, namespace)
     assert resource_status(kubectl, ENV, namespace, "Deployment", "web")["exception"] == "hold"
     assert wait_for(lambda: events(kubectl, namespace, "Excepted"), message="an Excepted Event")
     stays(lambda: replicas(kubectl, namespace) == 12, seconds=2, message="12 replicas kept")
@@ -114,12 +118,7 @@ def test_at_its_end_the_drift_is_reverted_by_itself(
     apply(kubectl, exception_("short", namespace, duration="6s"))
     wait_phase(kubectl, "short", namespace, "Active")
     scale(kubectl, namespace, 5)
-    wait_for(
-        lambda: (
-            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state") == "Excepted"
-        ),
-        message="web Excepted",
-    )
+    wait_excepted(kubectl, namespace)
     wait_for(lambda: replicas(kubectl, namespace) == 2, timeout=30, message="reverted at expiry")
     wait_phase(kubectl, "short", namespace, "Expired")
     assert wait_for(lambda: events(kubectl, namespace, "ExceptionEnded"), message="ExceptionEnded")
@@ -131,12 +130,7 @@ def test_deleting_it_ends_it_early(kubectl: Kubectl, operator: Operator, namespa
     apply(kubectl, exception_("hold", namespace, duration="1h"))
     wait_phase(kubectl, "hold", namespace, "Active")
     scale(kubectl, namespace, 7)
-    wait_for(
-        lambda: (
-            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state") == "Excepted"
-        ),
-        message="web Excepted",
-    )
+    wait_excepted(kubectl, namespace)
     kubectl("delete", "driftexception", "hold", "-n", namespace)
     wait_for(lambda: replicas(kubectl, namespace) == 2, message="reverted once it is deleted")
 
@@ -215,12 +209,7 @@ def test_the_command_line_creates_lists_and_ends_one(
     assert "incident 4711" in row
 
     scale(kubectl, namespace, 9)
-    wait_for(
-        lambda: (
-            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state") == "Excepted"
-        ),
-        message="web Excepted",
-    )
+    wait_excepted(kubectl, namespace)
     ended = run_cli(kubectl, "exception", "end", name, "-n", namespace)
     assert ended.returncode == 0, ended.stderr
     wait_for(lambda: replicas(kubectl, namespace) == 2, message="reverted once ended")

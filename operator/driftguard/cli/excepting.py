@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -129,31 +130,32 @@ def show(*, namespace: str | None, all_namespaces: bool, output: str) -> int:
 
 
 def end(name: str, *, namespace: str | None) -> int:
-    ns = namespace or inspection.current_namespace()
+    async def annotations(cluster: KubeCluster) -> dict[str, str]:
+        return {exception.ANNOTATION_ENDED: await cluster.whoami() or "unknown"}
 
-    async def work(cluster: KubeCluster) -> int:
-        who = await cluster.whoami()
-        patch = {"metadata": {"annotations": {exception.ANNOTATION_ENDED: who or "unknown"}}}
-        await cluster.connection.json(
-            "PATCH",
-            f"{PATH}/namespaces/{quote(ns)}/{exception.PLURAL}/{quote(name)}",
-            body=patch,
-            content_type="application/merge-patch+json",
-            query={"fieldManager": FIELD_MANAGER},
-        )
-        print(f"driftexception/{name} ended: its drift is reverted (Enforce) or flagged now")
-        return 0
-
-    return asyncio.run(session(work))
+    done = "ended: its drift is reverted (Enforce) or flagged now"
+    return _annotate(name, namespace, annotations, done)
 
 
 def approve(name: str, *, namespace: str | None) -> int:
     """A new approval value each time: the webhook stamps it with the approver."""
+
+    async def annotations(cluster: KubeCluster) -> dict[str, str]:
+        return {APPROVAL_ANNOTATION: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+    return _annotate(name, namespace, annotations, "approved: in force once the operator sees who")
+
+
+def _annotate(
+    name: str,
+    namespace: str | None,
+    annotations: Callable[[KubeCluster], Awaitable[dict[str, str]]],
+    done: str,
+) -> int:
     ns = namespace or inspection.current_namespace()
 
     async def work(cluster: KubeCluster) -> int:
-        value = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        patch = {"metadata": {"annotations": {APPROVAL_ANNOTATION: value}}}
+        patch = {"metadata": {"annotations": await annotations(cluster)}}
         await cluster.connection.json(
             "PATCH",
             f"{PATH}/namespaces/{quote(ns)}/{exception.PLURAL}/{quote(name)}",
@@ -161,7 +163,7 @@ def approve(name: str, *, namespace: str | None) -> int:
             content_type="application/merge-patch+json",
             query={"fieldManager": FIELD_MANAGER},
         )
-        print(f"driftexception/{name} approved: in force once the operator sees who approved")
+        print(f"driftexception/{name} {done}")
         return 0
 
     return asyncio.run(session(work))
