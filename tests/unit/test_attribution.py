@@ -71,6 +71,10 @@ def patched(obj: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
     return jsonpatch.apply_patch(obj, ops)
 
 
+def user_of(person: Person | None) -> str | None:
+    return person.user if person is not None else None
+
+
 def test_a_stamp_names_its_person_while_the_content_is_what_they_wrote() -> None:
     signer = Signer(KEY)
     obj = stamped(configmap(), ALICE, signer)
@@ -242,7 +246,7 @@ async def test_a_delete_is_remembered_and_explains_the_missing_object() -> None:
     key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
     assert await witness.who(key, None) is None
     await webhook.review(review("DELETE", None, oldObject=configmap()))
-    assert await witness.who(key, None) == "alice"
+    assert user_of(await witness.who(key, None)) == "alice"
     # A delete explains a missing object, not a changed one.
     assert await witness.who(key, configmap("5.5")) is None
 
@@ -277,7 +281,7 @@ async def test_another_replica_finds_a_delete_in_the_signed_event() -> None:
     assert message == "ConfigMap/staging/db deleted by alice (kubectl-patch)"
     other = Witness(Signer(KEY), records)  # nothing in its memory
     key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
-    assert await other.who(key, None) == "alice"
+    assert user_of(await other.who(key, None)) == "alice"
     # An Event written by anyone else (no genuine signature) names nobody.
     records.posted[0] = (involved, message, "forged.token")
     assert await other.who(key, None) is None
@@ -300,7 +304,7 @@ async def test_a_scale_is_remembered_for_that_replica_count() -> None:
     await webhook.review(request)
     key = ObjectKey("apps", "v1", "Deployment", "staging", "web")
     deployment = {"kind": "Deployment", "metadata": {"name": "web", "uid": "d-1"}}
-    assert await witness.who(key, {**deployment, "spec": {"replicas": 7}}) == "bob"
+    assert user_of(await witness.who(key, {**deployment, "spec": {"replicas": 7}})) == "bob"
     assert await witness.who(key, {**deployment, "spec": {"replicas": 3}}) is None
     # The scale of an object driftguard does not manage leaves nothing behind.
     await webhook.review({**request, "request": {**request["request"], "name": "other"}})
@@ -311,10 +315,30 @@ def test_the_sentence_names_the_person_and_the_tool() -> None:
     key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
     change = Change(key, Outcome.REVERTED, ("/data/DB_VERSION",), "kubectl-patch")
     assert change.describe().endswith("by kubectl-patch")
-    named = ChangeSet.of(change, Change(key, Outcome.CREATED)).attributed("alice")
+    alice = Person("alice", at="2026-12-06T10:00:00.250Z")
+    named = ChangeSet.of(change, Change(key, Outcome.CREATED)).attributed(alice)
     assert named.changes[0].describe().endswith("by alice (kubectl-patch)")
+    assert named.changes[0].changed_at == "2026-12-06T10:00:00.250Z"
     assert named.changes[1].changed_by_user is None  # only drift is somebody's
     assert ChangeSet.of(change).attributed(None).changes[0].changed_by_user is None
+
+
+def test_without_a_person_the_write_time_is_the_field_managers() -> None:
+    key = ObjectKey("", "v1", "ConfigMap", "staging", "db")
+    change = Change(key, Outcome.FLAGGED, ("/data/DB_VERSION",), "kubectl-patch")
+    live = {
+        "metadata": {
+            "managedFields": [
+                {"manager": "driftguard", "time": "2026-12-06T11:00:00Z"},
+                {"manager": "kubectl-patch", "time": "2026-12-06T09:00:00Z"},
+                {"manager": "kubectl-patch", "time": "2026-12-06T10:00:00Z"},
+            ]
+        }
+    }
+    (found,) = ChangeSet.of(change).attributed(None, live)
+    assert (found.changed_by_user, found.changed_at) == (None, "2026-12-06T10:00:00Z")
+    nobody = Change(key, Outcome.FLAGGED, ("/data/X",))  # a removed field names no manager
+    assert ChangeSet.of(nobody).attributed(None, live).changes[0].changed_at is None
 
 
 def test_a_create_by_generate_name_is_stamped_before_its_name_is_made() -> None:

@@ -65,7 +65,11 @@ def variable_queries() -> list[tuple[str, str]]:
 
 def alert_expressions() -> list[tuple[str, str]]:
     rules = yaml.safe_load((FILES / "alerts.yaml").read_text())
-    return [(rule["alert"], rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
+    return [
+        (rule.get("alert") or rule["record"], rule["expr"])
+        for group in rules["groups"]
+        for rule in group["rules"]
+    ]
 
 
 def test_exported_names_include_the_suffixes() -> None:

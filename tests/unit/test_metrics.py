@@ -22,12 +22,19 @@ ROWS: list[Row] = [
     (metrics.drift_detected, "driftguard_drift_detected_total", "counter", (*ENV, "kind")),
     (metrics.drift_reverted, "driftguard_drift_reverted_total", "counter", (*ENV, "kind")),
     (metrics.revert_latency, "driftguard_revert_latency_seconds", "histogram", ("kind",)),
+    (metrics.detect_latency, "driftguard_detect_latency_seconds", "histogram", ("kind",)),
     (metrics.reconcile_duration, "driftguard_reconcile_duration_seconds", "histogram", ()),
     (metrics.reconcile_errors, "driftguard_reconcile_errors_total", "counter", (*ENV, "reason")),
     (metrics.environment_suspended, "driftguard_environment_suspended", "gauge", ENV),
     (metrics.fights, "driftguard_fights_total", "counter", ENV),
     (metrics.drift_unattributed, "driftguard_drift_unattributed_total", "counter", ENV),
     (metrics.exceptions_active, "driftguard_exceptions_active", "gauge", ENV),
+    (
+        metrics.exception_expiry,
+        "driftguard_exception_expiry_timestamp_seconds",
+        "gauge",
+        (*ENV, "exception"),
+    ),
     (metrics.watches, "driftguard_watches", "gauge", ("state",)),
     (metrics.watch_restarts, "driftguard_watch_restarts_total", "counter", ("kind",)),
     (
@@ -109,11 +116,11 @@ def test_module_has_no_unlisted_collectors() -> None:
 
 
 def test_no_per_object_labels(registry: CollectorRegistry) -> None:
-    """No label names an object, so cardinality is bounded by Environments, kinds, reasons
-    and replicas."""
+    """No label names an object, so cardinality is bounded by Environments, kinds, reasons,
+    replicas and the DriftExceptions in force (few, and their series go when they end)."""
     used = set().union(*(labels for _, _, labels in families(registry).values()))
     bounded = {"namespace", "environment", "kind", "reason", "state", "blueprint", "revision"}
-    assert used <= bounded | {"replica"}
+    assert used <= bounded | {"replica", "exception"}
 
 
 def test_help_texts(registry: CollectorRegistry) -> None:
@@ -196,3 +203,40 @@ def test_prime_makes_every_counter_series_of_an_environment_start_at_zero() -> N
         )
     finally:
         metrics.forget("ns-prime", "dev", kinds=["ConfigMap"])
+
+
+def test_out_of_sync_seconds_count_while_the_interval_lasts() -> None:
+    """Time out of sync is a counter that grows during the drift, not only after it."""
+    clock = metrics.OutOfSync()
+    own = CollectorRegistry()
+    own.register(clock)
+    clock.prime("shop", "idle")
+    clock.began("shop", "prod", at=0.0)  # before the process started: counted from its start
+    clock.began("shop", "prod", at=clock._started + 10**9)  # a later start keeps the first
+
+    def seconds() -> dict[str, float]:
+        (family,) = text_string_to_metric_families(generate_latest(own).decode())
+        assert (family.name, family.type) == ("driftguard_out_of_sync_seconds", "counter")
+        return {s.labels["environment"]: s.value for s in family.samples}
+
+    first = seconds()
+    assert first["idle"] == 0.0
+    assert first["prod"] >= 0.0
+    spent = clock.ended("shop", "prod", at=clock._started + 5.0)
+    assert spent is not None
+    assert spent >= 5.0 - 0.001
+    assert clock.ended("shop", "prod", at=clock._started + 9.0) is None  # nothing open
+    assert seconds()["prod"] == spent  # closed: it no longer grows
+    clock.forget("shop", "prod")
+    assert "prod" not in seconds()
+
+
+def test_exception_expiry_series_follow_the_exceptions_in_force() -> None:
+    metrics.set_exception_ends("shop", "prod", {"hold": 100.0, "more": 200.0})
+    assert metrics.exception_expiry.labels("shop", "prod", "hold")._value.get() == 100.0
+    metrics.set_exception_ends("shop", "prod", {"more": 200.0})
+    exposed = generate_latest().decode()
+    assert 'exception="hold"' not in exposed
+    assert 'exception="more"' in exposed
+    metrics.forget("shop", "prod")
+    assert 'exception="more"' not in generate_latest().decode()

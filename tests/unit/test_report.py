@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from structlog.testing import capture_logs
 
 from driftguard.core import render, tracking
 from driftguard.core.changes import Change, Outcome
+from driftguard.core.exception import Judged, Phase
 from driftguard.core.model import ObjectKey
 from driftguard.core.status import EnvironmentStatus
 from driftguard.runtime import report
@@ -123,3 +126,80 @@ def test_quiet_outcomes_post_nothing(ledger: tracking.Ledger, outcome: Outcome) 
 
     assert post.posted == []
     assert ledger.status.last_drift is None
+
+
+class Notes:
+    """The audit trail's records of the Environment itself, in memory."""
+
+    def __init__(self) -> None:
+        self.notes: list[dict[str, Any]] = []
+        self.changes: list[Change] = []
+
+    def add(self, changes: Any, paused: bool) -> None:
+        self.changes.extend(changes)
+
+    def note(self, action: str, **fields: Any) -> None:
+        self.notes.append({"action": action, **fields})
+
+
+def test_an_exceptions_start_and_end_reach_events_and_the_audit_trail(
+    ledger: tracking.Ledger,
+) -> None:
+    """Who created and approved it, its reason and end; then how it ended."""
+    post, trail = Recorder(), Notes()
+    reporter = report.Reporter(ledger, post, ENV_BODY, trail)
+    judged = Judged(
+        "hold",
+        "shop",
+        Phase.ACTIVE,
+        expires_at=1_800_000_000.0,
+        message="covers Deployment/web /spec/replicas",
+        reason="incident 4711",
+        created_by="alice",
+        approved_by="carol",
+    )
+    reporter.exception_began(judged)
+    reporter.exception_ended("hold", "Expired")
+    assert [reason for reason, _, _ in post.posted] == ["ExceptionActive", "ExceptionEnded"]
+    assert "(Expired)" in post.posted[1][1]
+    assert trail.notes == [
+        {
+            "action": "exception-active",
+            "exception": "hold",
+            "reason": "incident 4711",
+            "covers": "covers Deployment/web /spec/replicas",
+            "createdBy": "alice",
+            "approvedBy": "carol",
+            "expiresAt": "2027-01-15T08:00:00Z",
+        },
+        {"action": "exception-ended", "exception": "hold", "end": "Expired"},
+    ]
+
+
+def test_drift_times_its_detection_and_opens_the_out_of_sync_interval(
+    ledger: tracking.Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The manual write's time to drift seen is observed; the time out of sync runs from it."""
+    monkeypatch.setattr(metrics.out_of_sync, "_started", 0.0)  # as if running for long
+    reporter = report.Reporter(ledger, Recorder(), ENV_BODY, Notes())
+    histogram = metrics.detect_latency.labels("ConfigMap")
+    before = histogram._sum.get()
+    written = time.time() - 3.0
+    change = Change(
+        ObjectKey("", "v1", "ConfigMap", "shop", "db"),
+        Outcome.FLAGGED,
+        ("/data/DB_VERSION",),
+        "kubectl-patch",
+        changed_at=datetime.fromtimestamp(written, UTC).isoformat().replace("+00:00", "Z"),
+    )
+    reporter.record([change])
+    assert 2.9 <= histogram._sum.get() - before <= 30.0
+    spent = metrics.out_of_sync.ended("shop", "staging", time.time())
+    assert spent is not None
+    assert spent >= 2.9  # from the write, not from when it was seen
+
+
+def test_back_in_sync_is_an_audit_record(ledger: tracking.Ledger) -> None:
+    trail = Notes()
+    report.Reporter(ledger, Recorder(), ENV_BODY, trail).back_in_sync(12.3456)
+    assert trail.notes == [{"action": "in-sync", "outOfSyncS": 12.346}]

@@ -17,7 +17,7 @@ from typing import Any
 
 import jsonpointer
 
-from driftguard.core import attribution
+from driftguard.core import attribution, diff
 from driftguard.core.model import ObjectKey
 
 VALUE_LIMIT = 80
@@ -66,6 +66,8 @@ class Change:
     latency: float | None = None  # a revert: seconds from the watch event to the server's answer
     values: tuple[tuple[str, str, str], ...] = ()  # (path, blueprint, live), summarised
     changed_by_user: str | None = None  # the person, when the admission webhook vouched for one
+    changed_at: str | None = None  # RFC 3339: when the manual write was made, as far as known
+    exception: str | None = None  # Excepted: the DriftException(s) holding it
 
     @property
     def is_failure(self) -> bool:
@@ -115,13 +117,21 @@ class ChangeSet:
         """The records of a manual change: the ones a person is looked for."""
         return tuple(change for change in self.changes if change.outcome in ATTRIBUTED)
 
-    def attributed(self, user: str | None) -> ChangeSet:
-        """The same records, the drift ones naming the person behind it."""
-        if user is None:
-            return self
+    def attributed(
+        self, person: attribution.Person | None, live: dict[str, Any] | None = None
+    ) -> ChangeSet:
+        """The same records, the drift ones naming the person behind it and when they
+        wrote: the time their write was admitted, else the field manager's last write."""
         return ChangeSet(
             tuple(
-                replace(change, changed_by_user=user) if change.outcome in ATTRIBUTED else change
+                replace(
+                    change,
+                    changed_by_user=person.user if person else None,
+                    changed_at=(person.at if person else "")
+                    or diff.written_at(live, change.changed_by),
+                )
+                if change.outcome in ATTRIBUTED
+                else change
                 for change in self.changes
             )
         )

@@ -77,6 +77,16 @@ class Expectation:
     resource_version: str = ""
 
 
+def written_at(obj: dict[str, Any] | None, manager: str | None) -> str | None:
+    """When `manager` last wrote to the object (its managedFields time), or None."""
+    times = [
+        str(entry["time"])
+        for entry in ((obj or {}).get("metadata") or {}).get("managedFields") or []
+        if manager and entry.get("manager") == manager and entry.get("time")
+    ]
+    return max(times) if times else None  # RFC 3339 in UTC sorts as it reads
+
+
 def fields_of(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
     """The merged fieldsV1 tree that `manager` applied, or None if it applied nothing."""
     trees = [

@@ -140,6 +140,9 @@ class Judged:
     expires_at: float | None = None
     message: str = ""
     changes: tuple[AllowedChange, ...] = ()
+    reason: str = ""
+    created_by: str | None = None  # the people, for the audit trail: set by the caller
+    approved_by: str | None = None
 
 
 def evaluate(
@@ -184,7 +187,13 @@ def evaluate(
         return Judged(name, environment, Phase.PENDING, expires_at, waiting)
     covered = "; ".join(_describe(change) for change in spec.changes)
     return Judged(
-        name, environment, Phase.ACTIVE, expires_at, f"covers {covered}", tuple(spec.changes)
+        name,
+        environment,
+        Phase.ACTIVE,
+        expires_at,
+        f"covers {covered}",
+        tuple(spec.changes),
+        reason=spec.reason,
     )
 
 

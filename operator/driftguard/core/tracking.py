@@ -190,7 +190,11 @@ def assess(
         if verdict.state is State.EXCEPTED:
             names = ", ".join(verdict.excepted)
             message = f"{key} holds drift at {', '.join(tolerated)} by DriftException {names}"
-            news.append(Change(key, Outcome.EXCEPTED, tolerated, by, message, values=values))
+            news.append(
+                Change(
+                    key, Outcome.EXCEPTED, tolerated, by, message, values=values, exception=names
+                )
+            )
         else:
             news.append(Change(key, Outcome.TOLERATED, tolerated, by, values=values))
     tracked.tolerated = verdict.tolerated

@@ -27,7 +27,7 @@ log = get_logger(__name__)
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 KEY = "incidents.jsonl"
-LIMIT = 200
+LIMIT = 400
 BYTES_LIMIT = 512 * 1024
 FLUSH_S = 1.0
 RECORDED = {
@@ -69,6 +69,12 @@ def entry(change: Change, *, at: str, paused: bool) -> dict[str, Any]:
     }
     if change.is_missing:
         record["deleted"] = True
+    if change.latency is not None:
+        record["latencyMs"] = round(change.latency * 1000, 1)
+    if change.changed_at:
+        record["changedAt"] = change.changed_at
+    if change.exception:
+        record["exception"] = change.exception
     if change.values:
         record["values"] = [
             {"path": path, "blueprint": wanted, "live": found}
@@ -117,7 +123,13 @@ class AuditTrail:
 
     def add(self, changes: Iterable[Change], paused: bool) -> None:
         at = timestamps.now()
-        news = [entry(c, at=at, paused=paused) for c in changes if c.outcome in RECORDED]
+        self._queue([entry(c, at=at, paused=paused) for c in changes if c.outcome in RECORDED])
+
+    def note(self, action: str, **fields: Any) -> None:
+        """A record of the Environment itself: back in sync, an exception begun or ended."""
+        self._queue([{"time": timestamps.now(), "action": action, **fields}])
+
+    def _queue(self, news: list[dict[str, Any]]) -> None:
         if not news or self._stopped:
             return
         self._pending.extend(news)

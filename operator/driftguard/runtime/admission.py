@@ -85,7 +85,7 @@ class AttributionWebhook:
             operation=operation,
             subresource=subresource,
             manager=str((request.get("options") or {}).get("fieldManager") or ""),
-            at=timestamps.now(),
+            at=timestamps.precise(),
         )
         obj = request.get("object")
         if operation in ("CREATE", "UPDATE") and not subresource and isinstance(obj, dict):

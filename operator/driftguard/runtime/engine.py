@@ -123,10 +123,10 @@ class Engine:
             await environment.full_pass()
 
     def _exceptions_for(self, ident: Ident) -> list[Judged]:
-        """Asked by each full pass: the active ones; their status follows (once changed)."""
+        """Asked by each full pass: each one as it stands; its status follows."""
         if self.exceptions.has(ident):
             self._spawn(self.exceptions.publish(ident))
-        return self.exceptions.active(ident)
+        return self.exceptions.judged(ident)
 
     # -- Blueprints -----------------------------------------------------------
 

@@ -10,7 +10,8 @@ keeps its Environment, only when it changes.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from driftguard.core import exception
@@ -18,6 +19,7 @@ from driftguard.core.attribution import APPROVAL_ANNOTATION, Signer
 from driftguard.core.exception import Judged, Phase
 from driftguard.core.model import EnvironmentSpec
 from driftguard.core.tracking import Ledger
+from driftguard.kube import timestamps
 from driftguard.kube.cluster import Cluster, Resource
 from driftguard.kube.errors import ApiError
 from driftguard.runtime.report import Reporter
@@ -71,8 +73,9 @@ class ExceptionBook:
     def judged(self, ident: Ident, *, now: float | None = None) -> list[Judged]:
         """Every exception of the Environment as it stands now."""
         moment = time.time() if now is None else now
-        return [
-            exception.evaluate(
+        found = []
+        for name, body in sorted(self._bodies.get(ident, {}).items()):
+            judged = exception.evaluate(
                 name,
                 body,
                 created_at=_epoch((body.get("metadata") or {}).get("creationTimestamp")),
@@ -81,8 +84,10 @@ class ExceptionBook:
                 max_seconds=self.max_seconds,
                 waiting=self._waiting(body),
             )
-            for name, body in sorted(self._bodies.get(ident, {}).items())
-        ]
+            created_by = ((body.get("status") or {}).get("createdBy")) or self._creator(body)
+            approved_by = self._approved.get(_key(body), (None, None))[0]
+            found.append(replace(judged, created_by=created_by, approved_by=approved_by))
+        return found
 
     def active(self, ident: Ident) -> list[Judged]:
         return [j for j in self.judged(ident) if j.phase is Phase.ACTIVE]
@@ -97,7 +102,7 @@ class ExceptionBook:
             approved_by, approved_spec = self._approved.get(_key(body), (None, None))
             wanted = exception.DriftExceptionStatus(
                 phase=judged.phase,
-                expires_at=_rfc3339(judged.expires_at) if judged.expires_at else None,
+                expires_at=timestamps.rfc3339(judged.expires_at) if judged.expires_at else None,
                 created_by=old.get("createdBy") or self._creator(body),
                 approved_by=approved_by,
                 approved_spec=approved_spec,
@@ -160,27 +165,33 @@ class ExceptionBook:
 
 
 def widened(
-    ledger: Ledger, reporter: Reporter, spec: EnvironmentSpec, active: list[Judged]
+    ledger: Ledger, reporter: Reporter, spec: EnvironmentSpec, judged: list[Judged]
 ) -> EnvironmentSpec:
     """The spec a pass judges with: the active exceptions' changes allowed. Their start and
-    end are Events; an ended one's drift is then judged, and reverted, by that pass."""
+    end are Events and audit records; an ended one's drift is then judged, and reverted,
+    by that pass."""
+    active = [j for j in judged if j.phase is Phase.ACTIVE]
     names = frozenset(j.name for j in active)
-    for judged in active:
-        if judged.name not in ledger.excepting:
-            reporter.exception_began(judged.name, judged.message)
+    for one in active:
+        if one.name not in ledger.excepting:
+            reporter.exception_began(one)
+    phases = {j.name: j.phase for j in judged}
     for name in sorted(ledger.excepting - names):
-        reporter.exception_ended(name)
+        # Pending again: its spec changed after approval. Gone from the book: deleted.
+        reporter.exception_ended(name, str(phases.get(name, "Deleted")))
     ledger.excepting = names
     ledger.exceptions_until = earliest_end(active)
     owner = ledger.owner
     metrics.exceptions_active.labels(owner.namespace, owner.name).set(len(active))
+    ends = {j.name: j.expires_at for j in active if j.expires_at is not None}
+    metrics.set_exception_ends(owner.namespace, owner.name, ends)
     return exception.widen(spec, active)
 
 
 def earliest_end(active: list[Judged]) -> str | None:
     """When the first active exception ends (RFC 3339): the resync wakes then."""
     ends = [j.expires_at for j in active if j.expires_at is not None]
-    return _rfc3339(min(ends)) if ends else None
+    return timestamps.rfc3339(min(ends)) if ends else None
 
 
 def _key(body: dict[str, Any]) -> tuple[str, str]:
@@ -207,7 +218,3 @@ def _epoch_or_none(text: Any) -> float | None:
 def _epoch(text: Any) -> float:
     found = _epoch_or_none(text)
     return time.time() if found is None else found
-
-
-def _rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

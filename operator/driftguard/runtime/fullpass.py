@@ -28,7 +28,7 @@ from driftguard.kube import apply, sources
 from driftguard.kube.cluster import SERVICEACCOUNTS, Cluster, Resource
 from driftguard.kube.errors import ApiError, UnknownKindError
 from driftguard.kube.retries import retrying
-from driftguard.runtime import exceptions
+from driftguard.runtime import exceptions, witness
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.report import Reporter
 from driftguard.runtime.subscriptions import Names, Scopes, Subscriptions
@@ -59,7 +59,7 @@ class FullPass:
         exceptions: Callable[[], list[Judged]] = list,
     ) -> None:
         """`blueprints`: spec.blueprintRef's lookup; `witness`: who is behind the drift
-        (None: attribution off); `exceptions`: the active DriftExceptions, asked each pass."""
+        (None: attribution off); `exceptions`: its DriftExceptions, asked each pass."""
         self._operator, self._exceptions = cluster, exceptions
         self._blueprints = blueprints
         self.made_resources: list[dict[str, Any]] | None = None
@@ -163,9 +163,7 @@ class FullPass:
                         key, resources[key], desired[key], found, is_new, preflight
                     )
                 )
-                if self._witness is None or not done.drift:
-                    return done
-                return done.attributed(await self._witness.who(key, found[1] if found else None))
+                return await witness.attribute(self._witness, key, done, found and found[1])
 
         synced = await asyncio.gather(*(bounded(key) for key in desired))
         pruned = await apply.prune(self.cluster, victims)

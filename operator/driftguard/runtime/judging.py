@@ -23,6 +23,7 @@ from driftguard.kube import apply
 from driftguard.kube.cluster import Cluster
 from driftguard.kube.errors import ApiError
 from driftguard.kube.retries import retrying
+from driftguard.runtime import witness
 from driftguard.runtime.witness import Witness
 
 
@@ -113,9 +114,7 @@ class EventJudge:
     ) -> ChangeSet:
         """The judgement, its drift naming the person the witness vouches for."""
         judged, live = await self._evaluate(key, live, received)
-        if self._witness is None or not judged.drift:
-            return judged
-        return judged.attributed(await self._witness.who(key, live))
+        return await witness.attribute(self._witness, key, judged, live)
 
     async def _evaluate(
         self, key: ObjectKey, live: dict[str, Any] | None, received: float

@@ -9,6 +9,7 @@ cannot disagree. Reporting never writes to a managed object.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 from driftguard.core import tracking
 from driftguard.core.changes import ATTRIBUTED, Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
+from driftguard.core.exception import Judged
 from driftguard.kube import timestamps
 from driftguard.telemetry import metrics
 from driftguard.telemetry.logs import get as get_logger
@@ -31,6 +33,9 @@ class Poster(Protocol):
 class Trail(Protocol):
     def add(self, changes: Iterable[Change], paused: bool) -> None:
         """Keeps the records that are incidents; True while enforcement is paused."""
+
+    def note(self, action: str, **fields: Any) -> None:
+        """Keeps a record of the Environment's own: back in sync, an exception's start or end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +134,12 @@ class Reporter:
             metrics.drift_detected.labels(*self._env, kind).inc()
             if change.changed_by_user is None:
                 metrics.drift_unattributed.labels(*self._env).inc()
+            # A revert is reported once done: the drift was seen `latency` earlier.
+            seen = time.time() - (change.latency or 0.0)
+            written = timestamps.epoch(change.changed_at)
+            if written is not None:
+                metrics.detect_latency.labels(kind).observe(max(0.0, seen - written))
+            metrics.out_of_sync.began(*self._env, seen if written is None else written)
         if change.outcome is Outcome.REVERTED:
             metrics.drift_reverted.labels(*self._env, kind).inc()
             if change.latency is not None:
@@ -156,18 +167,41 @@ class Reporter:
         self._post("Suspended", f"enforcement and prevention paused until {until}", True)
         self._log.info("suspended", until=until)
 
-    def exception_began(self, name: str, covers: str) -> None:
+    def exception_began(self, judged: Judged) -> None:
         """A DriftException is in force: what it covers stands until it ends."""
+        name, covers = judged.name, judged.message
         self._post("ExceptionActive", f"DriftException {name} in force: {covers}", False)
-        self._log.info("exception_active", exception=name, covers=covers)
+        who = {"created_by": judged.created_by, "approved_by": judged.approved_by}
+        until = timestamps.rfc3339(judged.expires_at) if judged.expires_at else None
+        self._log.info("exception_active", exception=name, covers=covers, until=until, **who)
+        if self._trail is not None:
+            self._trail.note(
+                "exception-active",
+                exception=name,
+                reason=judged.reason,
+                covers=covers,
+                createdBy=judged.created_by,
+                approvedBy=judged.approved_by,
+                expiresAt=until,
+            )
 
-    def exception_ended(self, name: str) -> None:
-        """A DriftException is over (expired, ended or deleted): its drift is judged again."""
+    def exception_ended(self, name: str, end: str) -> None:
+        """A DriftException is over (Expired, Ended, Deleted, or Pending again after a
+        change): its drift is judged again."""
         message = (
-            f"DriftException {name} is over: the drift it held is reverted (Enforce) or flagged"
+            f"DriftException {name} is over ({end}): the drift it held is reverted (Enforce) "
+            "or flagged"
         )
         self._post("ExceptionEnded", message, False)
-        self._log.info("exception_ended", exception=name)
+        self._log.info("exception_ended", exception=name, end=end)
+        if self._trail is not None:
+            self._trail.note("exception-ended", exception=name, end=end)
+
+    def back_in_sync(self, seconds: float) -> None:
+        """Nothing drifts any more, after `seconds` out of sync: the SLO's interval ends."""
+        self._log.info("in_sync", out_of_sync_s=round(seconds, 3))
+        if self._trail is not None:
+            self._trail.note("in-sync", outOfSyncS=round(seconds, 3))
 
     def resumed(self) -> None:
         self._post("Resumed", "suspension over: enforcement and prevention resumed", False)

@@ -7,6 +7,7 @@ a restart that changed nothing, the status on the server is already right).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Protocol
 
 from driftguard.core import tracking
@@ -101,6 +102,12 @@ class StatusWriter:
         metrics.drifted_resources.labels(*labels).set(summary.drifted + summary.missing)
         is_in_sync = summary.drifted + summary.missing == 0 and self._ledger.ready[0]
         metrics.environment_in_sync.labels(*labels).set(1 if is_in_sync else 0)
+        if summary.drifted + summary.missing:
+            metrics.out_of_sync.began(*labels, time.time())  # e.g. found so by a full pass
+        elif is_in_sync:
+            spent = metrics.out_of_sync.ended(*labels, time.time())
+            if spent is not None:
+                self._reporter.back_in_sync(spent)
         spec = self._ledger.spec
         is_suspended = bool(self._ledger.paused_until) or bool(spec and spec.suspend)
         metrics.environment_suspended.labels(*labels).set(1 if is_suspended else 0)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from driftguard.core.attribution import Person, Signer
+from driftguard.core.changes import ChangeSet
 from driftguard.core.model import ObjectKey
 from driftguard.kube import timestamps
 from driftguard.kube.errors import ApiError
@@ -60,24 +61,24 @@ class Witness:
             del self._admitted[old]
         self._admitted[key] = admitted
 
-    async def who(self, key: ObjectKey, live: dict[str, Any] | None) -> str | None:
-        """The user behind the object's last change, or None when nothing vouches for one."""
+    async def who(self, key: ObjectKey, live: dict[str, Any] | None) -> Person | None:
+        """The person behind the object's last change, or None when nothing vouches for one."""
         if live is not None:
             person = self.signer.stamped(live)
             if person is not None:
-                return person.user
+                return person
         uid = str(((live or {}).get("metadata") or {}).get("uid") or "")
         detail = _replicas(live)
         admitted = self._admitted.get(key._replace(version=""))
         if admitted is not None and _explains(admitted, live, uid, detail):
-            return admitted.person.user
+            return admitted.person
         if self.records is None:
             return None
         return await self._recorded(key, live, uid, detail)
 
     async def _recorded(
         self, key: ObjectKey, live: dict[str, Any] | None, uid: str, detail: str
-    ) -> str | None:
+    ) -> Person | None:
         namespace = key.namespace or "default"
         try:
             assert self.records is not None
@@ -92,8 +93,19 @@ class Witness:
             person, record_uid, record_detail = found
             admitted = Admitted(person, record_uid, record_detail, _age(person.at))
             if _explains(admitted, live, uid, detail):
-                return person.user
+                return person
         return None
+
+
+async def attribute(
+    witness: Witness | None, key: ObjectKey, judged: ChangeSet, live: dict[str, Any] | None
+) -> ChangeSet:
+    """The records, their drift naming the person behind it (None: attribution off) and
+    when they wrote."""
+    if not judged.drift:
+        return judged
+    person = await witness.who(key, live) if witness is not None else None
+    return judged.attributed(person, live)
 
 
 def _explains(admitted: Admitted, live: dict[str, Any] | None, uid: str, detail: str) -> bool:
