@@ -110,8 +110,8 @@ class Operator:
             ref = event.get("objectRef") or {}
             if event.get("verb") not in WRITES or ref.get("namespace") != namespace:
                 continue
-            if ref.get("resource") in ("events", "controllerrevisions"):
-                continue  # an Event, or the Environment's history: not a managed object
+            if ref.get("resource") in ("events", "controllerrevisions", *REPORTS):
+                continue  # an Event, the Environment's history or report: not a managed object
             if str(ref.get("name", "")).endswith("-drift-audit"):
                 continue  # the audit trail
             if (ref.get("resource") == "environments") != status:
@@ -123,6 +123,10 @@ class Operator:
 
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+REPORTS = ("reports", "policyreports")
+"""The Policy Reports' resources (test_compliance installs their CRDs)."""
 
 
 def install_crd(kubectl: Kubectl) -> None:

@@ -86,8 +86,8 @@ finalizer, for deletionPolicy Delete) and their status (kopf's progress); driftg
 writes status and posts Events (always new ones, by generateName). It impersonates
 an Environment's ServiceAccount (spec.serviceAccountName, or tenancy.defaultServiceAccount),
 which lives in the Environment's namespace, after checking that it exists.
-Beside each Environment it keeps its history (ControllerRevisions) and its drift
-audit trail (a ConfigMap), both owned by the Environment.
+Beside each Environment it keeps its history (ControllerRevisions), its drift
+audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
 */}}
 {{- define "driftguard.environmentRules" -}}
 - apiGroups: ["driftguard.io"]
@@ -103,6 +103,14 @@ audit trail (a ConfigMap), both owned by the Environment.
 - apiGroups: ["driftguard.io"]
   resources: ["driftexceptions/status"]
   verbs: ["patch"]
+# Each Environment's Policy Report, owned by it: OpenReports when served, else the
+# wgpolicyk8s.io one; get once after a restart, then applied only when a result changes.
+- apiGroups: ["openreports.io"]
+  resources: ["reports"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["wgpolicyk8s.io"]
+  resources: ["policyreports"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]

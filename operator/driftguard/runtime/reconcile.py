@@ -30,6 +30,7 @@ from driftguard.core.tracking import MESSAGE_LIMIT, Ledger
 from driftguard.kube import apply, audit, history
 from driftguard.kube.cluster import Cluster, Resource
 from driftguard.kube.errors import ApiError
+from driftguard.kube.reports import PolicyReports
 from driftguard.runtime import report
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.fullpass import KIND_RETRY_S, FullPass, seconds_until
@@ -98,7 +99,10 @@ class Environment:
         )
         self._judged = asyncio.create_task(self._report_judged())
         self.guard = Guard(cluster, self.ledger, guard, inventory)
-        self.status = StatusWriter(cluster, self.ledger, judge=self.judge, reporter=self.reporter)
+        self.reports = PolicyReports(cluster, self.ledger, body)
+        self.status = StatusWriter(
+            cluster, self.ledger, judge=self.judge, reporter=self.reporter, reports=self.reports
+        )
         self.resync = Resync(self)
         self._pass_lock = asyncio.Lock()
         self._passes = passes or asyncio.Semaphore(1)
@@ -116,6 +120,7 @@ class Environment:
         """A new version of the Environment: a full pass if its spec changed."""
         self.declared = declared
         self.audit.update(declared.body)
+        self.reports.update(declared.body)
         self.reporter.body = declared.body
         if declared.generation != self.ledger.applied_generation:
             await self.full_pass()
@@ -267,6 +272,7 @@ class Environment:
 
     def stop(self) -> None:
         self.audit.stop()
+        self.reports.stop()
         self.judge.stop()
         self._judged.cancel()
         self.reporter.body = None  # no Events about an Environment let go

@@ -30,6 +30,11 @@ class Busy(Protocol):
         """Whether judgements are under way whose results status must wait for."""
 
 
+class Follower(Protocol):
+    def soon(self) -> None:
+        """The records changed: write what follows them, if it changed."""
+
+
 class StatusWriter:
     def __init__(
         self,
@@ -38,11 +43,14 @@ class StatusWriter:
         *,
         judge: Busy,
         reporter: Reporter,
+        reports: Follower | None = None,
     ) -> None:
+        """`reports`: the Policy Report, which follows the same records."""
         self._cluster = cluster
         self._ledger = ledger
         self._judge = judge
         self._reporter = reporter
+        self._reports = reports
         self._written = ledger.status.to_body()
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
@@ -82,6 +90,8 @@ class StatusWriter:
             return
         status = self.build()
         self._export(status.summary)
+        if self._reports is not None:
+            self._reports.soon()
         body = status.to_body()
         if body == self._written:
             return
