@@ -76,12 +76,22 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
     cases = [
         case
         for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-        for case in test["alert_rule_test"]
+        for case in test.get("alert_rule_test", [])
     ]
     firing = {case["alertname"] for case in cases if case["exp_alerts"]}
     quiet = {case["alertname"] for case in cases if not case["exp_alerts"]}
     assert firing == ALERTS
     assert quiet == ALERTS
+
+
+def test_the_slo_record_is_unit_tested() -> None:
+    """promtool evaluates the recording rule on series whose ratio is known."""
+    tested = {
+        case["expr"]
+        for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in test.get("promql_expr_test", [])
+    }
+    assert tested >= RECORDS
 
 
 def test_promtool_test_rules_passes(promtool: Path) -> None:

@@ -25,7 +25,7 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def rule(groups: list[dict[str, Any]], alert: str) -> dict[str, Any]:
-    (found,) = [r for group in groups for r in group["rules"] if r["alert"] == alert]
+    (found,) = [r for group in groups for r in group["rules"] if r.get("alert") == alert]
     return dict(found)
 
 
@@ -50,13 +50,13 @@ def test_prometheus_rule_takes_the_job_and_labels(helm: Helm) -> None:
     groups = prometheus_rule["spec"]["groups"]
     assert rule(groups, "DriftguardOperatorDown")["expr"] == 'absent(up{job="ops/dg"} == 1)'
     others = [
-        r for group in groups for r in group["rules"] if r["alert"] != "DriftguardOperatorDown"
+        r for group in groups for r in group["rules"] if r.get("alert") != "DriftguardOperatorDown"
     ]
     assert others == [
         r
         for group in RULES["groups"]
         for r in group["rules"]
-        if r["alert"] != "DriftguardOperatorDown"
+        if r.get("alert") != "DriftguardOperatorDown"
     ]
 
 
