@@ -187,6 +187,35 @@ def test_prevention_lets_exactly_the_excepted_paths_through(
     assert "ValidatingAdmissionPolicy" in refused.stderr
 
 
+def test_an_exception_widens_the_blueprints_own_guardrail(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """The blueprint allows 2 to 4 replicas; an exception up to 12 lets 9 stand (Excepted)
+    and through prevention, 5 of them within the guardrail stay Overridden, 20 goes back."""
+    guardrail = [{"kind": "Deployment", "name": "web", "paths": ["/spec/replicas"],
+                  "minimum": 2, "maximum": 4}]  # fmt: skip
+    start(kubectl, namespace, prevention="Deny", allowedChanges=guardrail)
+    probe = ("scale", "deployment/web", "-n", namespace, "--replicas=9", "--dry-run=server")
+    wait_for(lambda: kubectl(*probe, check=False).returncode != 0, message="9 refused")
+    apply(kubectl, exception_("hold", namespace, duration="1h"))
+    wait_phase(kubectl, "hold", namespace, "Active")
+    wait_for(lambda: kubectl(*probe, check=False).returncode == 0, message="9 let through")
+    refused = kubectl(*probe[:4], "--replicas=20", "--dry-run=server", check=False)
+    assert "at most 12" in refused.stderr
+
+    scale(kubectl, namespace, 9)
+    wait_excepted(kubectl, namespace)
+    stays(lambda: replicas(kubectl, namespace) == 9, seconds=2, message="9 replicas kept")
+    scale(kubectl, namespace, 3)
+    wait_for(
+        lambda: (
+            resource_status(kubectl, ENV, namespace, "Deployment", "web").get("state")
+            == "Overridden"
+        ),
+        message="3 is the blueprint's own allowance",
+    )
+
+
 def test_the_command_line_creates_lists_and_ends_one(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:

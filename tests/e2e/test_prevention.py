@@ -223,7 +223,7 @@ class Write:
 
 def bounds(namespace: str) -> str:
     return (
-        f"/spec/replicas of Deployment/{namespace}/web must stay between 2.0 and 4.0: "
+        f"/spec/replicas of Deployment/{namespace}/web must stay between 2 and 4: "
         f"change spec.resources[1] of the Environment {namespace}/{ENV} instead"
     )
 

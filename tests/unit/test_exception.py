@@ -110,6 +110,15 @@ def test_without_it_the_same_drift_is_reverted() -> None:
     assert verdict([], deployment(12)).action is plan.Action.REVERT
 
 
+def test_an_exception_widens_the_blueprints_own_bounds() -> None:
+    """The blueprint allows up to 10, the exception up to 12: 11 is Excepted, 5 Overridden."""
+    rules = widened({"kind": "Deployment", "paths": ["/spec/replicas"], "maximum": 10})
+    assert verdict(rules, deployment(11)).state is State.EXCEPTED
+    assert verdict(rules, deployment(5)).state is State.OVERRIDDEN
+    beyond = verdict(rules, deployment(13))
+    assert (beyond.state, beyond.action) == (State.DRIFTED, plan.Action.REVERT)
+
+
 def test_the_blueprints_own_allowed_change_stays_overridden() -> None:
     rules = widened({"kind": "Deployment", "paths": ["/spec/replicas"], "maximum": 50})
     assert verdict(rules, deployment(12)).state is State.OVERRIDDEN

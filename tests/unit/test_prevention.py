@@ -134,6 +134,18 @@ def test_allowed_path_is_judged_by_its_bounds_also_on_scale() -> None:
     assert not any("object.?spec.?replicas == optional.of(2)" in e for e in expressions)
 
 
+def test_two_rules_on_one_path_let_through_what_either_allows() -> None:
+    """A DriftException widening the blueprint's bounds: a value within either passes."""
+    own = AllowedChange(kind="Deployment", paths=["/spec/replicas"], minimum=2, maximum=10)
+    wider = AllowedChange(kind="Deployment", paths=["/spec/replicas"], maximum=20)
+    body = {"spec": {"replicas": 2}}
+    (policy, _) = build(guarded("Deployment", DEPLOYMENTS, body, own, wider))
+    validations = [v for v in policy["spec"]["validations"] if "v <= " in v["expression"]]
+    assert len(validations) == 2  # updates and /scale
+    assert all("(v >= 2.0 && v <= 10.0) || (v <= 20.0)" in v["expression"] for v in validations)
+    assert all("stay between 2 and 10 or at most 20:" in v["message"] for v in validations)
+
+
 @pytest.mark.parametrize(
     ("pointer", "expected"),
     [

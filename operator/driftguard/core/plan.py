@@ -80,9 +80,11 @@ def allowed_for(key: ObjectKey, rules: Sequence[AllowedChange]) -> list[AllowedC
 def tolerate(
     rules: Sequence[AllowedChange], desired: dict[str, Any], live: dict[str, Any]
 ) -> tuple[frozenset[str], list[FieldChange]]:
-    """Allowed paths whose live value departs from the blueprint: tolerated or out of bounds."""
+    """Allowed paths whose live value departs from the blueprint: tolerated (within the
+    bounds of any rule naming the path: a DriftException may widen the blueprint's own)
+    or out of bounds (of every one)."""
     tolerated: set[str] = set()
-    breaches: list[FieldChange] = []
+    breaches: dict[str, FieldChange] = {}
     for rule in rules:
         for path in rule.paths:
             wanted, actual = pointer_get(desired, path), pointer_get(live, path)
@@ -91,8 +93,8 @@ def tolerate(
             if rule.is_within_bounds(actual):
                 tolerated.add(path)
             else:
-                breaches.append(FieldChange(path, ChangeKind.CHANGED, wanted, actual))
-    return frozenset(tolerated), breaches
+                breaches.setdefault(path, FieldChange(path, ChangeKind.CHANGED, wanted, actual))
+    return frozenset(tolerated), [b for path, b in breaches.items() if path not in tolerated]
 
 
 def decide(
@@ -135,23 +137,34 @@ def decide(
             return Verdict(State.FIGHTING, action, tuple(drifted), tolerated)
         return Verdict(State.DRIFTED, _act(mode, Action.REVERT), tuple(drifted), tolerated)
     if tolerated:
-        excepted = _excepted_by(matching, tolerated)
+        excepted = _excepted_by(matching, tolerated, live)
         state = State.EXCEPTED if excepted else State.OVERRIDDEN
         return Verdict(state, Action.NONE, (), tolerated, excepted)
     return Verdict(State.IN_SYNC, Action.NONE, (), tolerated)
 
 
-def _excepted_by(rules: Sequence[AllowedChange], tolerated: frozenset[str]) -> tuple[str, ...]:
-    """The exceptions whose paths are among the tolerated ones, unless the blueprint's own
-    allowedChanges tolerate those paths too (then it is Overridden, as without them)."""
-    own = {p for rule in rules if not isinstance(rule, ExceptedChange) for p in rule.paths}
+def _excepted_by(
+    rules: Sequence[AllowedChange], tolerated: frozenset[str], live: dict[str, Any]
+) -> tuple[str, ...]:
+    """The exceptions that hold a tolerated value the blueprint's own allowedChanges would
+    not (if they would, it is Overridden, as without the exceptions)."""
+    own = {
+        p
+        for rule in rules
+        if not isinstance(rule, ExceptedChange)
+        for p in rule.paths
+        if p in tolerated and rule.is_within_bounds(pointer_get(live, p))
+    }
     return tuple(
         sorted(
             {
                 rule.exception
                 for rule in rules
                 if isinstance(rule, ExceptedChange)
-                and any(p in tolerated and p not in own for p in rule.paths)
+                and any(
+                    p in tolerated and p not in own and rule.is_within_bounds(pointer_get(live, p))
+                    for p in rule.paths
+                )
             }
         )
     )

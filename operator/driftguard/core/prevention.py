@@ -198,7 +198,7 @@ def _validations(guarded: Guarded, env: str, blueprint: str | None) -> list[dict
                 {"expression": f"{scale} || object{accessor} == {wanted}", "message": message}
             )
     out.extend(_lists(guarded, update(skip), where, env, allowed))
-    out.extend(_bounds(guarded, skip, where, allowed))
+    out.extend(_bounds(guarded, skip, where))
     return out
 
 
@@ -247,22 +247,29 @@ def update(skip: str, sub: str = "''") -> str:
     return f"{skip} || request.operation == 'DELETE' || variables.sub != {sub}"
 
 
-def _bounds(
-    guarded: Guarded, skip: str, where: str, allowed: dict[str, AllowedChange]
-) -> list[dict[str, str]]:
+def _bounds(guarded: Guarded, skip: str, where: str) -> list[dict[str, str]]:
+    """A value within the bounds of any rule naming its path may be written (a
+    DriftException's widen the blueprint's); a rule without bounds lets any through."""
     out = []
     is_scalable = (guarded.resource.group, guarded.key.kind) in SCALABLE
-    for pointer, rule in sorted(allowed.items()):
+    by_path: dict[str, list[AllowedChange]] = {}
+    for rule in guarded.rules:
+        for path in rule.paths:
+            by_path.setdefault(path, []).append(rule)
+    for pointer, rules in sorted(by_path.items()):
         accessor = _accessor(pointer)
-        if accessor is None or (rule.minimum is None and rule.maximum is None):
+        if accessor is None or any(r.minimum is None and r.maximum is None for r in rules):
             continue
-        limits = []
-        if rule.minimum is not None:
-            limits.append(f"v >= {rule.minimum!r}")
-        if rule.maximum is not None:
-            limits.append(f"v <= {rule.maximum!r}")
-        within = " && ".join(limits)
-        bounds = f"between {rule.minimum} and {rule.maximum}"
+        ranges = []
+        for rule in rules:
+            limits = []
+            if rule.minimum is not None:
+                limits.append(f"v >= {rule.minimum!r}")
+            if rule.maximum is not None:
+                limits.append(f"v <= {rule.maximum!r}")
+            ranges.append(" && ".join(limits))
+        within = " || ".join(f"({r})" for r in ranges) if len(ranges) > 1 else ranges[0]
+        bounds = " or ".join(_range(r) for r in rules)
         subresources = ["''", "'scale'"] if pointer == "/spec/replicas" and is_scalable else ["''"]
         for sub in subresources:
             present = f"object{accessor}"
@@ -270,6 +277,19 @@ def _bounds(
             message = f"{pointer} of {guarded.key} must stay {bounds}: {where}"
             out.append({"expression": f"{update(skip, sub)} || {check}", "message": message})
     return out
+
+
+def _range(rule: AllowedChange) -> str:
+    """`between 2 and 10`, `at most 20`, `at least 2`: a rule's bounds, as a person says them."""
+
+    def number(value: float) -> str:
+        return str(int(value)) if float(value).is_integer() else str(value)
+
+    if rule.minimum is not None and rule.maximum is not None:
+        return f"between {number(rule.minimum)} and {number(rule.maximum)}"
+    if rule.maximum is not None:
+        return f"at most {number(rule.maximum)}"
+    return f"at least {number(rule.minimum or 0)}"
 
 
 def _accessor(pointer: str) -> str | None:
