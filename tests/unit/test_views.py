@@ -546,3 +546,31 @@ def test_rollback_of_an_inline_revision_is_its_spec() -> None:
     spec = {"resources": [configmap("5.7")]}
 
     assert rollback.spec_of(revision(1, spec=spec)) == spec
+
+
+def test_the_environments_own_records_read_as_sentences() -> None:
+    """An exception's start and end, and back in sync, have no object but say what happened."""
+    records = [
+        {
+            "time": "2026-12-06T10:00:00Z",
+            "action": "exception-active",
+            "exception": "hold",
+            "reason": "incident 4711",
+            "createdBy": "alice",
+            "approvedBy": "carol",
+            "expiresAt": "2026-12-06T14:00:00Z",
+        },
+        {"time": "2026-12-06T12:00:00Z", "action": "exception-ended", "exception": "hold",
+         "end": "Expired"},
+        {"time": "2026-12-06T12:00:01Z", "action": "in-sync", "outOfSyncS": 0.42},
+    ]  # fmt: skip
+    _, began, ended, synced = views.audit_rows(records)
+    assert began[1:] == [
+        "DriftException/hold",
+        "exception-active",
+        "-",
+        "alice, approved by carol",
+        "incident 4711; until 2026-12-06T14:00:00Z",
+    ]
+    assert ended[-1] == "ended: Expired"
+    assert synced[-1] == "in sync again after 0.42 s out of sync"

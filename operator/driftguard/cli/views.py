@@ -234,6 +234,18 @@ def audit_rows(incidents: Sequence[dict[str, Any]]) -> list[list[str]]:
         )
         if item.get("deleted"):
             values = values or "(deleted)"
+        if item.get("action") == "in-sync":
+            values = f"in sync again after {item.get('outOfSyncS', '?')} s out of sync"
+        if str(item.get("action", "")).startswith("exception-"):
+            where = f"DriftException/{item.get('exception', '?')}"
+            by = str(item.get("createdBy") or "-")
+            if item.get("approvedBy"):
+                by += f", approved by {item['approvedBy']}"
+            values = (
+                f"{item.get('reason', '')}; until {item.get('expiresAt', '?')}"
+                if item["action"] == "exception-active"
+                else f"ended: {item.get('end', '?')}"
+            )
         rows.append(
             [
                 str(item.get("time", "-")),
