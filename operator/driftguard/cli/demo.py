@@ -170,8 +170,9 @@ def story(demo: Demo, port: int) -> None:
     demo.driftguard("history", "staging", "-n", "platform")
 
     prevent(demo)
+    except_(demo)
 
-    say("9. What a person, a pager and a dashboard see")
+    say("10. What a person, a pager, an auditor and a dashboard see")
     demo.kubectl("get", "events", "-n", "platform", "--sort-by=.lastTimestamp")
     print(f"{GREEN}$ curl -s localhost:{port}/metrics | grep driftguard_{RESET}")
     print("\n".join(_metrics(port)))
@@ -200,6 +201,26 @@ def prevent(demo: Demo) -> None:
         lambda: _image(demo, "staging") == "mysql:5.7",
     )
     note(f"suspension over: mysql:5.7 again ({took:.1f} s later), prevention again")
+
+
+def except_(demo: Demo) -> None:
+    say("9. An exception: exactly one path, for a reason, until an end")
+    note("staging needs 20 web replicas for a while: beyond its guardrail, refused at the door")
+    scale = ("scale", "deploy/web", "-n", "staging", "--replicas=20")
+    demo.until("prevention back", lambda: not _succeeds(demo, *scale, "--dry-run=server"))
+    demo.kubectl(*scale, check=False)
+    demo.driftguard("exception", "create", "staging", "-n", "platform",
+                    "--object", "Deployment/web", "--path", "/spec/replicas", "--maximum", "20",
+                    "--for", "15s", "--reason", "incident 4711: hold capacity")  # fmt: skip
+    demo.until("the exception in force", lambda: _succeeds(demo, *scale, "--dry-run=server"))
+    demo.kubectl(*scale, user=ONCALL)
+    demo.until("Excepted", lambda: _state(demo, "staging", "web") == "Excepted")
+    demo.driftguard("exception", "list", "-n", "platform")
+    note("Excepted, naming the exception; the image and everything else are still enforced")
+    took = demo.until(
+        "the exception to end and web to go back", lambda: _replicas(demo, "staging") == 2
+    )
+    note(f"expired: 2 replicas again ({took:.1f} s later), reverted by itself, recorded")
 
 
 def _last_drift(demo: Demo, env: str) -> dict[str, Any]:

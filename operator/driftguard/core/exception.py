@@ -235,16 +235,8 @@ def approval(
 
 def _describe(change: AllowedChange) -> str:
     what = "/".join(part for part in (change.kind, change.name) if part) or "every object"
-    bounds = ""
-    if change.minimum is not None or change.maximum is not None:
-        bounds = f" within [{_number(change.minimum)}, {_number(change.maximum)}]"
+    bounds = f" {change.bounds}" if change.bounds else ""
     return f"{what} {', '.join(change.paths)}{bounds}"
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return ""
-    return str(int(value)) if value == int(value) else str(value)
 
 
 def _hours(seconds: float) -> str:

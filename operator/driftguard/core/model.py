@@ -202,6 +202,20 @@ class AllowedChange(BaseModel):
             raise ValueError("minimum must be less than or equal to maximum")
         return self
 
+    @property
+    def bounds(self) -> str:
+        """`between 2 and 10`, `at most 20`, `at least 2`, or empty: as a person says them."""
+
+        def number(value: float) -> str:
+            return str(int(value)) if float(value).is_integer() else str(value)
+
+        low, high = self.minimum, self.maximum
+        if low is not None and high is not None:
+            return f"between {number(low)} and {number(high)}"
+        if high is not None:
+            return f"at most {number(high)}"
+        return f"at least {number(low)}" if low is not None else ""
+
     def matches(self, key: ObjectKey) -> bool:
         return (
             (self.api_version is None or self.api_version == key.api_version)

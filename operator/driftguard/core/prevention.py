@@ -269,7 +269,7 @@ def _bounds(guarded: Guarded, skip: str, where: str) -> list[dict[str, str]]:
                 limits.append(f"v <= {rule.maximum!r}")
             ranges.append(" && ".join(limits))
         within = " || ".join(f"({r})" for r in ranges) if len(ranges) > 1 else ranges[0]
-        bounds = " or ".join(_range(r) for r in rules)
+        bounds = " or ".join(r.bounds for r in rules)
         subresources = ["''", "'scale'"] if pointer == "/spec/replicas" and is_scalable else ["''"]
         for sub in subresources:
             present = f"object{accessor}"
@@ -277,19 +277,6 @@ def _bounds(guarded: Guarded, skip: str, where: str) -> list[dict[str, str]]:
             message = f"{pointer} of {guarded.key} must stay {bounds}: {where}"
             out.append({"expression": f"{update(skip, sub)} || {check}", "message": message})
     return out
-
-
-def _range(rule: AllowedChange) -> str:
-    """`between 2 and 10`, `at most 20`, `at least 2`: a rule's bounds, as a person says them."""
-
-    def number(value: float) -> str:
-        return str(int(value)) if float(value).is_integer() else str(value)
-
-    if rule.minimum is not None and rule.maximum is not None:
-        return f"between {number(rule.minimum)} and {number(rule.maximum)}"
-    if rule.maximum is not None:
-        return f"at most {number(rule.maximum)}"
-    return f"at least {number(rule.minimum or 0)}"
 
 
 def _accessor(pointer: str) -> str | None:
