@@ -11,6 +11,8 @@ People are client-certificate users bound to the cluster's `edit` role.
 
 import base64
 import copy
+import csv
+import io
 import json
 import secrets
 import ssl
@@ -544,3 +546,60 @@ def test_four_eyes_an_exception_needs_another_leads_approval(cluster: Cluster, s
         lambda: (get(cluster.admin, "deployment", "web", space) or {})["spec"]["replicas"] == 2,
         message="reverted once the approved spec changed",
     )
+
+
+def test_the_report_sums_up_real_incidents_in_three_formats(cluster: Cluster, space: str) -> None:
+    """alice's and bob's changes, reverted; an exception erin created, a lead approved and bob
+    used: the report
+    counts them by person and tool, times the reverts, lists the exception, in Markdown,
+    JSON and CSV, and never prints a value."""
+    patch_data(cluster, "alice", space, DB_VERSION="5.5")
+    last_drift_by(cluster, space, f"ConfigMap/{space}/db", "alice")
+    cluster.as_("bob", "scale", "deployment", "web", "-n", space, "--replicas=5")
+    last_drift_by(cluster, space, f"Deployment/{space}/web", "bob")
+    as_cli(cluster, "erin", "exception", "create", ENV, "-n", space, "--object", "Deployment/web",
+           "--path", "/spec/replicas", "--for", "1h", "--reason", "incident 4711")  # fmt: skip
+    (made,) = json.loads(
+        as_cli(cluster, "erin", "exception", "list", "-n", space, "-o", "json").stdout
+    )
+    as_cli(cluster, "lead", "exception", "approve", made["metadata"]["name"], "-n", space)
+    wait_for(
+        lambda: exception_status(cluster, space, made["metadata"]["name"]).get("phase") == "Active",
+        message="erin's exception Active once a lead approved it",
+    )
+    cluster.as_("bob", "scale", "deployment", "web", "-n", space, "--replicas=7")
+    wait_for(lambda: entry(cluster, space, "Deployment", "web")["state"] == "Excepted",
+             message="web Excepted")  # fmt: skip
+
+    def reported() -> dict[str, Any] | None:
+        done = run_cli(cluster.admin, "report", "-n", space, "-o", "json")
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, Any] = json.loads(done.stdout)
+        (env,) = doc["environments"]
+        ready = env["incidents"]["reverted"] >= 2 and env["incidents"]["excepted"] >= 1
+        return doc if ready and env["exceptions"] and env["outOfSyncSeconds"] > 0 else None
+
+    doc = wait_for(reported, message="the report to hold the incidents (the trail flushes)")
+    (env,) = doc["environments"]
+    assert env["byPerson"]["alice"] >= 1
+    assert env["byPerson"]["bob"] >= 2
+    assert {"kubectl-patch", "kubectl"} <= set(env["byTool"])  # kubectl scale's manager
+    assert env["revertLatencyMs"]["count"] >= 2
+    assert env["revertLatencyMs"]["p50"] > 0
+    (granted,) = env["exceptions"]
+    assert (granted["reason"], granted["createdBy"]) == ("incident 4711", "erin")
+    assert granted["approvedBy"] == "lead"
+    assert env["trailCoversWindow"] is True
+
+    markdown = run_cli(cluster.admin, "report", ENV, "-n", space).stdout
+    assert "## Incidents by person" in markdown
+    assert "| alice |" in markdown
+    assert "| incident 4711 | erin | lead |" in markdown
+    assert "5.5" not in markdown  # paths and people, never a value
+
+    rows = list(csv.DictReader(io.StringIO(
+        run_cli(cluster.admin, "report", "-n", space, "-o", "csv").stdout)))  # fmt: skip
+    actions = {(r["name"], r["action"], r["user"]) for r in rows}
+    assert ("db", "reverted", "alice") in actions
+    assert ("web", "excepted", "bob") in actions
+    assert any(r["action"] == "exception-active" and r["user"] == "erin" for r in rows)

@@ -251,6 +251,16 @@ def _memory_commands(commands: Any) -> None:
     audit.add_argument("--since", metavar="DURATION", help="only newer ones: 30s, 10m, 1h, 2d")
     audit.add_argument("-o", "--output", choices=["table", "json"], default="table")
 
+    report = commands.add_parser(
+        "report", help="compliance evidence over a window: incidents, people, exceptions"
+    )
+    report.add_argument("environment", nargs="?", default=None)
+    where = report.add_mutually_exclusive_group()
+    where.add_argument("-n", "--namespace", default=None)
+    where.add_argument("-A", "--all-namespaces", action="store_true")
+    report.add_argument("--since", default="30d", metavar="DURATION", help="the window (30d)")
+    report.add_argument("-o", "--output", choices=["markdown", "json", "csv"], default="markdown")
+
     compare = commands.add_parser(
         "compare", help="Environments side by side: declared and live; exit 1 on live drift"
     )
@@ -323,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(completion.script(_parser(), args.shell))
         return 0
-    if args.command in ("history", "rollback", "audit", "compare"):
+    if args.command in ("history", "rollback", "audit", "report", "compare"):
         return _memory(args)
     if args.command == "exception":
         return _exception(args)
@@ -355,6 +365,19 @@ def _memory(args: argparse.Namespace) -> int:
             to_revision=args.to_revision,
             force=args.force,
             dry_run=args.dry_run,
+        )
+    if args.command == "report":
+        from driftguard.cli import reporting
+
+        if args.environment and args.all_namespaces:
+            print("error: name one Environment or use -A, not both", file=sys.stderr)
+            return 2
+        return reporting.report(
+            args.environment,
+            namespace=args.namespace,
+            all_namespaces=args.all_namespaces,
+            since=args.since,
+            output=args.output,
         )
     if args.command == "audit":
         return views.show_audit(
