@@ -136,3 +136,18 @@ def test_csv_has_a_row_per_incident_and_exception_record() -> None:
     assert rows[1]["user"] == ""  # unknown stays empty, never someone else
     assert rows[5]["user"] == "alice"
     assert "hunter2" not in text
+
+
+def test_an_environment_out_of_sync_now_counts_the_time_so_far() -> None:
+    """Flagged on the 30th at 12:00, still drifted: a day out of sync by the 31st at 12:00."""
+    entries = [
+        {"time": "2026-12-29T10:00:00Z", "action": "in-sync", "outOfSyncS": 60.0},
+        {**incident(30, "flagged"), "changedAt": "2026-12-30T12:00:00Z"},
+        incident(30, "flagged"),
+    ]
+    drifted = Trail("shop", "prod", entries, is_out_of_sync=True)
+    (env,) = reporting.build([drifted], window_s=DAYS_30, now=NOW)["environments"]
+    assert env["outOfSyncSeconds"] == 60.0 + 86400.0
+    settled = Trail("shop", "prod", entries, is_out_of_sync=False)
+    (env,) = reporting.build([settled], window_s=DAYS_30, now=NOW)["environments"]
+    assert env["outOfSyncSeconds"] == 60.0

@@ -174,6 +174,9 @@ def story(demo: Demo, port: int) -> None:
 
     say("10. What a person, a pager, an auditor and a dashboard see")
     demo.kubectl("get", "events", "-n", "platform", "--sort-by=.lastTimestamp")
+    note("an auditor: who changed what, how fast it went back, which exceptions, by whom")
+    demo.until("the exception's end in the audit trail", lambda: "exception-ended" in _trail(demo))
+    demo.driftguard("report", "-n", "platform")
     print(f"{GREEN}$ curl -s localhost:{port}/metrics | grep driftguard_{RESET}")
     print("\n".join(_metrics(port)))
 
@@ -221,6 +224,11 @@ def except_(demo: Demo) -> None:
         "the exception to end and web to go back", lambda: _replicas(demo, "staging") == 2
     )
     note(f"expired: 2 replicas again ({took:.1f} s later), reverted by itself, recorded")
+
+
+def _trail(demo: Demo) -> str:
+    found = demo.get("configmap", "staging-drift-audit", "platform")
+    return str((found.get("data") or {}).get("incidents.jsonl", ""))
 
 
 def _last_drift(demo: Demo, env: str) -> dict[str, Any]:

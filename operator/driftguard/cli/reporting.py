@@ -44,6 +44,7 @@ class Trail:
     environment: str
     entries: list[dict[str, Any]]
     exceptions: list[dict[str, Any]] = field(default_factory=list)
+    is_out_of_sync: bool = False  # its status now: drifted or missing objects
 
 
 def _time(text: Any) -> datetime | None:
@@ -136,11 +137,29 @@ def summary(trail: Trail, start: datetime, end: datetime) -> dict[str, Any]:
         "byTool": dict(Counter(str(e.get("changedBy") or "unknown") for e in incidents)),
         "revertLatencyMs": _latency(latencies),
         "outOfSyncSeconds": round(
-            sum(float(e.get("outOfSyncS") or 0) for e in entries if e.get("action") == "in-sync"),
-            3,
+            sum(float(e.get("outOfSyncS") or 0) for e in entries if e.get("action") == "in-sync")
+            + _ongoing(trail, start, end),
+            1,
         ),
         "exceptions": exceptions_of(trail, start, end),
     }
+
+
+def _ongoing(trail: Trail, start: datetime, end: datetime) -> float:
+    """Out of sync now: since the first drift after it was last in sync (the write's time
+    when known), within the window."""
+    if not trail.is_out_of_sync:
+        return 0.0
+    since = None
+    for entry in trail.entries:
+        if entry.get("action") == "in-sync":
+            since = None
+        elif entry.get("action") in (FLAGGED, REVERTED, "paused", "fighting", "conflict"):
+            at = _time(entry.get("changedAt")) or _time(entry.get("time"))
+            since = since or at
+    if since is None:
+        return 0.0
+    return max(0.0, (end - max(since, start)).total_seconds())
 
 
 def _latency(values: list[float]) -> dict[str, Any]:
@@ -168,7 +187,7 @@ def build(trails: list[Trail], *, window_s: float, now: datetime) -> dict[str, A
         "totals": {
             **{key: dict(value) for key, value in totals.items()},
             "revertLatencyMs": _latency(latencies),
-            "outOfSyncSeconds": round(sum(e["outOfSyncSeconds"] for e in environments), 3),
+            "outOfSyncSeconds": round(sum(e["outOfSyncSeconds"] for e in environments), 1),
             "exceptions": sum(len(e["exceptions"]) for e in environments),
         },
     }
@@ -182,7 +201,7 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     if seconds < 120:
-        return f"{seconds:g} s"
+        return f"{round(seconds, 1):g} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     if seconds < 2 * 86400:
@@ -287,7 +306,9 @@ async def _trails(cluster: KubeCluster, name: str | None, namespace: str | None)
             if item["metadata"]["namespace"] == ns
             and ((item.get("spec") or {}).get("environmentRef") or {}).get("name") == env_name
         ]
-        trails.append(Trail(ns, env_name, audit.parse(text), own))
+        counts = (env.get("status") or {}).get("summary") or {}
+        drifting = bool(counts.get("drifted") or counts.get("missing"))
+        trails.append(Trail(ns, env_name, audit.parse(text), own, drifting))
     return trails
 
 
