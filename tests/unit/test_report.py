@@ -165,6 +165,9 @@ def test_an_exceptions_start_and_end_reach_events_and_the_audit_trail(
     assert trail.notes == [
         {
             "action": "exception-active",
+            "kind": "DriftException",
+            "namespace": "shop",
+            "name": "hold",
             "exception": "hold",
             "reason": "incident 4711",
             "covers": "covers Deployment/web /spec/replicas",
@@ -172,7 +175,14 @@ def test_an_exceptions_start_and_end_reach_events_and_the_audit_trail(
             "approvedBy": "carol",
             "expiresAt": "2027-01-15T08:00:00Z",
         },
-        {"action": "exception-ended", "exception": "hold", "end": "Expired"},
+        {
+            "action": "exception-ended",
+            "kind": "DriftException",
+            "namespace": "shop",
+            "name": "hold",
+            "exception": "hold",
+            "end": "Expired",
+        },
     ]
 
 
@@ -202,4 +212,12 @@ def test_drift_times_its_detection_and_opens_the_out_of_sync_interval(
 def test_back_in_sync_is_an_audit_record(ledger: tracking.Ledger) -> None:
     trail = Notes()
     report.Reporter(ledger, Recorder(), ENV_BODY, trail).back_in_sync(12.3456)
-    assert trail.notes == [{"action": "in-sync", "outOfSyncS": 12.346}]
+    assert trail.notes == [
+        {
+            "action": "in-sync",
+            "kind": "Environment",
+            "namespace": "shop",
+            "name": "staging",
+            "outOfSyncS": 12.346,
+        }
+    ]

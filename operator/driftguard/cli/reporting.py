@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import quote
 
 from driftguard.cli import inspection
-from driftguard.cli.views import get_environment, session, since_seconds
+from driftguard.cli.views import get_environment, moment, session, since_seconds
 from driftguard.core import exception, model
 from driftguard.kube import audit
 from driftguard.kube.client import KubeCluster
@@ -47,14 +47,6 @@ class Trail:
     is_out_of_sync: bool = False  # its status now: drifted or missing objects
 
 
-def _time(text: Any) -> datetime | None:
-    try:
-        at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
-
-
 def _iso(at: datetime | None) -> str | None:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else None
 
@@ -68,7 +60,7 @@ def percentile(values: list[float], share: float) -> float | None:
 
 
 def in_window(trail: Trail, start: datetime, end: datetime) -> list[dict[str, Any]]:
-    return [e for e in trail.entries if (at := _time(e.get("time"))) and start <= at <= end]
+    return [e for e in trail.entries if (at := moment(e.get("time"))) and start <= at <= end]
 
 
 def exceptions_of(trail: Trail, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -99,8 +91,8 @@ def exceptions_of(trail: Trail, start: datetime, end: datetime) -> list[dict[str
         item.setdefault("phase", status.get("phase"))
     kept = []
     for item in found.values():
-        began = _time(item.get("start"))
-        over = _time(item.get("end")) or _time(item.get("expiresAt"))
+        began = moment(item.get("start"))
+        over = moment(item.get("end")) or moment(item.get("expiresAt"))
         if began is None or began > end or (over is not None and over < start):
             continue
         item["durationS"] = round((over - began).total_seconds()) if over else None
@@ -118,7 +110,7 @@ def summary(trail: Trail, start: datetime, end: datetime) -> dict[str, Any]:
         for e in incidents
         if e["action"] == REVERTED and isinstance(e.get("latencyMs"), int | float)
     ]
-    first = min((at for e in trail.entries if (at := _time(e.get("time")))), default=None)
+    first = min((at for e in trail.entries if (at := moment(e.get("time")))), default=None)
     return {
         "namespace": trail.namespace,
         "environment": trail.environment,
@@ -155,7 +147,7 @@ def _ongoing(trail: Trail, start: datetime, end: datetime) -> float:
         if entry.get("action") == "in-sync":
             since = None
         elif entry.get("action") in (FLAGGED, REVERTED, "paused", "fighting", "conflict"):
-            at = _time(entry.get("changedAt")) or _time(entry.get("time"))
+            at = moment(entry.get("changedAt")) or moment(entry.get("time"))
             since = since or at
     if since is None:
         return 0.0

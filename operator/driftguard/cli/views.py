@@ -197,14 +197,15 @@ def select(
     cutoff = None if since is None else now - timedelta(seconds=since)
     kept = []
     for item in incidents:
-        at = _time(item.get("time"))
+        at = moment(item.get("time"))
         if cutoff is not None and (at is None or at < cutoff):
             continue
         kept.append(_safe(item))
     return kept
 
 
-def _time(text: Any) -> datetime | None:
+def moment(text: Any) -> datetime | None:
+    """An RFC 3339 time from a record; None when unreadable, UTC when it names no zone."""
     try:
         at = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
     except ValueError:

@@ -177,6 +177,7 @@ class Reporter:
         if self._trail is not None:
             self._trail.note(
                 "exception-active",
+                **self._object("DriftException", name),
                 exception=name,
                 reason=judged.reason,
                 covers=covers,
@@ -195,13 +196,21 @@ class Reporter:
         self._post("ExceptionEnded", message, False)
         self._log.info("exception_ended", exception=name, end=end)
         if self._trail is not None:
-            self._trail.note("exception-ended", exception=name, end=end)
+            self._trail.note(
+                "exception-ended", **self._object("DriftException", name), exception=name, end=end
+            )
 
     def back_in_sync(self, seconds: float) -> None:
         """Nothing drifts any more, after `seconds` out of sync: the SLO's interval ends."""
         self._log.info("in_sync", out_of_sync_s=round(seconds, 3))
         if self._trail is not None:
-            self._trail.note("in-sync", outOfSyncS=round(seconds, 3))
+            self._trail.note(
+                "in-sync", **self._object("Environment", self._env[1]), outOfSyncS=round(seconds, 3)
+            )
+
+    def _object(self, kind: str, name: str) -> dict[str, str]:
+        # Every record names an object, so a reader of the trail finds kind and name on each.
+        return {"kind": kind, "namespace": self._env[0], "name": name}
 
     def resumed(self) -> None:
         self._post("Resumed", "suspension over: enforcement and prevention resumed", False)
