@@ -442,7 +442,7 @@ def test_status_row_shows_prevention_and_suspension(
         "status": {"conditions": conditions},
     }
 
-    assert inspection._row(env, with_namespace=False)[-2:] == expected
+    assert inspection.status_row(env, with_namespace=False)[-2:] == expected
 
 
 def test_status_wide_row_names_the_last_drift_and_its_person() -> None:
@@ -459,7 +459,7 @@ def test_status_wide_row_names_the_last_drift_and_its_person() -> None:
         "status": {"lastDrift": last},
     }
 
-    row = inspection._row(env, with_namespace=False, wide=True)
+    row = inspection.status_row(env, with_namespace=False, wide=True)
 
     assert row[-3:] == ["ConfigMap/shop/db", "2026-12-06T10:00:00Z", "alice (kubectl-patch)"]
 

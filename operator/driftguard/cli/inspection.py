@@ -14,6 +14,7 @@ import asyncio
 import difflib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -155,32 +156,59 @@ async def _connect() -> KubeCluster | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """One object the operator reports drifted or missing: who changed it and the diff."""
+
+    key: model.ObjectKey
+    changed_by: str
+    text: str
+
+
+async def reported(
+    cluster: KubeCluster, env: dict[str, Any], *, conflicts: list[model.ObjectKey] | None = None
+) -> list[Reported]:
+    """What `driftguard diff` prints for an Environment, object by object (the board too).
+
+    `conflicts` collects the objects another Environment manages, which are not compared.
+    """
+    meta = env["metadata"]
+    owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
+    spec = model.parse_spec(env.get("spec") or {})
+    found = []
+    for key, (resource, desired) in (await _render(cluster, spec, owner)).items():
+        live = await cluster.get(resource, key.namespace, key.name)
+        manifest = trim(key=key, spec=spec, desired=desired, live=live)
+        wanted = await cluster.apply(resource, manifest, dry_run=True)
+        verdict = verdict_for(
+            key=key, owner=owner, spec=spec, desired=desired, wanted=wanted, live=live
+        )
+        if verdict.state is model.State.CONFLICT and conflicts is not None:
+            conflicts.append(key)
+        if is_reported(verdict):
+            text = unified(key, *comparable(spec=spec, live=live, wanted=wanted))
+            found.append(Reported(key, changed_by(env, key), text))
+    return found
+
+
 async def _diff(name: str, namespace: str | None) -> int:
     cluster = await _connect()
     if cluster is None:
         return 2
     try:
-        owner = render.Owner(name=name, namespace=namespace or current_namespace())
-        env = await cluster.get(ENVIRONMENTS, owner.namespace, name)
+        ns = namespace or current_namespace()
+        env = await cluster.get(ENVIRONMENTS, ns, name)
         if env is None:
-            print(f"Environment {owner} not found", file=sys.stderr)
+            print(f"Environment {ns}/{name} not found", file=sys.stderr)
             return 2
-        spec = model.parse_spec(env.get("spec") or {})
-        reported = 0
-        for key, (resource, desired) in (await _render(cluster, spec, owner)).items():
-            live = await cluster.get(resource, key.namespace, key.name)
-            manifest = trim(key=key, spec=spec, desired=desired, live=live)
-            wanted = await cluster.apply(resource, manifest, dry_run=True)
-            verdict = verdict_for(
-                key=key, owner=owner, spec=spec, desired=desired, wanted=wanted, live=live
-            )
-            if verdict.state is model.State.CONFLICT:
-                print(f"{key} is managed by another Environment; not compared", file=sys.stderr)
-            if is_reported(verdict):
-                reported += 1
-                print(f"# {key}: {changed_by(env, key)}")
-                sys.stdout.write(unified(key, *comparable(spec=spec, live=live, wanted=wanted)))
-        return 1 if reported else 0
+        conflicts: list[model.ObjectKey] = []
+        found = await reported(cluster, env, conflicts=conflicts)
+        for key in conflicts:
+            print(f"{key} is managed by another Environment; not compared", file=sys.stderr)
+        for item in found:
+            print(f"# {item.key}: {item.changed_by}")
+            sys.stdout.write(item.text)
+        return 1 if found else 0
     except (ApiError, model.InvalidSpecError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -233,7 +261,8 @@ def current_namespace() -> str:
     return str(((context or {}).get("context") or {}).get("namespace") or "default")
 
 
-def _row(env: dict[str, Any], *, with_namespace: bool, wide: bool = False) -> list[str]:
+def status_row(env: dict[str, Any], *, with_namespace: bool, wide: bool = False) -> list[str]:
+    """One Environment as `driftguard status` shows it, in the columns of status_header."""
     status = env.get("status") or {}
     summary = status.get("summary") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
@@ -262,6 +291,15 @@ def _row(env: dict[str, Any], *, with_namespace: bool, wide: bool = False) -> li
     return [env["metadata"]["namespace"], *row] if with_namespace else row
 
 
+def status_header(*, with_namespace: bool, wide: bool) -> list[str]:
+    """The columns of `driftguard status` (and of the board's grid)."""
+    header = ["NAME", "MODE", "READY", "INSYNC", "OBJECTS", "DRIFTED", "MISSING", "OVERRIDDEN"]
+    header += ["REVISION", "PREVENTION", "SUSPENDED"]
+    if wide:
+        header += ["LAST DRIFT", "DRIFT TIME", "CHANGED BY"]
+    return ["NAMESPACE", *header] if with_namespace else header
+
+
 async def _status(namespace: str | None, all_namespaces: bool, wide: bool) -> int:
     cluster = await _connect()
     if cluster is None:
@@ -274,13 +312,8 @@ async def _status(namespace: str | None, all_namespaces: bool, wide: bool) -> in
         return 2
     finally:
         await cluster.close()
-    header = ["NAME", "MODE", "READY", "INSYNC", "OBJECTS", "DRIFTED", "MISSING", "OVERRIDDEN"]
-    header += ["REVISION", "PREVENTION", "SUSPENDED"]
-    if wide:
-        header += ["LAST DRIFT", "DRIFT TIME", "CHANGED BY"]
-    if all_namespaces:
-        header.insert(0, "NAMESPACE")
-    rows = [header] + [_row(env, with_namespace=all_namespaces, wide=wide) for env in items]
+    header = status_header(with_namespace=all_namespaces, wide=wide)
+    rows = [header] + [status_row(env, with_namespace=all_namespaces, wide=wide) for env in items]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print(

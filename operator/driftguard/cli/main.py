@@ -141,6 +141,19 @@ def _parser() -> argparse.ArgumentParser:
         "new key each start, for one replica)",
     )
     run.add_argument(
+        "--board-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="also serve the board (driftguard board) on this port, as the operator (0: off)",
+    )
+    run.add_argument(
+        "--board-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="where the board listens (default 127.0.0.1: reach it with kubectl port-forward)",
+    )
+    run.add_argument(
         "--liveness-watch-grace",
         type=float,
         default=120.0,
@@ -164,6 +177,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     _memory_commands(commands)
     _exception_commands(commands)
+    board = commands.add_parser("board", help="a read-only web page of every Environment")
+    board.add_argument("--port", type=int, default=8765, help="default 8765 (0: any free one)")
+    board.add_argument("--address", default="127.0.0.1", help="default 127.0.0.1 (this machine)")
+    seen = board.add_mutually_exclusive_group()
+    seen.add_argument("-n", "--namespace", action="append", default=[], help="repeat")
+    seen.add_argument("-A", "--all-namespaces", action="store_true")
     completion = commands.add_parser("completion", help="print a shell completion script")
     completion.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
@@ -283,12 +302,37 @@ def _duration(text: str) -> float:
         raise
 
 
+def _board_beside(args: argparse.Namespace) -> None:
+    """The board in the operator's process (chart value board.enabled), as the operator."""
+    from driftguard.cli.board import server
+    from driftguard.telemetry import logs
+
+    server.serve_beside(
+        port=args.board_port,
+        address=args.board_address,
+        scopes=args.namespace or [None],
+        announce=lambda url: logs.get(__name__).info("board_serving", url=url),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
+    if args.command == "board":
+        from driftguard.cli.board import server
+
+        return server.serve_board(
+            port=args.port,
+            address=args.address,
+            namespaces=args.namespace,
+            all_namespaces=args.all_namespaces,
+        )
     if args.command == "run":
         from driftguard.runtime import daemon
+
+        if args.board_port:
+            _board_beside(args)
 
         if args.peering and args.shards_from_leases:
             _parser().error("--peering and --shards-from-leases exclude each other")
