@@ -17,7 +17,7 @@ PARALLEL    ?= -n 2 --dist loadfile
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export DRIFTGUARD_CACHE := $(CACHE)
 
-.PHONY: help install controlplane tools cluster demo test unit e2e lint crds bench clean
+.PHONY: help install controlplane tools browser cluster demo test unit e2e lint crds bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ controlplane: ## build (or reuse) etcd, kube-apiserver, kube-controller-manager
 tools: ## build (or reuse) helm and promtool, for the chart and metrics tests
 	@hack/build-tools.sh
 
+browser: ## install (or find) Chromium and chromium-driver from the Debian archive, for the board's tests
+	@hack/install-browser.sh
+
 cluster: install controlplane ## start a local control plane and print its KUBECONFIG
 	$(BIN)/python -m driftguard.controlplane
 
@@ -56,10 +59,10 @@ lint: install ## ruff, mypy --strict, import contracts, the docs site built stri
 unit: install ## the fast tests: no server
 	$(BIN)/pytest -q tests/unit
 
-e2e: install controlplane tools ## the end-to-end tests on the real control plane
+e2e: install controlplane tools browser ## the end-to-end tests on the real control plane
 	$(BIN)/pytest -q $(PARALLEL) tests/e2e
 
-test: install controlplane tools lint ## every test, unit and end-to-end
+test: install controlplane tools browser lint ## every test, unit and end-to-end
 	$(BIN)/pytest -q $(PARALLEL) tests
 
 crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
@@ -68,10 +71,11 @@ crds: install ## regenerate crds/ (and the chart's copy) from the pydantic model
 	$(BIN)/python -m driftguard.core.crd driftexceptions > crds/driftexceptions.driftguard.io.yaml
 	cp crds/*.driftguard.io.yaml charts/driftguard/crds/
 
-bench: install controlplane tools ## the performance benchmark; figures in bench/results.json
+bench: install controlplane tools browser ## the performance benchmark; figures in bench/results.json
 	@hack/build-bench-tools.sh
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/attribution.py
+	$(BIN)/python bench/board.py
 
 .PHONY: bench-scale
 bench-scale: install controlplane tools ## 3 replicas sharing 50,000 objects; figures in bench/scale.json (QUICK=1: 3,000)
@@ -85,6 +89,10 @@ image: install controlplane tools ## build the operator image daemonless (builda
 .PHONY: dashboard-image
 dashboard-image: install controlplane tools ## docs/dashboard.png: the Grafana dashboard drawn from a 3-minute local run
 	$(BIN)/python hack/render-dashboard.py --save-data $(CACHE)/dashboard-data.json
+
+.PHONY: board-images
+board-images: install controlplane browser ## docs/board-*.png: the board's views at the end of the demo's story
+	$(BIN)/python hack/board-screenshots.py
 
 clean: ## remove the virtual environment (the control-plane cache stays)
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -22,6 +22,7 @@ from kubernetes_asyncio import config as kconfig
 
 from driftguard.core import attribution, model, plan, render
 from driftguard.core import diff as drift
+from driftguard.kube import history, sources
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.cluster import ENVIRONMENTS, Resource
 from driftguard.kube.errors import ApiError
@@ -174,7 +175,14 @@ async def reported(
     """
     meta = env["metadata"]
     owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
-    spec = model.parse_spec(env.get("spec") or {})
+    # An Environment made from a Blueprint declares its objects there: made as the operator
+    # makes them (its values laid over the templates), or there would be nothing to compare.
+    body, _ = await sources.declared(
+        env,
+        lookup=lambda name: cluster.get(history.BLUEPRINTS, "", name),
+        pinned=sources.kept_in(cluster, None),
+    )
+    spec = model.parse_spec(body.get("spec") or {})
     found = []
     for key, (resource, desired) in (await _render(cluster, spec, owner)).items():
         live = await cluster.get(resource, key.namespace, key.name)
