@@ -5,12 +5,13 @@ the operator and tells the database story with examples/: one Blueprint makes
 dev, staging and prod; an on-call engineer (a user of their own) downgrades the
 database in staging (reverted, and they are named) and prod (flagged, Observe);
 compare, audit, history and rollback show and undo it; then guardrails,
-prevention and break-glass. Development
-tooling: it needs the dev dependencies (kubectl) and the built control plane.
+prevention and break-glass; last, the board (kept up until Ctrl-C when run in a
+terminal). Development tooling: it needs the dev dependencies (kubectl) and the built control plane.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -260,7 +261,37 @@ def _state(demo: Demo, env: str, name: str) -> str:
     return ""
 
 
-def main() -> int:
+def board(demo: Demo, then: Callable[[str], None] | None = None) -> None:
+    """11: the board, as the admin; kept up until Ctrl-C when a person watches the demo.
+
+    `then(url)` runs instead of waiting (hack/board-screenshots.py photographs the pages)."""
+    say("11. Every environment at a glance: driftguard board")
+    process = subprocess.Popen(
+        [str(BIN / "driftguard"), "board", "-A", "--port", "0"],
+        env=demo.env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()  # `driftguard board: URL ...` once it listens
+        url = line.split()[2] if line.startswith("driftguard board:") else ""
+        print(f"{GREEN}$ kubectl driftguard board -A{RESET}\n{line.rstrip()}", flush=True)
+        if then is not None:
+            then(url)
+        elif sys.stdin.isatty():
+            note(f"open {url} : the grid, compare, each Environment's diff, history and trail")
+            note("Ctrl-C stops the board, the operator and the control plane")
+            with contextlib.suppress(KeyboardInterrupt):
+                process.wait()
+        else:
+            note(f"it served {url} while the demo ran; on a cluster: kubectl driftguard board -A")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main(then: Callable[[str], None] | None = None) -> int:
     say("Starting a local control plane (etcd + kube-apiserver + kube-controller-manager)")
     with ControlPlane() as plane:
         demo = Demo(plane)
@@ -319,6 +350,7 @@ def main() -> int:
             for line in log.read_text().splitlines():
                 if '"drift_' in line and "db" in line:
                     print(line)
+            board(demo, then)
         finally:
             operator.terminate()
             operator.wait(timeout=15)
