@@ -41,9 +41,11 @@ ROWS: list[Row] = [
         metrics.environment_info,
         "driftguard_environment_info",
         "gauge",
-        (*ENV, "blueprint", "revision"),
+        (*ENV, "blueprint", "revision", "cluster"),
     ),
     (metrics.shard_environments, "driftguard_shard_environments", "gauge", ("replica",)),
+    (metrics.cluster_connected, "driftguard_cluster_connected", "gauge", ("cluster",)),
+    (metrics.clusters_connected, "driftguard_clusters_connected", "gauge", ()),
 ]
 """The contract's table, then suspension and the watchers' health: collector, name, type, labels."""
 
@@ -117,10 +119,11 @@ def test_module_has_no_unlisted_collectors() -> None:
 
 def test_no_per_object_labels(registry: CollectorRegistry) -> None:
     """No label names an object, so cardinality is bounded by Environments, kinds, reasons,
-    replicas and the DriftExceptions in force (few, and their series go when they end)."""
+    replicas, remote clusters and the DriftExceptions in force (few, and their series go
+    when they end)."""
     used = set().union(*(labels for _, _, labels in families(registry).values()))
     bounded = {"namespace", "environment", "kind", "reason", "state", "blueprint", "revision"}
-    assert used <= bounded | {"replica", "exception"}
+    assert used <= bounded | {"replica", "exception", "cluster"}  # cluster: a kubeconfig Secret
 
 
 def test_help_texts(registry: CollectorRegistry) -> None:
@@ -159,7 +162,7 @@ def test_forget_removes_environment_gauges() -> None:
 def test_environment_info_keeps_one_series_per_environment() -> None:
     """A new revision replaces the Environment's info series; forgetting it removes it."""
     metrics.set_info("ns-info", "dev", "shop", 1)
-    metrics.set_info("ns-info", "dev", "shop", 2)
+    metrics.set_info("ns-info", "dev", "shop", 2, "ns-info/prod-kubeconfig")
     samples = [
         sample.labels
         for family in metrics.environment_info.collect()
@@ -167,7 +170,13 @@ def test_environment_info_keeps_one_series_per_environment() -> None:
         if sample.labels["namespace"] == "ns-info"
     ]
     assert samples == [
-        {"namespace": "ns-info", "environment": "dev", "blueprint": "shop", "revision": "2"}
+        {
+            "namespace": "ns-info",
+            "environment": "dev",
+            "blueprint": "shop",
+            "revision": "2",
+            "cluster": "ns-info/prod-kubeconfig",
+        }
     ]
     metrics.forget("ns-info", "dev")
     left = [

@@ -114,6 +114,13 @@ audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+{{- if .Values.clusters.enabled }}
+# spec.kubeConfig: the kubeconfig Secret of a remote cluster, read (get, by name) in the
+# Environment's own namespace, again every few seconds so a rotated one is used at once.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+{{- end }}
 - apiGroups: [""]
   resources: ["serviceaccounts"]
   verbs: ["get", "impersonate"]

@@ -12,6 +12,7 @@ a row says only whether they differ. Reads only; never writes.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sys
 from collections.abc import Sequence
@@ -21,11 +22,11 @@ from typing import Any
 from jsonpointer import escape
 
 from driftguard.cli import inspection, views
-from driftguard.core import model, plan, render
+from driftguard.core import kubeconfig, model, plan, render
 from driftguard.core.diff import MISSING
-from driftguard.kube import history, sources
+from driftguard.kube import client, history, sources
 from driftguard.kube.client import KubeCluster
-from driftguard.kube.cluster import ENVIRONMENTS
+from driftguard.kube.cluster import ENVIRONMENTS, Resource
 
 ObjectId = tuple[str, str, str]
 """apiVersion, kind, name: one object across Environments."""
@@ -33,6 +34,7 @@ ABSENT: Any = MISSING
 """Not declared, or not in the live object."""
 _GONE = "<missing>"
 _WIDTH = 60
+SECRETS = Resource("", "v1", "Secret", "secrets", namespaced=True)
 _SKIPPED = ("/metadata/namespace",)
 """Differs by design between Environments; the target namespace, not content."""
 
@@ -278,10 +280,42 @@ async def _environments(
     return found
 
 
-async def side_of(cluster: KubeCluster, env: dict[str, Any]) -> Side:
-    """What one Environment declares (as the operator makes it) and what is live."""
+async def live_cluster(cluster: KubeCluster, env: dict[str, Any]) -> KubeCluster | None:
+    """The remote cluster an Environment acts in (spec.kubeConfig), reached with its
+    kubeconfig Secret as read by the CLI's user; None: the Environment's own cluster.
+    The kubeconfig is judged as the operator judges it: no programs, no local files."""
+    ref = ((env.get("spec") or {}).get("kubeConfig") or {}).get("secretRef") or {}
+    if not ref.get("name"):
+        return None
+    namespace, name, key = env["metadata"]["namespace"], ref["name"], ref.get("key") or "value"
+    where = f"Secret {namespace}/{name} key {key}"
+    secret = await cluster.get(SECRETS, namespace, name)
+    encoded = ((secret or {}).get("data") or {}).get(key)
+    if not encoded:
+        raise LookupError(f"{where}, the kubeconfig of Environment {env_label(env)}, is not there")
+    try:
+        config = kubeconfig.load(base64.b64decode(encoded), where=where)
+    except kubeconfig.RefusedError as exc:
+        raise ValueError(str(exc)) from exc
+    return await client.connect_remote(config, gate_of=None)
+
+
+async def side_of(cluster: KubeCluster, env: dict[str, Any], *, label: str = "") -> Side:
+    """What one Environment declares (as the operator makes it) and what is live, in the
+    cluster it acts in."""
+    remote = await live_cluster(cluster, env)
+    try:
+        return await _side_in(cluster, remote or cluster, env, label)
+    finally:
+        if remote is not None:
+            await remote.close()
+
+
+async def _side_in(
+    cluster: KubeCluster, live_in: KubeCluster, env: dict[str, Any], label: str
+) -> Side:
     meta = env["metadata"]
-    label = f"{meta['namespace']}/{meta['name']}"
+    label = label or f"{meta['namespace']}/{meta['name']}"
     body, _ = await sources.declared(
         env,
         lookup=lambda name: cluster.get(history.BLUEPRINTS, "", name),
@@ -294,14 +328,14 @@ async def side_of(cluster: KubeCluster, env: dict[str, Any]) -> Side:
     owner = render.Owner(name=meta["name"], namespace=meta["namespace"])
     kinds = {}
     for m in spec.resources:
-        kinds[(m["apiVersion"], m["kind"])] = await cluster.resource(m["apiVersion"], m["kind"])
+        kinds[(m["apiVersion"], m["kind"])] = await live_in.resource(m["apiVersion"], m["kind"])
     rendered = render.manifests(
         spec, owner, is_namespaced=lambda av, kind: kinds[(av, kind)].namespaced
     )
     declared, live, tolerated = {}, {}, {}
     for key, manifest in rendered.items():
         obj = (key.api_version, key.kind, key.name)
-        found = await cluster.get(kinds[(key.api_version, key.kind)], key.namespace, key.name)
+        found = await live_in.get(kinds[(key.api_version, key.kind)], key.namespace, key.name)
         declared[obj] = render.without_owner_labels(manifest)
         live[obj] = found
         rules = plan.allowed_for(key, spec.allowed_changes)
@@ -327,12 +361,47 @@ def _print(sides: Sequence[Side], *, output: str, everything: bool) -> int:
     return 1 if drift else 0
 
 
-def compare(targets: Sequence[str], *, blueprint: str | None, output: str, everything: bool) -> int:
-    """Exit 1 when a live value departs from its declared one anywhere, 2 on errors."""
+def compare(
+    targets: Sequence[str],
+    *,
+    blueprint: str | None,
+    output: str,
+    everything: bool,
+    contexts: Sequence[str] = (),
+) -> int:
+    """Exit 1 when a live value departs from its declared one anywhere, 2 on errors.
+
+    `contexts`: the kubeconfig context of each target, in order (one: all of them), for
+    Environments kept by one operator per cluster."""
 
     async def work(cluster: KubeCluster) -> int:
-        envs = await _environments(cluster, targets, blueprint)
-        sides = [await side_of(cluster, env) for env in envs]
+        if contexts:
+            sides = await _sides_in_contexts(targets, contexts)
+        else:
+            envs = await _environments(cluster, targets, blueprint)
+            sides = [await side_of(cluster, env) for env in envs]
         return _print(sides, output=output, everything=everything)
 
     return asyncio.run(views.session(work))
+
+
+async def _sides_in_contexts(targets: Sequence[str], contexts: Sequence[str]) -> list[Side]:
+    if len(contexts) not in (1, len(targets)):
+        raise ValueError(
+            f"give one --context, or one per Environment ({len(targets)}), not {len(contexts)}"
+        )
+    each = contexts if len(contexts) > 1 else [contexts[0]] * len(targets)
+    paired = zip(targets, each, strict=True)
+    sides = []
+    for target, context in paired:
+        cluster = await client.connect_context(context)
+        try:
+            env = (await _environments(cluster, [target], None))[0]
+            sides.append(await side_of(cluster, env, label=f"{context}:{env_label(env)}"))
+        finally:
+            await cluster.close()
+    return sides
+
+
+def env_label(env: dict[str, Any]) -> str:
+    return f"{env['metadata']['namespace']}/{env['metadata']['name']}"

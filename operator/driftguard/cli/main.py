@@ -160,6 +160,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="the liveness probe fails once a watch has been down this long (default 120)",
     )
+    run.add_argument(
+        "--insecure-kubeconfig-exec",
+        action="store_true",
+        help="let remote clusters' kubeconfigs (spec.kubeConfig) run programs (exec, "
+        "auth-provider) and read the operator's files; refused by default",
+    )
 
     diff = commands.add_parser("diff", help="show drift, live vs blueprint; exit 1 if any")
     diff.add_argument("environment")
@@ -290,6 +296,14 @@ def _memory_commands(commands: Any) -> None:
         "--all", action="store_true", help="every declared field, not only differences"
     )
     compare.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    compare.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        dest="contexts",
+        metavar="CONTEXT",
+        help="the kubeconfig context of each NAMESPACE/NAME, in order (once: all of them)",
+    )
 
 
 def _duration(text: str) -> float:
@@ -351,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             liveness=args.liveness,
             log_level=args.log_level,
             watch_grace=args.liveness_watch_grace,
+            allow_kubeconfig_exec=args.insecure_kubeconfig_exec,
             history_namespace=args.history_namespace,
             max_exception_s=_duration(args.max_exception_duration),
             exception_approvers=args.exception_approvers,
@@ -427,8 +442,17 @@ def _memory(args: argparse.Namespace) -> int:
         return views.show_audit(
             args.environment, namespace=args.namespace, since=args.since, output=args.output
         )
+    if args.contexts and args.blueprint:
+        print(
+            "error: --context goes with NAMESPACE/NAME arguments, not --blueprint", file=sys.stderr
+        )
+        return 2
     return comparison.compare(
-        args.environments, blueprint=args.blueprint, output=args.output, everything=args.all
+        args.environments,
+        blueprint=args.blueprint,
+        output=args.output,
+        everything=args.all,
+        contexts=args.contexts,
     )
 
 

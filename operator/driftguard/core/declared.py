@@ -100,6 +100,19 @@ class Declared:
         return self._raw_text("serviceAccountName")
 
     @property
+    def kube_config(self) -> tuple[str, str] | None:
+        """(Secret name, key) of the remote cluster's kubeconfig; None: this cluster."""
+        if self.spec is not None:
+            ref = self.spec.kube_config
+            return (ref.secret_ref.name, ref.secret_ref.key) if ref is not None else None
+        raw = self._raw("kubeConfig")
+        secret = raw.get("secretRef") if isinstance(raw, dict) else None
+        if not isinstance(secret, dict) or not isinstance(secret.get("name"), str):
+            return None
+        key = secret.get("key")
+        return (secret["name"], key if isinstance(key, str) and key else "value")
+
+    @property
     def kinds(self) -> set[tuple[str, str]]:
         """(apiVersion, kind) of each object it declares inline."""
         if self.spec is not None:

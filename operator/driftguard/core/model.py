@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from driftguard.core.references import BlueprintRef, KubeConfigRef
+
 GROUP = "driftguard.io"
 VERSION = "v1alpha1"
 KIND = "Environment"
@@ -233,26 +235,6 @@ class AllowedChange(BaseModel):
         )
 
 
-class BlueprintRef(BaseModel):
-    """The Blueprint an Environment is made from, optionally pinned to one of its revisions."""
-
-    model_config = FROZEN
-
-    name: str = Field(
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
-        description="Name of a cluster-scoped Blueprint.",
-    )
-    revision: int | None = Field(
-        None,
-        ge=1,
-        description=(
-            "Pin this revision of the Blueprint (its metadata.generation, as its status.revision "
-            "shows); default: follow the Blueprint, each change applied at once."
-        ),
-    )
-
-
 NAME_MAX = 253
 """No Kubernetes object name is longer (a DNS subdomain; etcd keys and labels rely on it)."""
 # Looser than RFC 1123 (`a..b` passes, left to the server): a longer pattern exceeds the CEL
@@ -323,6 +305,12 @@ class EnvironmentSpec(BaseModel):
             "A ServiceAccount in the Environment's namespace: every read and write for this "
             "Environment impersonates it, so its RBAC bounds what the blueprint can do."
         ),
+    )
+    kube_config: KubeConfigRef | None = Field(
+        None,
+        alias="kubeConfig",
+        description="Act in another cluster, reached with this kubeconfig (as Flux's "
+        "spec.kubeConfig); serviceAccountName then names a ServiceAccount there.",
     )
     adopt: bool = Field(
         False,

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from kubernetes_asyncio import client as kclient
 from kubernetes_asyncio.client.rest import RESTClientObject
 
@@ -25,6 +26,8 @@ from driftguard.kube.errors import ApiError, naming_request
 __all__ = ["KubeCluster"]
 
 _APPLY = "application/apply-patch+yaml"
+REMOTE_CONNECT_S = 5.0
+"""A remote cluster may be away: connecting gives up this soon, so nothing waits long."""
 
 
 class KubeCluster:
@@ -41,9 +44,8 @@ class KubeCluster:
         self._gate: list[Gate] = []
 
     def as_user(self, user: str) -> KubeCluster:
-        """A view sharing the session and discovery, its requests impersonating `user`.
-
-        The API server then authorizes each request as that user, escalation checks
+        """A view sharing the session and discovery, its requests impersonating `user`:
+        the API server then authorizes each request as that user, escalation checks
         included; the operator needs only the `impersonate` verb on it.
         """
         if user == self._connection.user:
@@ -52,6 +54,7 @@ class KubeCluster:
         if view is None:
             own = self._connection
             view = self._views[user] = KubeCluster(own.api, user=user, streams=own.streams)
+            view.connection.connect_s = own.connect_s
             view._discovery = self._discovery  # discovery is the same for every identity
             view._gate = self._gate  # one gate for every identity
         return view
@@ -302,3 +305,28 @@ def _event(env: dict[str, Any], *, reason: str, message: str, warning: bool) -> 
         "lastTimestamp": now,
         "count": 1,
     }
+
+
+async def connect_context(context: str) -> KubeCluster:
+    """A context of the kubeconfig ($KUBECONFIG, else ~/.kube/config): the CLI, across
+    clusters, as the person."""
+    api, streams = await connection.sessions(context=context)
+    return KubeCluster(api, streams=streams)
+
+
+async def version(cluster: KubeCluster, *, timeout_s: float) -> str:
+    """The server's version: an ApiError when it does not answer within `timeout_s`."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    answer = await cluster.connection.json("GET", "/version", timeout=timeout)
+    return str(answer.get("gitVersion", ""))
+
+
+async def connect_remote(config: dict[str, Any], *, gate_of: KubeCluster | None) -> KubeCluster:
+    """Another cluster, from its parsed kubeconfig; its writes ask the gate of `gate_of`
+    (replicas sharing the work fence remote writes as they fence their own)."""
+    api, streams = await connection.sessions(config=config, pool=16)
+    made = KubeCluster(api, streams=streams)
+    made.connection.connect_s = REMOTE_CONNECT_S
+    if gate_of is not None:
+        made._gate = gate_of._gate
+    return made

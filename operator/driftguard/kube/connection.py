@@ -24,14 +24,28 @@ _PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "A
 
 
 async def sessions(
-    *, kubeconfig: str | None = None, pool: int = 64
+    *,
+    kubeconfig: str | None = None,
+    config: dict[str, Any] | None = None,
+    context: str | None = None,
+    pool: int = 64,
 ) -> tuple[kclient.ApiClient, RESTClientObject]:
     """The requests' session (at most `pool` connections) and the watches' (unbounded).
 
-    Uses the given kubeconfig or $KUBECONFIG, else the in-cluster config, else ~/.kube.
+    Uses `config` (a parsed kubeconfig: a remote cluster's), else the given kubeconfig file
+    or $KUBECONFIG (its `context` when given), else the in-cluster config, else ~/.kube.
     """
     configuration = kclient.Configuration()
-    if kubeconfig is not None:
+    if context is not None:
+        await kconfig.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    elif config is not None:
+        try:
+            await kconfig.load_kube_config_from_dict(config, client_configuration=configuration)
+        except (kconfig.ConfigException, ValueError, TypeError) as exc:
+            raise ApiError(0, "InvalidKubeconfig", str(exc) or type(exc).__name__) from exc
+    elif kubeconfig is not None:
         await kconfig.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     elif os.environ.get("KUBECONFIG"):
         # An explicit --kubeconfig (or $KUBECONFIG) wins over a Pod's own identity;
@@ -61,10 +75,15 @@ class Connection:
     bounded pool, or, for a stream, over `streams`."""
 
     def __init__(
-        self, api: kclient.ApiClient, *, user: str = "", streams: RESTClientObject | None = None
+        self,
+        api: kclient.ApiClient,
+        *,
+        user: str = "",
+        streams: RESTClientObject | None = None,
     ) -> None:
         self.api = api
         self.user = user
+        self.connect_s: float | None = None  # how soon connecting gives up (a remote's: soon)
         # Watches hold their connection for minutes: they get a pool of their own, without
         # a limit, so that however many there are, requests never wait behind them.
         self.streams = streams or api.rest_client
@@ -103,7 +122,7 @@ class Connection:
                 headers=headers,
                 body=body,
                 _preload_content=False,
-                _request_timeout=timeout or aiohttp.ClientTimeout(total=60),
+                _request_timeout=timeout or aiohttp.ClientTimeout(total=60, connect=self.connect_s),
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ApiError(0, "Unreachable", str(exc) or type(exc).__name__) from exc

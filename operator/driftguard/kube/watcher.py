@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import random
 import time
+import weakref
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -255,12 +256,23 @@ class Watch:
 class Watches:
     """Every watch of the operator, shared by the Environments that need them."""
 
-    def __init__(self, cluster: Cluster, listener: Listener, *, timing: Timing) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        listener: Listener,
+        *,
+        timing: Timing,
+        sync_s: float | None = None,
+    ) -> None:
+        """`sync_s`: how long a first list may take before `need` gives up (None: forever;
+        a remote cluster's, which may be away, and must not hold a pass for long)."""
         self._cluster = cluster
         self._listener = listener
         self._timing = timing
+        self._sync_s = sync_s
         self._watches: dict[Scope, Watch] = {}
         self._users: dict[Scope, set[Hashable]] = {}
+        _EVERY.add(self)
 
     async def need(
         self, scope: Scope, user: Hashable, *, accept: Callable[[bytes], bool] | None = None
@@ -280,7 +292,13 @@ class Watches:
             self._watches[scope] = watch
             watch.start()
             self._export()
-        await watch.synced.wait()
+        try:
+            await asyncio.wait_for(watch.synced.wait(), self._sync_s)
+        except TimeoutError as exc:
+            what = f"{scope.resource.kind} in {scope.namespace or 'every namespace'}"
+            raise ApiError(
+                0, "Unreachable", f"the watch of {what} has not started within {self._sync_s} s"
+            ) from exc
 
     def refusals(self, scopes: Iterable[Scope]) -> list[ApiError]:
         """Why RBAC refuses any of these watches (empty when it refuses none)."""
@@ -314,9 +332,11 @@ class Watches:
         ]
 
     def _export(self) -> None:
+        # Every cluster's watches count (this one's and remote ones'): one gauge for all.
         counts = {health: 0 for health in Health}
-        for watch in self._watches.values():
-            counts[watch.health] += 1
+        for watches in list(_EVERY):
+            for watch in watches._watches.values():
+                counts[watch.health] += 1
         for health, count in counts.items():
             metrics.watches.labels(health.value).set(count)
 
@@ -325,3 +345,7 @@ class Watches:
             watch.stop()
         self._watches.clear()
         self._users.clear()
+        self._export()
+
+
+_EVERY: weakref.WeakSet[Watches] = weakref.WeakSet()

@@ -64,6 +64,7 @@ def run(
     peering_lifetime: int = 60,
     sharding: Sharding | None = None,
     webhook: Webhook | None = None,
+    allow_kubeconfig_exec: bool = False,
 ) -> int:
     # kopf decodes each watch event with json.loads, one recursion per level of nesting, and
     # the API server stores objects nested up to 10,000 levels: at Python's default limit
@@ -114,6 +115,7 @@ def run(
         peering_lifetime=peering_lifetime,
         sharding=sharding,
         webhook=webhook,
+        allow_kubeconfig_exec=allow_kubeconfig_exec,
     )
     asyncio.run(
         kopf.operator(

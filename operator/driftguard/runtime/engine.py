@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
-from driftguard.core import exception, model, render, tracking
+from driftguard.core import exception, render, tracking
 from driftguard.core.conditions import Reason
 from driftguard.core.declared import Declared
 from driftguard.core.exception import Judged
@@ -21,14 +21,15 @@ from driftguard.kube import apply
 from driftguard.kube.cluster import Cluster, Resource
 from driftguard.kube.errors import ApiError
 from driftguard.kube.watcher import Scope, Timing, Watches
-from driftguard.runtime import report
+from driftguard.runtime import clusters, report
 from driftguard.runtime.blueprints import Blueprints, Users
 from driftguard.runtime.events import EventPoster
 from driftguard.runtime.exceptions import ExceptionBook
 from driftguard.runtime.guard import PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.runtime.reconcile import PASSES_AT_ONCE, Environment
-from driftguard.runtime.subscriptions import NAMESPACE_SCOPE, Subscriptions
+from driftguard.runtime.routing import Router
+from driftguard.runtime.subscriptions import Subscriptions
 from driftguard.runtime.witness import Witness
 from driftguard.telemetry.logs import get as get_logger
 
@@ -51,7 +52,9 @@ class Engine:
         witness: Witness | None = None,
         max_exception_s: float = exception.DEFAULT_MAX_S,
         exception_approvers: str = "",
+        allow_exec: bool = False,
     ) -> None:
+        """`allow_exec`: remote kubeconfigs may run programs and read files (unsafe)."""
         self.cluster = cluster
         self.witness = witness  # who is behind a drift (the attribution webhook), if it is on
         signer = witness.signer if witness is not None else None
@@ -62,15 +65,36 @@ class Engine:
         self.guard = guard or GuardSettings()
         self.environments: dict[Ident, Environment] = {}
         self.timing = timing or Timing()
-        self.subscriptions = Subscriptions(
-            Watches(cluster, self, timing=self.timing), namespaced=namespaced
+        local = clusters.Link(
+            ("", "", ""),
+            cluster,
+            Subscriptions(Watches(cluster, self, timing=self.timing), namespaced=namespaced),
+            PolicyInventory(cluster),
+        )
+        self._local = Router(self, local)
+        self.links = clusters.Links(
+            local,
+            listener=lambda link: Router(self, link),
+            timing=self.timing,
+            namespaced=namespaced,
+            allow_exec=allow_exec,
+            on_down=lambda link: Router(self, link).down(),
+            on_up=lambda link: Router(self, link).up(),
         )
         self.events = EventPoster(cluster)
-        self.inventory = PolicyInventory(cluster)
         self._locks: dict[Ident, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._passes = asyncio.Semaphore(PASSES_AT_ONCE)
         self._census: Callable[[str], Users] | None = None
+
+    @property
+    def subscriptions(self) -> Subscriptions:
+        """This cluster's watches, as the Environments need them (remote ones: `links`)."""
+        return self.links.local.subscriptions
+
+    @property
+    def inventory(self) -> PolicyInventory:
+        return self.links.local.inventory
 
     @property
     def watches(self) -> Watches:
@@ -106,6 +130,7 @@ class Engine:
                     passes=self._passes,
                     witness=self.witness,
                     exceptions=lambda: self._exceptions_for(ident),
+                    bind=lambda d: self.links.acquire(d.ident, d.kube_config),
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
                 self.environments[ident] = environment
@@ -125,7 +150,7 @@ class Engine:
     def _exceptions_for(self, ident: Ident) -> list[Judged]:
         """Asked by each full pass: each one as it stands; its status follows."""
         if self.exceptions.has(ident):
-            self._spawn(self.exceptions.publish(ident))
+            self.spawn(self.exceptions.publish(ident))
         return self.exceptions.judged(ident)
 
     # -- Blueprints -----------------------------------------------------------
@@ -153,7 +178,7 @@ class Engine:
         if is_new:
             for environment in self._made_from(name):
                 if environment.follows(self.blueprints.generation(name)):
-                    self._spawn(self._pass_and_count(environment, name))
+                    self.spawn(self._pass_and_count(environment, name))
 
     async def _pass_and_count(self, environment: Environment, name: str) -> None:
         await environment.full_pass()
@@ -163,21 +188,23 @@ class Engine:
         """Its Environments say so (InvalidSpec) and keep their objects as they are."""
         self.blueprints.deleted(name)
         for environment in self._made_from(name):
-            self._spawn(environment.full_pass())
+            self.spawn(environment.full_pass())
 
     async def _count_users(self, name: str) -> None:
         known = self.blueprints.get(name)
         if known is not None:
             await self.blueprints.changed(known, users=self._blueprint_users(name))
 
-    def forget(self, ident: Ident) -> None:
+    def forget(self, ident: Ident, *, keep_link: bool = False) -> None:
         """Stops keeping an Environment; its objects stay as they are."""
         environment = self.environments.pop(ident, None)
         if environment is not None:
             environment.stop()
             if environment.blueprint is not None:
-                self._spawn(self._count_users(environment.blueprint))
+                self.spawn(self._count_users(environment.blueprint))
         self.subscriptions.release(ident)
+        if not keep_link:
+            self.links.release(ident)
 
     async def delete_objects(self, declared: Declared) -> int:
         """The Environment goes: its admission policy always, and with deletionPolicy Delete
@@ -185,30 +212,43 @@ class Engine:
         ident = declared.ident
         body = declared.body
         environment = self.environments.get(ident)
-        self.forget(ident)
+        try:
+            link = await self.links.acquire(ident, declared.kube_config)
+        except clusters.UnusableError as exc:
+            if declared.deletes_objects:
+                # kopf retries the deletion handler; the finalizer stays until they are gone.
+                raise RuntimeError(f"its objects cannot be deleted now: {exc.message}") from exc
+            log.warning("cluster_unusable_on_delete", reason=exc.reason, message=exc.message)
+            self.forget(ident)
+            return 0
+        self.forget(ident, keep_link=True)  # released once its objects are gone
         owner = render.Owner(name=declared.name, namespace=declared.namespace)
         status = EnvironmentStatus.model_validate(body.get("status") or {})
         kinds = {(entry.api_version, entry.kind) for entry in status.resources}
         kinds |= declared.kinds
         if environment is not None:
             kinds |= {(key.api_version, key.kind) for key in environment.ledger.tracked}
-        target = declared.target_namespace
+        namespace = declared.target_namespace
+        target = link.cluster
         policies = await apply.delete_labelled(
-            self.cluster, await self.inventory.scopes(), owner.selector
+            target, await link.inventory.scopes(), owner.selector
         )
         if not declared.deletes_objects:
             kinds = set()  # Orphan: only the admission policy goes
         scopes: list[tuple[Resource, str | None]] = []
         for api_version, kind in sorted(kinds):
             try:
-                resource = await self.cluster.resource(api_version, kind)
+                resource = await target.resource(api_version, kind)
             except LookupError:
                 continue
-            scopes.append((resource, target if resource.namespaced else None))
+            scopes.append((resource, namespace if resource.namespaced else None))
         # As the Environment's identity: deleting is bounded by its RBAC like applying.
         account = declared.service_account_name or self._tenancy.default_service_account
-        acting = self.cluster.as_user(user_of(owner.namespace, account))
-        changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)
+        acting = target.as_user(user_of(owner.namespace, account))
+        try:
+            changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)
+        finally:
+            self.links.release(ident)
         ledger = tracking.Ledger(owner=owner, status=status)
         report.Reporter(ledger, self.events, body).record(changes)
         failed = [change.message for change in changes if change.is_failure]
@@ -217,68 +257,22 @@ class Engine:
             raise RuntimeError("; ".join(failed))
         return len(changes)
 
-    # -- watch events (watcher.Listener) --------------------------------------
+    # -- watch events of this cluster's watches (watcher.Listener) -------------
 
     def event(self, scope: Scope, type_: str, obj: dict[str, Any], received: float) -> None:
-        if scope == NAMESPACE_SCOPE:
-            meta = obj.get("metadata") or {}
-            is_gone = type_ == "DELETED" or bool(meta.get("deletionTimestamp"))
-            self._namespace_changed({meta.get("name", "")}, gone=is_gone)
-            return
-        live = None if type_ == "DELETED" else obj
-        key = model.ObjectKey.of(obj)
-        owner = render.owner_of(obj)
-        if scope.selector:
-            environment = self.environments.get((owner.namespace, owner.name)) if owner else None
-            if environment is not None:
-                environment.observe(key, live, received)
-        elif owner is None:  # a labelled one comes through the labelled watch
-            for environment in self._users(scope):
-                environment.observe(key, live, received)
+        self._local.event(scope, type_, obj, received)
 
     def relisted(self, scope: Scope, items: list[dict[str, Any]], received: float) -> None:
-        if scope == NAMESPACE_SCOPE:
-            present = {
-                item["metadata"]["name"]
-                for item in items
-                if not item["metadata"].get("deletionTimestamp")
-            }
-            targets = {environment.target_namespace for environment in self._users(scope)}
-            self._namespace_changed(targets - present, gone=True)
-            self._namespace_changed(targets & present, gone=False)
-            return
-        for environment in self._users(scope):
-            environment.relisted(scope.resource, scope.namespace, items, received, scope.name)
+        self._local.relisted(scope, items, received)
 
     def refused(self, scope: Scope, error: ApiError) -> None:
-        if scope == NAMESPACE_SCOPE:
-            return  # the watch logged it; a deleted namespace then waits for the retry
-        for environment in self._users(scope):
-            environment.refused(error)
+        self._local.refused(scope, error)
 
     def allowed(self, scope: Scope) -> None:
-        if scope == NAMESPACE_SCOPE:
-            return
-        for environment in self._users(scope):
-            self._spawn(environment.full_pass())
+        self._local.allowed(scope)
 
-    def _namespace_changed(self, names: set[str], *, gone: bool) -> None:
-        """Target namespaces deleted (or being deleted), or there again."""
-        for environment in self._users(NAMESPACE_SCOPE):
-            if environment.target_namespace not in names:
-                continue
-            if gone and not environment.is_namespace_missing:
-                log.warning("namespace_missing", namespace=environment.target_namespace)
-                environment.namespace_gone()
-            elif not gone and environment.is_namespace_missing:
-                log.info("namespace_back", namespace=environment.target_namespace)
-                self._spawn(environment.namespace_back())
-
-    def _users(self, scope: Scope) -> list[Environment]:
-        found = (self.environments.get(cast(Ident, ident)) for ident in self.watches.users(scope))
-        return [environment for environment in found if environment is not None]
-
-    def _spawn(self, work: Any) -> None:
+    def spawn(self, work: Any) -> None:
+        """Runs `work` in the background, kept until it ends."""
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
@@ -287,4 +281,5 @@ class Engine:
         for ident in list(self.environments):
             self.forget(ident)
         self.watches.close()
+        await self.links.close()
         self.events.close()

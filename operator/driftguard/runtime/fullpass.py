@@ -60,7 +60,9 @@ class FullPass:
     ) -> None:
         """`blueprints`: spec.blueprintRef's lookup; `witness`: who is behind the drift
         (None: attribution off); `exceptions`: its DriftExceptions, asked each pass."""
-        self._operator, self._exceptions = cluster, exceptions
+        # The operator in the cluster it acts in, and its watches there: a remote cluster's
+        # when the spec names one (set by the Environment before a pass).
+        self.operator, self._exceptions = cluster, exceptions
         self._blueprints = blueprints
         self.made_resources: list[dict[str, Any]] | None = None
         """The objects last made from a Blueprint (None: the spec's own)."""
@@ -69,7 +71,7 @@ class FullPass:
         self.identity = ""
         self._ledger = ledger
         self._reporter = reporter
-        self._subscriptions = subscriptions
+        self.subscriptions = subscriptions
         self._tenancy = tenancy
         self._objects = ObjectSync(lambda: self.cluster, ledger)
         self._witness = witness
@@ -124,7 +126,7 @@ class FullPass:
             for key, resource in resources.items():
                 unlabelled.setdefault((resource, key.namespace or None), set()).add(key.name)
         owner = self._ledger.owner
-        refused = await self._subscriptions.need(
+        refused = await self.subscriptions.need(
             (owner.namespace, owner.name), self._ledger, scopes, unlabelled, self.identity, own
         )
         live = await self.list_live(scopes)  # a refused list names the namespace
@@ -175,8 +177,8 @@ class FullPass:
         """Impersonates the Environment's ServiceAccount, which must exist; else acts as itself."""
         namespace = self._ledger.owner.namespace
         self.identity = self._tenancy.identity(spec, namespace)
-        self.cluster = self._operator.as_user(self.identity)
-        await ensure_account(self._operator, namespace, self._tenancy.service_account(spec))
+        self.cluster = self.operator.as_user(self.identity)
+        await ensure_account(self.operator, namespace, self._tenancy.service_account(spec))
 
     def _pause(self, spec: model.EnvironmentSpec) -> None:
         """spec.suspendUntil ahead pauses enforcement; its start and its end are Events."""

@@ -9,6 +9,7 @@ them is reverted like any drift.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -81,6 +82,13 @@ class Guard:
         self._ledger = ledger
         self._settings = settings
         self._inventory = inventory
+        self._is_checked = False
+
+    def use(self, cluster: Cluster, inventory: PolicyInventory, operator_user: str) -> None:
+        """Another cluster (a remote one, or its new client): its policies, its operator."""
+        self._cluster, self._inventory = cluster, inventory
+        if operator_user:
+            self._settings = dataclasses.replace(self._settings, operator_user=operator_user)
         self._is_checked = False
 
     @property

@@ -58,6 +58,7 @@ async def on_startup(memo: kopf.Memo, **_: Any) -> None:
         history_namespace=memo.get("history_namespace") or "driftguard-system",
         max_exception_s=memo.get("max_exception_s") or exception.DEFAULT_MAX_S,
         exception_approvers=memo.get("exception_approvers") or "",
+        allow_exec=bool(memo.get("allow_kubeconfig_exec")),
     )
     memo.cluster = cluster
     if memo.get("sharding"):

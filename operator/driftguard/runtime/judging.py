@@ -35,10 +35,10 @@ class EventJudge:
         cluster: Callable[[], Cluster],
         ledger: Ledger,
         *,
-        operator: Cluster,
+        operator: Callable[[], Cluster],
         witness: Witness | None = None,
     ) -> None:
-        self._acting_now = cluster  # the identity can change with the spec
+        self._acting_now = cluster  # the identity (and the cluster) can change with the spec
         self._operator = operator  # the Environment's own policy objects are the operator's
         self._ledger = ledger
         self._witness = witness
@@ -86,7 +86,7 @@ class EventJudge:
         self._timers[key] = asyncio.get_running_loop().call_later(delay, due)
 
     def _acting(self, key: ObjectKey) -> Cluster:
-        return self._operator if key in self._ledger.policies else self._acting_now()
+        return self._operator() if key in self._ledger.policies else self._acting_now()
 
     def stop(self) -> None:
         self._stopped = True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from driftguard.core import render
@@ -31,8 +31,9 @@ from driftguard.kube import apply, audit, history
 from driftguard.kube.cluster import Cluster, Resource
 from driftguard.kube.errors import ApiError
 from driftguard.kube.reports import PolicyReports
-from driftguard.runtime import report
+from driftguard.runtime import clusters, report
 from driftguard.runtime.blueprints import Blueprints
+from driftguard.runtime.clusters import Link
 from driftguard.runtime.fullpass import KIND_RETRY_S, FullPass, seconds_until
 from driftguard.runtime.guard import Guard, PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
@@ -71,16 +72,19 @@ class Environment:
         passes: asyncio.Semaphore | None = None,
         witness: Witness | None = None,
         exceptions: Callable[[], list[Judged]] | None = None,
+        bind: Callable[[Declared], Awaitable[Link]] | None = None,
     ) -> None:
-        """`passes`: shared by the Environments whose full passes may not all run at once."""
+        """`passes`: shared by the Environments whose full passes may not all run at once;
+        `bind`: the cluster it acts in, asked before each pass (None: `cluster`)."""
         body = declared.body
         owner = render.Owner(name=declared.name, namespace=declared.namespace)
         status = EnvironmentStatus.model_validate(body.get("status") or {})
         self.ledger = Ledger(owner=owner, status=status)
         self.declared = declared
-        # History and the audit trail are the operator's records, written as the operator.
-        self._operator = cluster
-        self._witness = witness
+        # History and the audit trail are the operator's records, written as the operator in
+        # this cluster (home), whichever cluster the objects are in.
+        self.home = cluster
+        self.witness = witness
         self.audit = audit.AuditTrail(cluster, body)
         self.reporter = report.Reporter(self.ledger, events, body, self.audit)
         self.passes = FullPass(
@@ -95,7 +99,10 @@ class Environment:
         )
         # Objects are read and written as the Environment's identity; status as the operator.
         self.judge = EventJudge(
-            lambda: self.passes.cluster, self.ledger, operator=cluster, witness=witness
+            lambda: self.passes.cluster,
+            self.ledger,
+            operator=lambda: self.passes.operator,
+            witness=witness,
         )
         self._judged = asyncio.create_task(self._report_judged())
         self.guard = Guard(cluster, self.ledger, guard, inventory)
@@ -107,6 +114,9 @@ class Environment:
         self._pass_lock = asyncio.Lock()
         self._passes = passes or asyncio.Semaphore(1)
         self.is_namespace_missing = False
+        self._bind = bind
+        self.link: Link | None = None
+        self._link_generation = 0
 
     @property
     def owner(self) -> render.Owner:
@@ -140,6 +150,8 @@ class Environment:
     async def full_pass(self) -> None:
         if self.is_namespace_missing:
             return  # the Namespace watch starts one when it is back
+        if not await self._bound():
+            return
         async with self._pass_lock, self._passes:
             self.judge.pause()
             started = time.monotonic()
@@ -150,7 +162,7 @@ class Environment:
                 metrics.prime(self.owner.namespace, self.owner.name, kinds=())
                 self.reporter.record(await self.passes.run(self.declared, own=own))
                 if self.ledger.status.revision != revision:
-                    await self._remember()
+                    await remember(self)
                 kinds = {key.kind for key in self.ledger.tracked}
                 metrics.prime(self.owner.namespace, self.owner.name, kinds=kinds)
                 used = self.ledger.status.blueprint
@@ -159,6 +171,7 @@ class Environment:
                     self.owner.name,
                     used.name if used else "",
                     used.revision if used else self.ledger.status.revision,
+                    self.link.label if self.link is not None else "",
                 )
                 self.report(await self.guard.sync(self.passes.identity))
                 if self.is_namespace_missing:  # went while the pass ran
@@ -169,29 +182,32 @@ class Environment:
         await self.status.flush()
         self.resync.schedule()
 
-    async def _remember(self) -> None:
-        """Keeps the revision just applied; the history is a record, never a reason to fail."""
-        spec = self.ledger.spec
-        made = self.passes.made_resources
+    async def _bound(self) -> bool:
+        """Acts in the cluster its spec names from now on; False (and Ready=False, saying
+        why) when that cluster cannot be used now. An invalid spec needs no cluster."""
+        if self._bind is None or self.declared.spec is None:
+            return True
         try:
-            await history.record(
-                self._operator,
-                self.body,
-                self.ledger.status.revision,
-                resolved=made if self.ledger.status.blueprint is not None else None,
-                blueprint=self.ledger.status.blueprint,
-                limit=spec.revision_history_limit if spec is not None else 10,
-                applied_by=self._applied_by(),
-            )
-        except ApiError as exc:
-            self.reporter.history_failed(exc.describe())
+            link = await self._bind(self.declared)
+        except clusters.UnusableError as problem:
+            self.unusable(problem)
+            await self.status.flush()
+            self.resync.schedule()
+            return False
+        if link is not self.link or link.generation != self._link_generation:
+            self.link, self._link_generation = link, link.generation
+            self.passes.operator, self.passes.subscriptions = link.cluster, link.subscriptions
+            self.passes.cluster = link.cluster.as_user(self.passes.identity)
+            self.guard.use(link.cluster, link.inventory, link.operator_user)
+        return True
 
-    def _applied_by(self) -> str | None:
-        """The person whose write this spec is, if the webhook stamped it."""
-        if self._witness is None:
-            return None
-        person = self._witness.signer.stamped(self.body)
-        return person.user if person is not None else None
+    def unusable(self, problem: clusters.UnusableError) -> None:
+        """Its cluster does not answer, or its kubeconfig cannot be used: nothing is
+        checked or written there until it can."""
+        if self.ledger.ready[1] != problem.reason:
+            self.reporter.unusable(problem.reason, problem.message)
+        self.ledger.ready = (False, problem.reason, problem.message[:MESSAGE_LIMIT])
+        self.status.soon()
 
     async def _own_scopes(self) -> set[tuple[Resource, str | None]]:
         """The policy kinds, watched as the operator while prevention may be on."""
@@ -282,6 +298,32 @@ class Environment:
         metrics.forget(self.owner.namespace, self.owner.name, kinds=kinds)
 
 
+async def remember(environment: Environment) -> None:
+    """Keeps the revision just applied; the history is a record, never a reason to fail."""
+    spec = environment.ledger.spec
+    made = environment.passes.made_resources
+    try:
+        await history.record(
+            environment.home,
+            environment.body,
+            environment.ledger.status.revision,
+            resolved=made if environment.ledger.status.blueprint is not None else None,
+            blueprint=environment.ledger.status.blueprint,
+            limit=spec.revision_history_limit if spec is not None else 10,
+            applied_by=_applied_by(environment),
+        )
+    except ApiError as exc:
+        environment.reporter.history_failed(exc.describe())
+
+
+def _applied_by(environment: Environment) -> str | None:
+    """The person whose write this spec is, if the webhook stamped it."""
+    if environment.witness is None:
+        return None
+    person = environment.witness.signer.stamped(environment.body)
+    return person.user if person is not None else None
+
+
 class Resync:
     """The safety net: every resyncInterval, judge every object again from a fresh list.
 
@@ -340,6 +382,9 @@ class Resync:
             for end in (ledger.paused_until, ledger.exceptions_until)
         )
         is_failed = not is_ready and reason != Reason.INVALID_SPEC
+        link = environment.link
+        if link is not None and link.problem is not None:
+            is_failed = True  # the pass says why it cannot act; it binds again if it can
         if is_due or is_failed or environment.ledger.is_waiting_for_kind:
             await environment.full_pass()
             return

@@ -162,6 +162,11 @@ class Reporter:
         self._log.warning("invalid_spec", message=message)
         metrics.reconcile_errors.labels(*self._env, Reason.INVALID_SPEC).inc()
 
+    def unusable(self, reason: str, message: str) -> None:
+        """The cluster the Environment acts in cannot be used now (a remote one)."""
+        self._post(reason, message, True)
+        self._log.warning("cluster_unusable", reason=reason, message=message)
+
     def paused(self, until: str) -> None:
         """spec.suspendUntil began: enforcement and prevention pause until then."""
         self._post("Suspended", f"enforcement and prevention paused until {until}", True)

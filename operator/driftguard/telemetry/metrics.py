@@ -98,9 +98,20 @@ watch_restarts = Counter(
 environment_info = Gauge(
     "driftguard_environment_info",
     "1 for each Environment: the Blueprint it is made from (empty: none) and the revision in "
-    "use (the Blueprint's, or the Environment's own). Alert on count by blueprint of distinct "
-    "revisions > 1 to find environments on different revisions.",
-    [*_ENV, "blueprint", "revision"],
+    "use (the Blueprint's, or the Environment's own), and the cluster it acts in (the "
+    "kubeconfig Secret's namespace/name; empty: this one). Alert on count by blueprint of "
+    "distinct revisions > 1 to find environments on different revisions; join on it to give "
+    "any Environment's series its cluster.",
+    [*_ENV, "blueprint", "revision", "cluster"],
+)
+cluster_connected = Gauge(
+    "driftguard_cluster_connected",
+    "1 while a remote cluster (named by its kubeconfig Secret's namespace/name) answers and "
+    "its kubeconfig can be used, else 0: its Environments are then not Ready.",
+    ["cluster"],
+)
+clusters_connected = Gauge(
+    "driftguard_clusters_connected", "Remote clusters in use that answer, this replica's."
 )
 shard_environments = Gauge(
     "driftguard_shard_environments",
@@ -168,16 +179,18 @@ class OutOfSync(Collector):
 out_of_sync = OutOfSync()
 REGISTRY.register(out_of_sync)
 
-_info: dict[tuple[str, str], tuple[str, str]] = {}
+_info: dict[tuple[str, str], tuple[str, str, str]] = {}
 _primed: dict[tuple[str, str], set[str]] = {}
 exceptions_ending: dict[tuple[str, str], set[str]] = {}
 """The exceptions each Environment has an expiry series for."""
 """Kinds whose counters each Environment has, so that forget() removes them all."""
 
 
-def set_info(namespace: str, environment: str, blueprint: str, revision: int) -> None:
-    """One series per Environment: the old one goes when the revision changes."""
-    labels = (blueprint, str(revision))
+def set_info(
+    namespace: str, environment: str, blueprint: str, revision: int, cluster: str = ""
+) -> None:
+    """One series per Environment: the old one goes when the revision (or cluster) changes."""
+    labels = (blueprint, str(revision), cluster)
     old = _info.get((namespace, environment))
     if old == labels:
         return
