@@ -24,6 +24,7 @@ ALERTS = {
     "DriftguardWatchDown",
     "DriftguardOperatorDown",
     "DriftguardExceptionExpiring",
+    "DriftguardClusterUnreachable",
 }
 RECORDS = {"environment:driftguard_in_sync:ratio_30d"}
 

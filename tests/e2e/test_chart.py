@@ -570,3 +570,29 @@ def test_chart_serviceaccount_is_refused_outside_its_grant(
 
     answers = {case: ask(*case) for case in expected}
     assert answers == expected
+
+
+@pytest.mark.parametrize("confined", [False, True], ids=["cluster-wide", "watch-namespaces"])
+def test_chart_clusters_value_grants_only_get_on_secrets(helm: Helm, confined: bool) -> None:
+    """clusters.enabled adds get (no list, no watch) on Secrets where Environments live, so
+    kubeconfig Secrets are read by name; insecureKubeconfigExec passes its flag."""
+    base: dict[str, Any] = {
+        "rbac": {"managedResources": [{"apiGroups": ["apps"], "resources": ["deployments"]}]}
+    }
+    if confined:
+        base["watchNamespaces"] = ["a"]
+
+    def secret_verbs(values: dict[str, Any]) -> set[str]:
+        objects = helm.template(values)
+        rules = [
+            rule
+            for role in of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+            for rule in role["rules"]
+        ]
+        return grants(rules, "", "secrets")
+
+    assert secret_verbs(base) == set()
+    assert secret_verbs({**base, "clusters": {"enabled": True}}) == {"get"}
+    args = container(helm.template({**base, "clusters": {"insecureKubeconfigExec": True}}))["args"]
+    assert "--insecure-kubeconfig-exec" in args
+    assert "--insecure-kubeconfig-exec" not in container(helm.template(base))["args"]
