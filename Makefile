@@ -17,7 +17,7 @@ PARALLEL    ?= -n 2 --dist loadfile
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export DRIFTGUARD_CACHE := $(CACHE)
 
-.PHONY: help install controlplane tools browser cluster demo test unit e2e lint crds bench clean
+.PHONY: help install controlplane tools browser cluster demo demo-clusters test unit e2e lint crds bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ cluster: install controlplane ## start a local control plane and print its KUBEC
 
 demo: install controlplane ## the whole story on a local control plane: apply, drift, revert, flag
 	$(BIN)/python -m driftguard.cli.demo
+
+demo-clusters: install controlplane ## the database story across three local clusters: a hub and two remotes
+	$(BIN)/python -m driftguard.cli.democlusters
 
 lint: install ## ruff, mypy --strict, import contracts, the docs site built strictly
 	$(BIN)/ruff check operator tests
