@@ -79,6 +79,7 @@ bench: install controlplane tools browser ## the performance benchmark; figures 
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/attribution.py
 	$(BIN)/python bench/board.py
+	$(BIN)/python bench/clusters.py
 
 .PHONY: bench-scale
 bench-scale: install controlplane tools ## 3 replicas sharing 50,000 objects; figures in bench/scale.json (QUICK=1: 3,000)
