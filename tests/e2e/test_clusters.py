@@ -329,34 +329,15 @@ def test_one_blueprint_in_three_clusters_and_compare_across_them(
         # One operator per cluster: the same Environments read through kubeconfig contexts.
         merged = contexts_kubeconfig(tmp_path, {"hub": kubectl, "prod-cluster": second.kubectl})
         apply(second.kubectl, environment("prod", namespace, [configmap(DB, DB_VERSION="5.5")]))
-        done = run_cli(
-            Kubectl(merged),
-            "compare",
-            f"{namespace}/dev",
-            f"{namespace}/prod",
-            "--context",
-            "hub",
-            "--context",
-            "prod-cluster",
-            "-o",
-            "json",
-        )
+        across = (f"{namespace}/dev", f"{namespace}/prod", "--context", "hub", "--context")
+        done = run_cli(Kubectl(merged), "compare", *across, "prod-cluster", "-o", "json")
         assert done.returncode == 0, done.stderr
         row = {r["path"]: r for r in json.loads(done.stdout)["rows"]}["/data/DB_VERSION"]
         assert row["live"] == {
             f"hub:{namespace}/dev": "5.7",
             f"prod-cluster:{namespace}/prod": "5.5",
         }
-        table = run_cli(
-            Kubectl(merged),
-            "compare",
-            f"{namespace}/dev",
-            f"{namespace}/prod",
-            "--context",
-            "hub",
-            "--context",
-            "prod-cluster",
-        )
+        table = run_cli(Kubectl(merged), "compare", *across, "prod-cluster")
         assert "5.7" in table.stdout, table.stdout
         assert "5.5" in table.stdout, table.stdout
     finally:
