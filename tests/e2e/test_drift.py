@@ -341,7 +341,8 @@ def test_observe_flags_a_change_in_a_churning_namespace(
     churning = threading.Thread(target=churn, daemon=True)
     churning.start()
     try:
-        wait_for(lambda: rounds >= 2, message="the namespace to churn")
+        # The churn is the test's own kubectl (40 objects a round): slow on a loaded machine.
+        wait_for(lambda: rounds >= 2, timeout=60, message="the namespace to churn")
         kubectl("patch", "-n", namespace, "cm/watched", "-p", '{"data":{"v":"by-hand"}}')
         entry = wait_for(
             lambda: (
@@ -357,7 +358,7 @@ def test_observe_flags_a_change_in_a_churning_namespace(
         )
         assert entry["driftedPaths"] == ["/data/v"]
         at = rounds
-        wait_for(lambda: rounds >= at + 2, message="more churn after the flag")
+        wait_for(lambda: rounds >= at + 2, timeout=60, message="more churn after the flag")
     finally:
         stop.set()
         churning.join(timeout=30)
