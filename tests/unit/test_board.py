@@ -408,3 +408,14 @@ async def test_events_stream_a_change_as_a_row() -> None:
         assert message.startswith(b"event: row\n")
         assert b"Drifted" in message
         response.close()
+
+
+def test_a_remote_environment_names_its_cluster_in_the_grid() -> None:
+    """An Environment with spec.kubeConfig says which kubeconfig Secret's cluster it acts in."""
+    body = env()
+    body["spec"]["kubeConfig"] = {"secretRef": {"name": "prod-kubeconfig"}}
+    row = grid.row_of(body)
+    assert row.cluster == "platform/prod-kubeconfig"
+    assert grid.row_of(env()).cluster == ""
+    html = pages.row_fragment(row)
+    assert "in the cluster of Secret platform/prod-kubeconfig" in html

@@ -42,6 +42,7 @@ class Row:
     detail: str  # why, in the words of its conditions
     cells: dict[str, str]  # status_header's column -> status_row's cell
     excepted: int
+    cluster: str = ""  # the kubeConfig Secret of the remote cluster it acts in; "": this one
 
     @property
     def key(self) -> tuple[str, str]:
@@ -113,7 +114,14 @@ def row_of(env: dict[str, Any]) -> Row:
         detail=detail,
         cells=cells,
         excepted=int(summary.get("excepted") or 0),
+        cluster=cluster_of(env),
     )
+
+
+def cluster_of(env: dict[str, Any]) -> str:
+    """`namespace/secret` of the kubeconfig Secret it acts through ("" for this cluster)."""
+    ref = ((env.get("spec") or {}).get("kubeConfig") or {}).get("secretRef") or {}
+    return f"{env['metadata']['namespace']}/{ref['name']}" if ref.get("name") else ""
 
 
 def groups(envs: Iterable[dict[str, Any]]) -> list[Group]:
