@@ -258,6 +258,8 @@ def test_a_remote_api_server_stopped_and_started_again(
             kubectl, "b", namespace, "Ready", "False", reason="ClusterUnreachable", timeout=30
         )
         assert operator.metric("driftguard_cluster_connected", cluster=f"{namespace}/two") == 0.0
+        in_sync = condition(kubectl, "b", namespace, "InSync")
+        assert (in_sync["status"], in_sync["reason"]) == ("Unknown", "ClusterUnreachable")
         first.kubectl(
             "patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}'
         )

@@ -64,3 +64,15 @@ def test_refused_before_any_object_is_not_in_sync() -> None:
     (in_sync,) = [c for c in status.conditions if c.type == "InSync"]
     assert (in_sync.status, in_sync.reason) == ("False", "Forbidden")
     assert "cannot list Secret" in in_sync.message
+
+
+def test_in_sync_is_unknown_while_the_cluster_does_not_answer() -> None:
+    """ClusterUnreachable: what was last seen may have changed, so InSync is Unknown, saying so."""
+    away = (False, "ClusterUnreachable", "the cluster of Secret shop/prod does not answer")
+
+    status = tracking.summarize(EnvironmentStatus(), [record(0, State.IN_SYNC)], away, now="t")
+
+    (in_sync,) = [c for c in status.conditions if c.type == "InSync"]
+    assert (in_sync.status, in_sync.reason) == ("Unknown", "ClusterUnreachable")
+    assert in_sync.message.startswith("unknown while its cluster does not answer; last seen:")
+    assert status.summary.in_sync == 1  # the objects' last known states are kept

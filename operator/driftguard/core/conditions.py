@@ -25,6 +25,8 @@ class Reason:
     IN_SYNC = "InSync"
     DRIFTED = "Drifted"
     PROGRESSING = "Progressing"
+    CLUSTER_UNREACHABLE = "ClusterUnreachable"  # a remote cluster (spec.kubeConfig) is away
+    KUBECONFIG_INVALID = "KubeConfigInvalid"  # its kubeconfig Secret cannot be used
 
 
 def make(

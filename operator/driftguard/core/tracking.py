@@ -313,6 +313,12 @@ def summarize(
         in_sync = conditions.make(
             conditions.IN_SYNC, False, ready[1], message, generation=generation, now=now
         )
+    if ready[1] == Reason.CLUSTER_UNREACHABLE and records:
+        # What was last seen there may have changed since: in sync it is not known to be.
+        message = f"unknown while its cluster does not answer; last seen: {in_sync.message}"
+        in_sync = in_sync.model_copy(
+            update={"status": "Unknown", "reason": ready[1], "message": message[:MESSAGE_LIMIT]}
+        )
     current = [ready_condition, in_sync]
     if paused_until:
         message = f"until {paused_until}: enforcement and prevention resume by themselves"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftguard.core import kubeconfig
+from driftguard.core.conditions import Reason
 from driftguard.kube import client
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.cluster import Cluster, Resource
@@ -43,8 +44,8 @@ Key = tuple[str, str, str]
 
 SECRETS = Resource("", "v1", "Secret", "secrets", namespaced=True)
 
-CLUSTER_UNREACHABLE = "ClusterUnreachable"
-KUBECONFIG_INVALID = "KubeConfigInvalid"
+CLUSTER_UNREACHABLE = Reason.CLUSTER_UNREACHABLE
+KUBECONFIG_INVALID = Reason.KUBECONFIG_INVALID
 """Ready's reasons: the remote cluster does not answer; its kubeconfig cannot be used."""
 
 CHECK_S = 5.0
