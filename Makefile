@@ -66,7 +66,7 @@ e2e: install controlplane tools browser ## the end-to-end tests on the real cont
 	$(BIN)/pytest -q $(PARALLEL) tests/e2e
 
 test: install controlplane tools browser lint ## every test, unit and end-to-end
-	$(BIN)/pytest -q $(PARALLEL) tests
+	$(BIN)/pytest -q $(PARALLEL) --durations=15 tests
 
 crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
 	$(BIN)/python -m driftguard.core.crd environments > crds/environments.driftguard.io.yaml

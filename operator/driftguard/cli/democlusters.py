@@ -68,7 +68,7 @@ def _environments() -> str:
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
 
 
-def story(hub: Demo, remotes: dict[str, Demo]) -> None:
+def tell(hub: Demo, remotes: dict[str, Demo]) -> None:
     say("1. One Blueprint, three clusters")
     note("dev lives in the hub; staging and prod in their own clusters, each reached through a")
     note("kubeconfig Secret in the Environment's namespace (spec.kubeConfig.secretRef).")
@@ -138,7 +138,7 @@ def main() -> int:
                 stdout=sink, stderr=subprocess.STDOUT,
             )  # fmt: skip
         try:
-            story(hub, remotes)
+            tell(hub, remotes)
         finally:
             operator.terminate()
             operator.wait(timeout=15)
