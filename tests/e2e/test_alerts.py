@@ -15,6 +15,7 @@ from helpers import CHART, ROOT, cached_tool
 PROMTOOL_VERSION = "v0.316.0"  # hack/build-tools.sh builds this one
 RULES = CHART / "files" / "alerts.yaml"
 RULE_TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yaml"
+SLO_TESTS = ROOT / "tests" / "prometheus" / "slo_test.yaml"
 # The contract's names.
 ALERTS = {
     "DriftguardEnvironmentDrifted",
@@ -89,12 +90,15 @@ def test_the_slo_record_is_unit_tested() -> None:
     """promtool evaluates the recording rule on series whose ratio is known."""
     tested = {
         case["expr"]
-        for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for path in (RULE_TESTS, SLO_TESTS)
+        for test in yaml.safe_load(path.read_text())["tests"]
         for case in test.get("promql_expr_test", [])
     }
     assert tested >= RECORDS
 
 
 def test_promtool_test_rules_passes(promtool: Path) -> None:
-    """`promtool test rules` passes every firing and not-firing case of every alert."""
-    assert "SUCCESS" in run(promtool, "test", "rules", str(RULE_TESTS))
+    """`promtool test rules` passes every firing and not-firing case of every alert, and the
+    SLO record's cases."""
+    out = run(promtool, "test", "rules", str(RULE_TESTS), str(SLO_TESTS))
+    assert out.count("SUCCESS") == 2, out
