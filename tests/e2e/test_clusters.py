@@ -165,6 +165,14 @@ def test_an_environment_applies_reverts_and_observes_in_a_remote_cluster(
         message="Observe flags the remote drift",
     )
     assert data_of(remote.kubectl, namespace, "seen") == {"A": "2"}, "Observe never writes"
+    # diff reads the live objects in the cluster the Environment acts in, not the hub's.
+    drifted = run_cli(kubectl, "diff", "watch", "-n", namespace)
+    assert drifted.returncode == 1, drifted.stderr
+    assert "ConfigMap" in drifted.stdout
+    assert "seen" in drifted.stdout
+    assert "A: '2'" in drifted.stdout, drifted.stdout
+    clean = run_cli(kubectl, "diff", "app", "-n", namespace)
+    assert (clean.returncode, clean.stdout) == (0, ""), clean.stderr
 
 
 def test_a_kubeconfig_that_runs_a_program_is_refused(

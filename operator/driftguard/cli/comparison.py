@@ -12,7 +12,6 @@ a row says only whether they differ. Reads only; never writes.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import sys
 from collections.abc import Sequence
@@ -22,11 +21,11 @@ from typing import Any
 from jsonpointer import escape
 
 from driftguard.cli import inspection, views
-from driftguard.core import kubeconfig, model, plan, render
+from driftguard.core import model, plan, render
 from driftguard.core.diff import MISSING
 from driftguard.kube import client, history, sources
 from driftguard.kube.client import KubeCluster
-from driftguard.kube.cluster import ENVIRONMENTS, Resource
+from driftguard.kube.cluster import ENVIRONMENTS
 
 ObjectId = tuple[str, str, str]
 """apiVersion, kind, name: one object across Environments."""
@@ -34,7 +33,6 @@ ABSENT: Any = MISSING
 """Not declared, or not in the live object."""
 _GONE = "<missing>"
 _WIDTH = 60
-SECRETS = Resource("", "v1", "Secret", "secrets", namespaced=True)
 _SKIPPED = ("/metadata/namespace",)
 """Differs by design between Environments; the target namespace, not content."""
 
@@ -280,30 +278,10 @@ async def _environments(
     return found
 
 
-async def live_cluster(cluster: KubeCluster, env: dict[str, Any]) -> KubeCluster | None:
-    """The remote cluster an Environment acts in (spec.kubeConfig), reached with its
-    kubeconfig Secret as read by the CLI's user; None: the Environment's own cluster.
-    The kubeconfig is judged as the operator judges it: no programs, no local files."""
-    ref = ((env.get("spec") or {}).get("kubeConfig") or {}).get("secretRef") or {}
-    if not ref.get("name"):
-        return None
-    namespace, name, key = env["metadata"]["namespace"], ref["name"], ref.get("key") or "value"
-    where = f"Secret {namespace}/{name} key {key}"
-    secret = await cluster.get(SECRETS, namespace, name)
-    encoded = ((secret or {}).get("data") or {}).get(key)
-    if not encoded:
-        raise LookupError(f"{where}, the kubeconfig of Environment {env_label(env)}, is not there")
-    try:
-        config = kubeconfig.load(base64.b64decode(encoded), where=where)
-    except kubeconfig.RefusedError as exc:
-        raise ValueError(str(exc)) from exc
-    return await client.connect_remote(config, gate_of=None)
-
-
 async def side_of(cluster: KubeCluster, env: dict[str, Any], *, label: str = "") -> Side:
     """What one Environment declares (as the operator makes it) and what is live, in the
     cluster it acts in."""
-    remote = await live_cluster(cluster, env)
+    remote = await inspection.live_cluster(cluster, env)
     try:
         return await _side_in(cluster, remote or cluster, env, label)
     finally:

@@ -11,6 +11,7 @@ printed.
 from __future__ import annotations
 
 import asyncio
+import base64
 import difflib
 import os
 import sys
@@ -20,9 +21,9 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import config as kconfig
 
-from driftguard.core import attribution, model, plan, render
+from driftguard.core import attribution, kubeconfig, model, plan, render
 from driftguard.core import diff as drift
-from driftguard.kube import history, sources
+from driftguard.kube import client, history, sources
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.cluster import ENVIRONMENTS, Resource
 from driftguard.kube.errors import ApiError
@@ -166,6 +167,32 @@ class Reported:
     text: str
 
 
+SECRETS = Resource("", "v1", "Secret", "secrets", namespaced=True)
+
+
+async def live_cluster(cluster: KubeCluster, env: dict[str, Any]) -> KubeCluster | None:
+    """The remote cluster an Environment acts in (spec.kubeConfig), reached with its
+    kubeconfig Secret as read by the CLI's user; None: the Environment's own cluster.
+    The kubeconfig is judged as the operator judges it: no programs, no local files."""
+    ref = ((env.get("spec") or {}).get("kubeConfig") or {}).get("secretRef") or {}
+    if not ref.get("name"):
+        return None
+    namespace, name, key = env["metadata"]["namespace"], ref["name"], ref.get("key") or "value"
+    where = f"Secret {namespace}/{name} key {key}"
+    secret = await cluster.get(SECRETS, namespace, name)
+    encoded = ((secret or {}).get("data") or {}).get(key)
+    if not encoded:
+        raise LookupError(
+            f"{where}, the kubeconfig of Environment {namespace}/{env['metadata']['name']}, "
+            "is not there"
+        )
+    try:
+        config = kubeconfig.load(base64.b64decode(encoded), where=where)
+    except kubeconfig.RefusedError as exc:
+        raise ValueError(str(exc)) from exc
+    return await client.connect_remote(config, gate_of=None)
+
+
 async def reported(
     cluster: KubeCluster, env: dict[str, Any], *, conflicts: list[model.ObjectKey] | None = None
 ) -> list[Reported]:
@@ -183,6 +210,21 @@ async def reported(
         pinned=sources.kept_in(cluster, None),
     )
     spec = model.parse_spec(body.get("spec") or {})
+    remote = await live_cluster(cluster, env)  # the cluster its objects are in
+    try:
+        return await _reported_in(remote or cluster, env, spec, owner, conflicts)
+    finally:
+        if remote is not None:
+            await remote.close()
+
+
+async def _reported_in(
+    cluster: KubeCluster,
+    env: dict[str, Any],
+    spec: model.EnvironmentSpec,
+    owner: render.Owner,
+    conflicts: list[model.ObjectKey] | None,
+) -> list[Reported]:
     found = []
     for key, (resource, desired) in (await _render(cluster, spec, owner)).items():
         live = await cluster.get(resource, key.namespace, key.name)
