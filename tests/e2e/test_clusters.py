@@ -95,6 +95,23 @@ def data_of(kubectl: Kubectl, namespace: str, name: str = DB) -> dict[str, str] 
     return dict(found.get("data") or {}) if found else None
 
 
+def downgrade(remote: Remote, namespace: str, version: str = "5.5") -> None:
+    """A person's `kubectl patch` of the database's version, in that cluster."""
+    body = json.dumps({"data": {"DB_VERSION": version}})
+    remote.kubectl("patch", "configmap", DB, "-n", namespace, "-p", body)
+
+
+def reverted(
+    remote: Remote, namespace: str, version: str, message: str, timeout: float = 10
+) -> None:
+    """Waits until the database's version in that cluster is the blueprint's again."""
+    wait_for(
+        lambda: data_of(remote.kubectl, namespace) == {"DB_VERSION": version},
+        timeout=timeout,
+        message=message,
+    )
+
+
 def test_an_environment_applies_reverts_and_observes_in_a_remote_cluster(
     operator: Operator, kubectl: Kubectl, namespace: str, remotes: list[Remote]
 ) -> None:
@@ -117,12 +134,8 @@ def test_an_environment_applies_reverts_and_observes_in_a_remote_cluster(
     labels = get(remote.kubectl, "configmap", DB, namespace)["metadata"]["labels"]  # type: ignore[index]
     assert labels["driftguard.io/environment"] == "app"
 
-    remote.kubectl("patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}')
-    wait_for(
-        lambda: data_of(remote.kubectl, namespace) == {"DB_VERSION": "5.7"},
-        timeout=10,
-        message="the downgrade reverted in the remote cluster",
-    )
+    downgrade(remote, namespace)
+    reverted(remote, namespace, "5.7", "the downgrade reverted in the remote cluster")
     wait_for(
         lambda: (
             (condition(kubectl, "app", namespace, "InSync").get("status") == "True")
@@ -226,22 +239,14 @@ def test_a_rotated_kubeconfig_is_used_and_what_drifted_while_away_is_reverted(
     assert "retried" in ready["message"]
     token = yaml.safe_load(good)["users"][0]["user"]["token"]
     assert token not in ready["message"], "a credential in status"
-    first.kubectl("patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}')
-    second.kubectl("patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}')
-    wait_for(
-        lambda: data_of(second.kubectl, namespace) == {"DB_VERSION": "5.7"},
-        timeout=10,
-        message="the other cluster's Environment still reverts",
-    )
+    downgrade(first, namespace)
+    downgrade(second, namespace)
+    reverted(second, namespace, "5.7", "the other cluster's Environment still reverts")
     assert condition(kubectl, "b", namespace, "Ready")["status"] == "True"
     assert data_of(first.kubectl, namespace) == {"DB_VERSION": "5.5"}
 
     kubeconfig_secret(kubectl, namespace, "one", good)
-    wait_for(
-        lambda: data_of(first.kubectl, namespace) == {"DB_VERSION": "5.7"},
-        timeout=30,
-        message="the drift made while away reverted once the Secret works again",
-    )
+    reverted(first, namespace, "5.7", "the drift made while away reverted, the Secret back", 30)
     wait_condition(kubectl, "a", namespace, "Ready", "True", timeout=15)
 
 
@@ -268,24 +273,14 @@ def test_a_remote_api_server_stopped_and_started_again(
         assert operator.metric("driftguard_cluster_connected", cluster=f"{namespace}/two") == 0.0
         in_sync = condition(kubectl, "b", namespace, "InSync")
         assert (in_sync["status"], in_sync["reason"]) == ("Unknown", "ClusterUnreachable")
-        first.kubectl(
-            "patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}'
-        )
-        wait_for(
-            lambda: data_of(first.kubectl, namespace) == {"DB_VERSION": "5.7"},
-            timeout=10,
-            message="the reachable cluster's drift reverted meanwhile",
-        )
+        downgrade(first, namespace)
+        reverted(first, namespace, "5.7", "the reachable cluster's drift reverted meanwhile")
         assert condition(kubectl, "a", namespace, "Ready")["status"] == "True"
     finally:
         second.plane.start_component("kube-apiserver")
     wait_condition(kubectl, "b", namespace, "Ready", "True", timeout=60)
-    second.kubectl("patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.5"}}')
-    wait_for(
-        lambda: data_of(second.kubectl, namespace) == {"DB_VERSION": "5.7"},
-        timeout=30,
-        message="a drift reverted after the remote API server came back",
-    )
+    downgrade(second, namespace)
+    reverted(second, namespace, "5.7", "a drift reverted after the API server came back", 30)
 
 
 def test_one_blueprint_in_three_clusters_and_compare_across_them(
@@ -327,14 +322,8 @@ def test_one_blueprint_in_three_clusters_and_compare_across_them(
         }
 
         # A downgrade by hand in prod's cluster is reverted; compare would show it meanwhile.
-        second.kubectl(
-            "patch", "configmap", DB, "-n", namespace, "-p", '{"data":{"DB_VERSION":"5.1"}}'
-        )
-        wait_for(
-            lambda: data_of(second.kubectl, namespace) == {"DB_VERSION": "5.5"},
-            timeout=10,
-            message="prod's downgrade reverted in its own cluster",
-        )
+        downgrade(second, namespace, "5.1")
+        reverted(second, namespace, "5.5", "prod's downgrade reverted in its own cluster")
 
         # One operator per cluster: the same Environments read through kubeconfig contexts.
         merged = contexts_kubeconfig(tmp_path, {"hub": kubectl, "prod-cluster": second.kubectl})
