@@ -388,7 +388,8 @@ def test_current_namespace(
 
 
 def test_cli_diff_and_status_load_neither_kubernetes_nor_kopf(tmp_path: Path) -> None:
-    """`driftguard diff` and `status` run on kubernetes_asyncio alone: the sync client and kopf stay unloaded."""
+    """`driftguard diff` and `status` run on kubernetes_asyncio's configuration and REST client
+    alone: the sync client, kopf and the generated API classes and models stay unloaded."""
     path = tmp_path / "kubeconfig"
     path.write_text(kubeconfig("team-a"))
     script = textwrap.dedent(
@@ -397,7 +398,8 @@ def test_cli_diff_and_status_load_neither_kubernetes_nor_kopf(tmp_path: Path) ->
         from driftguard.cli import main as cli
         codes = [cli.main(["diff", "app"]), cli.main(["status"])]
         loaded = sorted({m.split(".")[0] for m in sys.modules} & {"kubernetes", "kopf"})
-        print(codes, loaded)
+        generated = [m for m in sys.modules if m.startswith(("kubernetes_asyncio.client.api.", "kubernetes_asyncio.client.models."))]
+        print(codes, loaded, len(generated))
         """
     )
     # No in-cluster config and no proxy: the CLI must reach for the kubeconfig above alone.
@@ -415,7 +417,7 @@ def test_cli_diff_and_status_load_neither_kubernetes_nor_kopf(tmp_path: Path) ->
         check=False,
     )
 
-    assert done.stdout.strip() == "[2, 2] []", done.stderr
+    assert done.stdout.strip() == "[2, 2] [] 0", done.stderr
 
 
 @pytest.mark.parametrize(

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client as kclient
 from structlog.testing import capture_logs
 
 from driftguard.kube import retries
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.errors import ApiError
+from driftguard.kube.library import ApiClient, Configuration
 
 
 class Clock:
@@ -217,7 +217,7 @@ async def test_a_refused_discovery_is_retried_once_for_every_caller_waiting(
         kinds = [{"name": "configmaps", "kind": "ConfigMap", "namespaced": True}]
         return {"resources": kinds}
 
-    api = KubeCluster(kclient.ApiClient(kclient.Configuration()))
+    api = KubeCluster(ApiClient(Configuration()))
     monkeypatch.setattr(api, "_json", discovery)
 
     found = await asyncio.gather(*(api.resource("v1", "ConfigMap") for _ in range(20)))

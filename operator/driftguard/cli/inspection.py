@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import config as kconfig
 
 from driftguard.core import attribution, kubeconfig, model, plan, render
 from driftguard.core import diff as drift
@@ -27,6 +26,7 @@ from driftguard.kube import client, history, sources
 from driftguard.kube.client import KubeCluster
 from driftguard.kube.cluster import ENVIRONMENTS, Resource
 from driftguard.kube.errors import ApiError
+from driftguard.kube.library import config as kconfig
 
 _NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")
 REDACTED = "<redacted>"

@@ -13,8 +13,6 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes_asyncio import client as kclient
-from kubernetes_asyncio.client.rest import RESTClientObject
 
 from driftguard.core import model
 from driftguard.core.model import Resource
@@ -22,6 +20,7 @@ from driftguard.kube import connection, stream, timestamps
 from driftguard.kube.cluster import ENVIRONMENTS, Gate, WatchEvent
 from driftguard.kube.discovery import Discovery
 from driftguard.kube.errors import ApiError, naming_request
+from driftguard.kube.library import ApiClient, RESTClientObject
 
 __all__ = ["KubeCluster"]
 
@@ -35,7 +34,7 @@ class KubeCluster:
     pool) and one for watches (unbounded)."""
 
     def __init__(
-        self, api: kclient.ApiClient, *, user: str = "", streams: RESTClientObject | None = None
+        self, api: ApiClient, *, user: str = "", streams: RESTClientObject | None = None
     ) -> None:
         self._connection = connection.Connection(api, user=user, streams=streams)
         self._discovery = Discovery()

@@ -11,12 +11,11 @@ import os
 from typing import Any
 
 import aiohttp
-from kubernetes_asyncio import client as kclient
-from kubernetes_asyncio import config as kconfig
-from kubernetes_asyncio.client.rest import RESTClientObject
 
 from driftguard.kube import cluster
 from driftguard.kube.errors import ApiError
+from driftguard.kube.library import ApiClient, Configuration, RESTClientObject
+from driftguard.kube.library import config as kconfig
 
 __all__ = ["Connection", "sessions"]
 
@@ -29,13 +28,13 @@ async def sessions(
     config: dict[str, Any] | None = None,
     context: str | None = None,
     pool: int = 64,
-) -> tuple[kclient.ApiClient, RESTClientObject]:
+) -> tuple[ApiClient, RESTClientObject]:
     """The requests' session (at most `pool` connections) and the watches' (unbounded).
 
     Uses `config` (a parsed kubeconfig: a remote cluster's), else the given kubeconfig file
     or $KUBECONFIG (its `context` when given), else the in-cluster config, else ~/.kube.
     """
-    configuration = kclient.Configuration()
+    configuration = Configuration()
     if context is not None:
         await kconfig.load_kube_config(
             config_file=kubeconfig, context=context, client_configuration=configuration
@@ -57,7 +56,7 @@ async def sessions(
         except kconfig.ConfigException:
             await kconfig.load_kube_config(client_configuration=configuration)
     configuration.connection_pool_maxsize = pool
-    api = kclient.ApiClient(configuration)
+    api = ApiClient(configuration)
     api.user_agent = cluster.USER_AGENT
     streams = RESTClientObject(configuration, maxsize=0)  # 0: no limit
     if not any(os.environ.get(name) for name in _PROXY_VARIABLES):
@@ -76,7 +75,7 @@ class Connection:
 
     def __init__(
         self,
-        api: kclient.ApiClient,
+        api: ApiClient,
         *,
         user: str = "",
         streams: RESTClientObject | None = None,
