@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 from envs import (
     Operator,
     apply,
@@ -26,7 +27,8 @@ from envs import (
     install_crd,
     wait_condition,
 )
-from helpers import Kubectl, KubectlError, is_process_alive, start_control_plane, wait_for
+from helpers import CHART, Kubectl, KubectlError, is_process_alive, start_control_plane, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftguard.controlplane import ControlPlane
 
@@ -45,6 +47,11 @@ FAULTS = ["etcd", "kube-apiserver"]
 LOSES_WATCHES = {"kube-apiserver": True, "etcd": False}
 WATCH_EVENTS = {"watch_lost", "watch_restored"}
 LIVENESS_GRACE_S = 3.0
+# The kubelet asks this often (the chart's livenessProbe.periodSeconds): an answer older
+# than that is one the kubelet would act on late.
+PROBE_PERIOD_S = float(
+    yaml.safe_load((CHART / "values.yaml").read_text())["livenessProbe"]["periodSeconds"]
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,11 @@ class Outage:
     namespace: str
     log_offset: int  # the operator's log size just before the kill
     ready_again: float  # time.monotonic() when the API server's /readyz was ok again
+    watches: dict[str, float]  # driftguard_watches by state just before the kill
+    restarts: dict[str, float]  # driftguard_watch_restarts_total by kind just before the kill
+    generation: int  # the Deployment's metadata.generation just before the kill
+    writes: int  # the operator's writes to the namespace just before the kill
+    fault_write: int  # the exit code of `kubectl scale` tried while the component was down
 
 
 def new_namespace(admin: Kubectl) -> str:
@@ -101,6 +113,35 @@ def log_events(operator: Operator, offset: int) -> list[dict[str, Any]]:
 def watch_records(operator: Operator, offset: int) -> list[dict[str, Any]]:
     """The operator's watch_lost and watch_restored records after ``offset``, in order."""
     return [r for r in log_events(operator, offset) if r.get("event") in WATCH_EVENTS]
+
+
+def samples(operator: Operator, name: str, label: str) -> dict[str, float]:
+    """One metric's samples on /metrics, by the value of one label."""
+    url = f"http://127.0.0.1:{operator.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        sample.labels[label]: float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def watch_states(operator: Operator) -> dict[str, float]:
+    """driftguard_watches by state, every state present."""
+    found = samples(operator, "driftguard_watches", "state")
+    return {state: found.get(state, 0.0) for state in ("healthy", "lost", "forbidden")}
+
+
+def all_healthy(total: float) -> dict[str, float]:
+    return {"healthy": total, "lost": 0.0, "forbidden": 0.0}
+
+
+def settled(operator: Operator) -> dict[str, float] | None:
+    """The watch states once none is lost or forbidden."""
+    states = watch_states(operator)
+    return states if states["lost"] == states["forbidden"] == 0 else None
 
 
 def liveness_status(url: str) -> int:
@@ -168,15 +209,49 @@ def watcher(
 def outage(
     request: pytest.FixtureRequest, plane: ControlPlane, admin: Kubectl, watcher: Operator
 ) -> Iterator[Outage]:
-    """An Environment in sync, then its component SIGKILLed, down a while and started again."""
+    """An Environment in sync, then its component SIGKILLed, down a while and started again.
+
+    Its tests run in file order: the first, test_drift_after_outage_is_reverted, accounts
+    for every write to the Deployment since the kill."""
     component: str = request.param
     namespace = new_namespace(admin)
     apply(admin, environment(ENV, namespace, [deployment()]))
     wait_condition(admin, ENV, namespace, "InSync", "True", reason="InSync", timeout=30)
+    # The watch count holds still only once no namespace of an earlier test is going.
+    wait_for(
+        lambda: (
+            not any(
+                ns["status"].get("phase") == "Terminating"
+                for ns in admin.json("get", "namespaces")["items"]
+            )
+        ),
+        timeout=60,
+        message="the earlier tests' namespaces to be gone",
+    )
+    watches = wait_for(lambda: settled(watcher), message="every watch healthy before the outage")
+    restarts = samples(watcher, "driftguard_watch_restarts_total", "kind")
+    generation = admin.json("get", "deployment", "web", "-n", namespace)["metadata"]["generation"]
+    writes = len(watcher.writes(namespace))
     offset = watcher.log.stat().st_size
+    plane.kill(component)
+    began = time.monotonic()
+    # A person's write while it is down: refused, and so nothing the operator may lose.
+    argv = ("scale", "deployment", "web", "--replicas=7", "-n", namespace, "--request-timeout=1s")
+    fault_write = admin(*argv, check=False).returncode
     # The one fixed wait: an outage of known length is what is being tested.
-    plane.restart(component, down_seconds=OUTAGE_SECONDS)
-    yield Outage(component, namespace, offset, time.monotonic())
+    time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - began)))
+    plane.start_component(component)
+    yield Outage(
+        component,
+        namespace,
+        offset,
+        time.monotonic(),
+        watches,
+        restarts,
+        int(generation),
+        writes,
+        fault_write,
+    )
     admin("delete", "namespace", namespace, "--wait=false", check=False)
 
 
@@ -235,8 +310,9 @@ def test_drift_is_reverted_before_any_outage(
     )
 
 
-def test_drift_after_outage_is_reverted(admin: Kubectl, outage: Outage) -> None:
-    """A manual scale made as soon as the API server is ready again is reverted to 2 in 20 s."""
+def test_drift_after_outage_is_reverted(admin: Kubectl, watcher: Operator, outage: Outage) -> None:
+    """A manual scale made as soon as the API server is ready again is reverted to 2 in 20 s,
+    by the operator's one write since the outage began."""
     scale(admin, outage.namespace, 5)
     wait_for(
         lambda: replicas(admin, outage.namespace) == 2,
@@ -246,84 +322,142 @@ def test_drift_after_outage_is_reverted(admin: Kubectl, outage: Outage) -> None:
         message=f"the scale to be reverted to 2 after the {outage.component} outage",
     )
     seconds = time.monotonic() - outage.ready_again
+    # Exactly what was stored is enforced: the write tried during the outage was refused and
+    # stored nothing; the scale and its revert are the Deployment's only changes since, and
+    # that revert is the operator's only write (nothing re-applied after its re-list).
+    assert outage.fault_write != 0, f"a write was accepted with {outage.component} down"
+    found = admin.json("get", "deployment", "web", "-n", outage.namespace)
+    assert found["metadata"]["generation"] == outage.generation + 2
+    assert len(watcher.writes(outage.namespace)) == outage.writes + 1
     print(
         f"\n{outage.component} down {OUTAGE_SECONDS:.0f}s: drift reverted {seconds:.2f}s"
         " after the API server was ready again"
     )
 
 
-def test_operator_logs_watch_lost_then_restored(watcher: Operator, outage: Outage) -> None:
-    """Each watch the outage cost is logged watch_lost, then watch_restored with down_seconds."""
-    least_lost = 1 if LOSES_WATCHES[outage.component] else 0
-
-    def settled() -> bool:
-        names = [record["event"] for record in watch_records(watcher, outage.log_offset)]
-        lost, restored = names.count("watch_lost"), names.count("watch_restored")
-        return lost >= least_lost and restored >= lost
-
+def test_operator_logs_watch_lost_then_restored(
+    admin: Kubectl, watcher: Operator, outage: Outage
+) -> None:
+    """Each watch the outage cost is logged watch_lost once, then watch_restored with
+    down_seconds, and counted once in driftguard_watch_restarts_total; killing the API
+    server costs every watch, an etcd outage as many as the log and the counter agree on."""
+    total = sum(outage.watches.values())
+    # Settled only once every watch is healthy again and a later change went through them.
     wait_for(
-        settled,
+        lambda: watch_states(watcher) == all_healthy(total),
         timeout=30,
-        message=f"watch_lost then watch_restored in the operator's log ({outage.component})",
+        retry_on=(OSError,),
+        message=f"every watch healthy after the {outage.component} outage",
     )
+    scale(admin, outage.namespace, 6)
+    wait_for(
+        lambda: replicas(admin, outage.namespace) == 2,
+        timeout=REVERT_SECONDS,
+        retry_on=(KubectlError,),
+        message="a change after the outage reverted",
+    )
+
     records = watch_records(watcher, outage.log_offset)
-    names = [record["event"] for record in records]
-    if "watch_lost" in names:
-        assert names.index("watch_lost") < names.index("watch_restored"), names
+    by_watch: dict[tuple[str, ...], list[str]] = {}
+    for record in records:
+        key = tuple(str(record.get(k)) for k in ("kind", "namespace", "selector", "identity"))
+        by_watch.setdefault(key, []).append(record["event"])
+    for key, names in by_watch.items():
+        assert names == ["watch_lost", "watch_restored"], (key, names)
     restored = [record for record in records if record["event"] == "watch_restored"]
     for record in restored:
         assert isinstance(record.get("down_seconds"), int | float), record
-        assert record["down_seconds"] >= 0, record
+        assert 0 <= record["down_seconds"] < 30, record
+    counted = samples(watcher, "driftguard_watch_restarts_total", "kind")
+    by_kind: dict[str, int] = {}
+    for record in restored:
+        by_kind[record["kind"]] = by_kind.get(record["kind"], 0) + 1
+    for kind in {*counted, *outage.restarts}:
+        increase = counted.get(kind, 0.0) - outage.restarts.get(kind, 0.0)
+        assert increase == by_kind.get(kind, 0), (kind, increase, by_kind)
+    if LOSES_WATCHES[outage.component]:
+        assert len(by_watch) == total, (len(by_watch), total)
+    else:
+        assert len(by_watch) == 0, by_watch
     print(
-        f"\n{outage.component}: {names.count('watch_lost')} watch_lost, down_seconds"
-        f" {[record['down_seconds'] for record in restored]}"
+        f"\n{outage.component}: {len(by_watch)} of {total:.0f} watches lost and restored,"
+        f" down_seconds {[record['down_seconds'] for record in restored]}"
     )
 
 
 def test_watches_report_healthy_after_outage(watcher: Operator, outage: Outage) -> None:
-    """After the outage /metrics counts at least one healthy watch."""
+    """After the outage /metrics counts every watch it had healthy, none lost or forbidden."""
+    total = sum(outage.watches.values())
     wait_for(
-        lambda: watcher.metric("driftguard_watches", state="healthy") >= 1,
+        lambda: watch_states(watcher) == all_healthy(total),
         timeout=30,
         retry_on=(OSError,),
-        message=f'driftguard_watches{{state="healthy"}} >= 1 after the {outage.component} outage',
+        message=f"all {total:.0f} watches healthy after the {outage.component} outage",
     )
 
 
-def test_liveness_answers_200_after_outage(liveness_url: str, outage: Outage) -> None:
-    """After the outage the operator's liveness endpoint answers 200."""
+def test_liveness_answers_200_after_outage(
+    watcher: Operator, liveness_url: str, outage: Outage
+) -> None:
+    """Once every watch is back after the outage, liveness answers 200 within a probe period."""
+    total = sum(outage.watches.values())
     wait_for(
-        lambda: liveness_status(liveness_url) == 200,
+        lambda: watch_states(watcher) == all_healthy(total),
         timeout=30,
         retry_on=(OSError,),
-        message=f"the liveness endpoint to answer 200 after the {outage.component} outage",
+        message=f"every watch healthy after the {outage.component} outage",
+    )
+    wait_for(
+        lambda: liveness_status(liveness_url) == 200,
+        timeout=PROBE_PERIOD_S,
+        retry_on=(OSError,),
+        message=f"liveness 200 within a probe period of the watches back ({outage.component})",
     )
 
 
 def test_liveness_fails_while_a_watch_stays_down(
     plane: ControlPlane, admin: Kubectl, watcher: Operator, liveness_url: str
 ) -> None:
-    """With the API server down longer than the grace, liveness answers 500; once back, 200."""
+    """With the API server down longer than the grace, liveness answers 500 within a probe
+    period of the grace running out; once the watches are back, 200 within a probe period."""
     namespace = new_namespace(admin)
     apply(admin, environment(ENV, namespace, [deployment()]))
     wait_condition(admin, ENV, namespace, "InSync", "True", reason="InSync", timeout=30)
     plane.kill("kube-apiserver")
     try:
-        # kopf caches a probe's answer for 10 s: a healthy answer may stand that long.
+        wait_for(
+            lambda: watch_states(watcher)["lost"] > 0,
+            timeout=10,
+            message="the operator to notice its watches lost",
+        )
+        lost = time.monotonic()
         wait_for(
             lambda: liveness_status(liveness_url) == 500,
-            timeout=LIVENESS_GRACE_S + 25,
-            interval=0.5,
+            timeout=LIVENESS_GRACE_S + PROBE_PERIOD_S,
+            interval=0.2,
             retry_on=(OSError,),
-            message="the liveness endpoint to fail while the watches are down",
+            message="liveness 500 within a probe period of the grace running out",
         )
+        failed = time.monotonic() - lost
     finally:
         plane.start_component("kube-apiserver")
     wait_for(
-        lambda: liveness_status(liveness_url) == 200,
-        timeout=40,
-        interval=0.5,
+        lambda: settled(watcher),
+        timeout=60,
         retry_on=(OSError,),
-        message="the liveness endpoint to answer 200 once the watches are back",
+        message="every watch back",
+    )
+    back = time.monotonic()
+    wait_for(
+        lambda: liveness_status(liveness_url) == 200,
+        timeout=PROBE_PERIOD_S,
+        interval=0.2,
+        retry_on=(OSError,),
+        message="liveness 200 within a probe period of the watches back",
+    )
+    print(
+        f"\nliveness 500 {failed:.1f}s after the watches were lost (grace {LIVENESS_GRACE_S:.0f}s),"
+        f" 200 {time.monotonic() - back:.1f}s after they were back (probe period"
+        f" {PROBE_PERIOD_S:.0f}s)"
     )
     admin("delete", "namespace", namespace, "--wait=false", check=False)

@@ -157,6 +157,11 @@ class FakeCluster:
     ) -> dict[str, Any]:
         raise NotImplementedError("the fake's manifests hold no lists")
 
+    async def probe(
+        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]
+    ) -> list[str]:
+        return []  # the fake enforces no admission policy
+
     async def patch_status(
         self,
         namespace: str,

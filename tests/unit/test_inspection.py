@@ -420,24 +420,29 @@ def test_cli_diff_and_status_load_neither_kubernetes_nor_kopf(tmp_path: Path) ->
     assert done.stdout.strip() == "[2, 2] [] 0", done.stderr
 
 
+DENY = {"type": "Prevention", "status": "True", "reason": "Deny"}
+
+
 @pytest.mark.parametrize(
     ("spec", "conditions", "expected"),
     [
         ({}, [], ["Off", "-"]),
-        ({"prevention": "Deny", "suspend": True}, [], ["Deny", "yes"]),
+        ({"prevention": "Deny", "suspend": True}, [DENY], ["Deny", "yes"]),
         (
             {"prevention": "Warn", "suspendUntil": "2026-11-26T15:00:00Z"},
-            [{"type": "Suspended", "status": "True"}],
-            ["Warn", "until 2026-11-26T15:00:00Z"],
+            [{"type": "Suspended", "status": "True"}, {**DENY, "reason": "Off"}],
+            ["Off", "until 2026-11-26T15:00:00Z"],
         ),
         ({"suspendUntil": "2020-01-01T00:00:00Z"}, [], ["Off", "-"]),
+        ({"prevention": "Off"}, [DENY], ["Deny", "-"]),
     ],
-    ids=["defaults", "suspended", "suspended-until", "suspension-over"],
+    ids=["defaults", "suspended", "suspended-until", "suspension-over", "off-not-yet"],
 )
 def test_status_row_shows_prevention_and_suspension(
     spec: dict[str, Any], conditions: list[dict[str, Any]], expected: list[str]
 ) -> None:
-    """driftguard status ends each row with the prevention mode and the suspension."""
+    """driftguard status ends each row with the prevention the API server enforces (the
+    Prevention condition, not the spec) and the suspension."""
     env = {
         "metadata": {"name": "app", "namespace": "shop"},
         "spec": spec,

@@ -173,3 +173,108 @@ def test_lists_driftguard_set_hold_only_its_items() -> None:
     (check,) = [v for v in policy["spec"]["validations"] if "holds only" in v["message"]]
     assert check["message"].startswith("/spec/template/spec/containers of Deployment/shop/web")
     assert 'all(x, (x.?name == optional.of("web")))' in check["expression"]
+
+
+def test_the_probe_is_judged_whoever_sends_it_and_named_first() -> None:
+    """A write carrying the probe marker is matched even from an exempt identity, and its
+    validation comes first, naming the policy's version."""
+    (policy, _) = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": "1"}}))
+    token = policy["metadata"]["annotations"][prevention.TOKEN_ANNOTATION]
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+    first = policy["spec"]["validations"][0]
+
+    assert condition.startswith(f"(request.operation != 'DELETE' && has(object.metadata.annotations) && \"{prevention.PROBE_ANNOTATION}\" in object.metadata.annotations) || ")  # fmt: skip
+    assert first["message"] == prevention.probe_message("platform", "staging", token)
+    assert first["expression"].startswith("!(request.operation != 'DELETE'")
+
+
+@pytest.mark.parametrize(
+    ("other", "is_same"),
+    [
+        ({"deny": True, "value": "1"}, True),
+        ({"deny": False, "value": "1"}, False),
+        ({"deny": True, "value": "2"}, False),
+    ],
+    ids=["same-policy", "warn-instead", "another-value"],
+)
+def test_the_token_names_one_version_of_the_policy(other: dict[str, Any], is_same: bool) -> None:
+    """The same policy keeps its token; another action or another checked value changes it."""
+
+    def token(*, deny: bool, value: str) -> str:
+        (policy, _) = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": value}}), deny=deny)
+        return str(policy["metadata"]["annotations"][prevention.TOKEN_ANNOTATION])
+
+    assert (token(deny=True, value="1") == token(**other)) is is_same
+
+
+@pytest.mark.parametrize(
+    ("deny", "objects", "expected"),
+    [
+        (True, True, model.Prevention.DENY),
+        (False, True, model.Prevention.WARN),
+        (True, False, model.Prevention.OFF),
+    ],
+    ids=["deny", "warn", "no-policy"],
+)
+def test_enforced_of_the_policy_objects(
+    deny: bool, objects: bool, expected: model.Prevention
+) -> None:
+    """What the written policy objects ask for: the binding's action and the policy's token."""
+    docs = (
+        build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": "1"}}), deny=deny) if objects else []
+    )
+
+    enforced = prevention.Enforced.of(docs)
+
+    assert enforced.action is expected
+    tokens = [d["metadata"]["annotations"][prevention.TOKEN_ANNOTATION] for d in docs[:1]]
+    assert enforced.token == (tokens[0] if tokens else "")
+
+
+MARK = prevention.probe_message("platform", "staging", "abc")
+OLD = prevention.probe_message("platform", "staging", "old")
+OTHER_ENV = prevention.probe_message("platform", "prod", "abc")
+DENY = prevention.Enforced(model.Prevention.DENY, "abc")
+WARN = prevention.Enforced(model.Prevention.WARN, "abc")
+OFF = prevention.Enforced(model.Prevention.OFF)
+
+
+@pytest.mark.parametrize(
+    ("wanted", "refusal", "warnings", "expected"),
+    [
+        (DENY, f"denied request: {MARK}", [], True),
+        (DENY, None, [MARK], False),
+        (DENY, f"denied request: {OLD}", [], False),
+        (DENY, None, [], False),
+        (WARN, None, [MARK], True),
+        (WARN, None, [OLD], False),
+        (WARN, f"denied request: {OLD}", [MARK], False),
+        (OFF, None, [], True),
+        (OFF, None, [OTHER_ENV], True),
+        (OFF, None, [OLD], False),
+        (OFF, f"denied request: {OLD}", [], False),
+    ],
+    ids=[
+        "deny-refused-by-it",
+        "deny-only-warned",
+        "deny-refused-by-an-older-version",
+        "deny-not-yet",
+        "warn-warned-by-it",
+        "warn-by-an-older-version",
+        "warn-but-still-refused",
+        "off-silent",
+        "off-another-environment-speaks",
+        "off-still-warned",
+        "off-still-refused",
+    ],
+)
+def test_a_probe_answer_confirms_only_what_the_api_server_enforces(
+    wanted: prevention.Enforced, refusal: str | None, warnings: list[str], expected: bool
+) -> None:
+    """Deny needs a refusal by that version, Warn its warning and no refusal, Off silence from
+    every version of this Environment's policy."""
+    answered = prevention.answers(
+        wanted, owner_namespace="platform", owner_name="staging", refusal=refusal, warnings=warnings
+    )
+
+    assert answered is expected

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftguard.core import model, tracking
+from driftguard.core import model, prevention, tracking
 from driftguard.core.model import ObjectKey, Resource, State
 from driftguard.core.status import EnvironmentStatus
 
@@ -76,3 +76,36 @@ def test_in_sync_is_unknown_while_the_cluster_does_not_answer() -> None:
     assert (in_sync.status, in_sync.reason) == ("Unknown", "ClusterUnreachable")
     assert in_sync.message.startswith("unknown while its cluster does not answer; last seen:")
     assert status.summary.in_sync == 1  # the objects' last known states are kept
+
+
+ENFORCED_DENY = prevention.Enforced(model.Prevention.DENY, "abc")
+ENFORCED_OFF = prevention.Enforced(model.Prevention.OFF)
+
+
+@pytest.mark.parametrize(
+    ("enforced", "enforcing", "expected"),
+    [
+        (None, None, None),
+        (None, ENFORCED_OFF, None),
+        (None, ENFORCED_DENY, ("False", "Off", "; Deny not enforced yet")),
+        (ENFORCED_DENY, None, ("True", "Deny", "")),
+        (ENFORCED_DENY, ENFORCED_OFF, ("True", "Deny", "; Off not enforced yet")),
+        (ENFORCED_OFF, None, ("False", "Off", "")),
+    ],
+    ids=["never-on", "never-on-off", "deny-pending", "deny", "off-pending", "lifted"],
+)
+def test_prevention_condition_is_what_the_api_server_enforces(
+    enforced: prevention.Enforced | None,
+    enforcing: prevention.Enforced | None,
+    expected: tuple[str, str, str] | None,
+) -> None:
+    """Reason Deny, Warn or Off as confirmed; a change not confirmed yet only in the message."""
+    condition = tracking.prevention_condition(enforced, enforcing, generation=1, now="t")
+
+    if expected is None:
+        assert condition is None
+        return
+    assert condition is not None
+    assert (condition.status, condition.reason) == expected[:2]
+    pending = expected[2] or "not enforced yet"
+    assert (pending in condition.message) is bool(expected[2]), condition.message

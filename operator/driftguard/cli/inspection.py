@@ -331,7 +331,8 @@ def status_row(env: dict[str, Any], *, with_namespace: bool, wide: bool = False)
         str(summary.get("missing", 0)),
         str(summary.get("overridden", 0)),
         str(status.get("revision", 0)),
-        str(spec.get("prevention", "Off")),
+        # What the API server enforces (the Prevention condition), not what the spec asks.
+        str(conditions.get("Prevention", {}).get("reason", "Off")),
         f"until {until}" if until else ("yes" if spec.get("suspend") else "-"),
     ]
     if wide:

@@ -13,6 +13,7 @@ from driftguard.core.status import Condition
 READY = "Ready"
 IN_SYNC = "InSync"
 SUSPENDED = "Suspended"
+PREVENTION = "Prevention"  # what the API server enforces: reason Deny, Warn or Off
 
 
 class Reason:

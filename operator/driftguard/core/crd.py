@@ -103,7 +103,12 @@ def _columns() -> list[dict[str, Any]]:
         {"name": "Revision", "type": "integer", "jsonPath": ".status.revision"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "Blueprint", "type": "string", "jsonPath": ".spec.blueprintRef.name"},
-        {"name": "Prevention", "type": "string", "jsonPath": ".spec.prevention"},
+        # What the API server enforces (confirmed), not what the spec asks.
+        {
+            "name": "Prevention",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Prevention")].reason',
+        },
         {
             "name": "Suspended",
             "type": "string",

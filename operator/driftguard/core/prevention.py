@@ -10,11 +10,17 @@ policy: a Secret's fields are compared with the object as it was.
 
 One policy per Environment (not per object, not one shared policy with parameters): CEL
 cannot walk a blueprint held in a parameter, so the expected values are written into the
-expressions, and a binding per policy keeps every other request free of them. Pure.
+expressions, and a binding per policy keeps every other request free of them.
+
+What the API server enforces lags the policy objects (its policy cache follows them
+through a watch), so each policy also refuses (or, under Warn, warns about) any write
+carrying the probe annotation, whoever makes it: the operator's own server-side dry-run
+with that marker shows what is enforced right now (`answers`). Pure.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftguard.core import diff, model
-from driftguard.core.model import AllowedChange, ObjectKey, Resource
+from driftguard.core.model import AllowedChange, ObjectKey, Prevention, Resource
 
 GROUP = "admissionregistration.k8s.io"
 POLICY = "ValidatingAdmissionPolicy"
@@ -30,6 +36,14 @@ BINDING = "ValidatingAdmissionPolicyBinding"
 SCALABLE = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "ReplicaSet")}
 SYSTEM_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
 SYSTEM_PREFIX = "system:serviceaccount:kube-system:"  # the controllers: GC, namespaces, ...
+PROBE_ANNOTATION = f"{model.GROUP}/prevention-probe"
+TOKEN_ANNOTATION = f"{model.GROUP}/prevention-token"
+# A write carrying the probe marker (never one of the operator's real writes): what the
+# probe validation refuses, and what brings the operator's own dry-run under the policy.
+_MARKED = (
+    "request.operation != 'DELETE' && has(object.metadata.annotations)"
+    f" && {json.dumps(PROBE_ANNOTATION)} in object.metadata.annotations"
+)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RESERVED = {"in", "as", "break", "const", "continue", "else", "for", "function", "if",
              "import", "let", "loop", "package", "namespace", "return", "var", "void",
@@ -76,15 +90,26 @@ def policy_manifests(
     }
     env = f"Environment {owner_namespace}/{owner_name}"
     validations = [v for guarded in objects for v in _validations(guarded, env, blueprint)]
+    action = "deny" if deny else "warn"
+    token = _token(action, validations, _rules(objects, with_names=True))
+    # First, so that a refusal of the probe names it whatever else the object fails.
+    probe = {
+        "expression": f"!({_MARKED})",
+        "message": probe_message(owner_namespace, owner_name, token),
+    }
     policy = {
         "apiVersion": f"{GROUP}/v1",
         "kind": POLICY,
-        "metadata": {"name": name, "labels": labels},
+        "metadata": {"name": name, "labels": labels, "annotations": {TOKEN_ANNOTATION: token}},
         "spec": {
             "failurePolicy": "Fail",
             "matchConstraints": {"resourceRules": _rules(objects, with_names=False)},
             "matchConditions": [
-                {"name": "not-exempt", "expression": _not_exempt(exempt_users, exempt_groups)}
+                {
+                    "name": "not-exempt",
+                    # A probe is judged whoever sends it: the operator's own included.
+                    "expression": f"({_MARKED}) || {_not_exempt(exempt_users, exempt_groups)}",
+                }
             ],
             "variables": [
                 {
@@ -93,7 +118,7 @@ def policy_manifests(
                 },
                 {"name": "target", "expression": "request.resource.resource + '/' + request.name"},
             ],
-            "validations": validations,
+            "validations": [probe, *validations],
             # The audit log then names the Environment beside the user of every write it
             # judged: the one place where the person behind a change is known.
             "auditAnnotations": [
@@ -114,7 +139,6 @@ def policy_manifests(
         }
     # The action is in the binding's name: a change of mode is a new binding (and the old
     # one pruned), never a merge of Deny and Warn in one set-typed list.
-    action = "deny" if deny else "warn"
     binding = {
         "apiVersion": f"{GROUP}/v1",
         "kind": BINDING,
@@ -313,3 +337,68 @@ def _literal(value: Any) -> str:
         items = ", ".join(f"{_literal(str(k))}: {_literal(v)}" for k, v in value.items())
         return "{" + items + "}"
     raise TypeError(f"no CEL literal for {type(value).__name__}")
+
+
+def _token(action: str, validations: list[dict[str, str]], rules: list[dict[str, Any]]) -> str:
+    """Names one version of a policy: its action, what it checks and what it matches."""
+    text = json.dumps([action, validations, rules], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def probe_message(owner_namespace: str, owner_name: str, token: str = "") -> str:
+    """The probe validation's message; without `token`, the part every version shares."""
+    text = f"driftguard prevention probe of the Environment {owner_namespace}/{owner_name}:"
+    return f"{text} policy {token}" if token else text
+
+
+@dataclass(frozen=True, slots=True)
+class Enforced:
+    """What the API server enforces of one Environment's prevention.
+
+    `action` Off means no version of its policy is enforced; otherwise `token` names the
+    version (the policy's TOKEN_ANNOTATION).
+    """
+
+    action: Prevention
+    token: str = ""
+
+    @classmethod
+    def of(cls, docs: Iterable[dict[str, Any]]) -> Enforced:
+        """What the policy objects `docs` (the ones just written) make the API server enforce."""
+        by_kind = {doc["kind"]: doc for doc in docs}
+        policy, binding = by_kind.get(POLICY), by_kind.get(BINDING)
+        if policy is None or binding is None:
+            return cls(Prevention.OFF)
+        deny = "Deny" in binding["spec"]["validationActions"]
+        token = policy["metadata"].get("annotations", {}).get(TOKEN_ANNOTATION, "")
+        return cls(Prevention.DENY if deny else Prevention.WARN, token)
+
+
+def probe_patch(token: str) -> dict[str, Any]:
+    """The merge patch of the probe: the marker, naming the version it looks for."""
+    return {"metadata": {"annotations": {PROBE_ANNOTATION: token or "off"}}}
+
+
+def answers(
+    wanted: Enforced,
+    *,
+    owner_namespace: str,
+    owner_name: str,
+    refusal: str | None,
+    warnings: Sequence[str],
+) -> bool:
+    """Whether a probe's answer (`refusal`: the message it was refused with, else None;
+    `warnings`: the response's warnings) shows the API server enforcing `wanted` now.
+
+    Deny: refused by that version. Warn: let through, warned by that version. Off: let
+    through, and no version of this Environment's policy spoke.
+    """
+    mark = probe_message(owner_namespace, owner_name)
+    exact = probe_message(owner_namespace, owner_name, wanted.token)
+    if wanted.action is Prevention.DENY:
+        return refusal is not None and exact in refusal
+    if refusal is not None:
+        return False
+    if wanted.action is Prevention.WARN:
+        return any(exact in warning for warning in warnings)
+    return not any(mark in warning for warning in warnings)

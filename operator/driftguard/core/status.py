@@ -110,7 +110,13 @@ class EnvironmentStatus(BaseModel):
         None, alias="observedGeneration", description="The generation last acted on."
     )
     revision: int = Field(0, description="Increments each time a new blueprint is applied.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready and InSync.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description=(
+            "Ready and InSync; Suspended while suspendUntil lies ahead; Prevention (reason "
+            "Deny, Warn or Off): what the API server enforces now, confirmed by a probe."
+        ),
+    )
     summary: Summary = Field(default_factory=Summary, description="Objects by state.")
     resources: list[ResourceStatus] = Field(
         default_factory=list,

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from driftguard.core import changes, conditions, diff, model, plan, render
+from driftguard.core import changes, conditions, diff, model, plan, prevention, render
 from driftguard.core.changes import Change, ChangeSet, Outcome
 from driftguard.core.conditions import Reason
-from driftguard.core.model import EnvironmentSpec, Mode, ObjectKey, Resource, State
+from driftguard.core.model import EnvironmentSpec, Mode, ObjectKey, Prevention, Resource, State
 from driftguard.core.status import Condition, EnvironmentStatus, LastDrift, ResourceStatus, Summary
 
 MESSAGE_LIMIT = 900
@@ -106,6 +106,10 @@ class Ledger:
     excepting: frozenset[str] = frozenset()  # the DriftExceptions active at the last pass
     fight_backoff: float = plan.FIGHT_BACKOFF_S
     is_waiting_for_kind: bool = False  # the blueprint names a kind the server does not serve
+    # What the API server enforces of prevention, as a probe confirmed it (None: never on),
+    # and what the policy objects just written ask of it while that is not confirmed yet.
+    enforced: prevention.Enforced | None = None
+    enforcing: prevention.Enforced | None = None
 
     @property
     def mode(self) -> Mode:
@@ -293,6 +297,7 @@ def summarize(
     *,
     now: str,
     paused_until: str | None = None,
+    enforced: tuple[prevention.Enforced | None, prevention.Enforced | None] = (None, None),
 ) -> EnvironmentStatus:
     """The status to write: conditions, summary and one entry per object."""
     records = sorted(tracked, key=lambda t: (t.key.kind, t.key.name))
@@ -326,6 +331,9 @@ def summarize(
             conditions.SUSPENDED, True, Reason.SUSPENDED, message, generation=generation, now=now
         )
         current.append(suspended)
+    guarding = prevention_condition(*enforced, generation=generation, now=now)
+    if guarding is not None:
+        current.append(guarding)
     # Those not in sync first; past the limit the in-sync ones are counted, not listed.
     listed = sorted(records, key=lambda t: t.state is State.IN_SYNC)[: model.RESOURCE_STATUS_LIMIT]
     listed.sort(key=lambda t: (t.key.kind, t.key.name))
@@ -337,6 +345,39 @@ def summarize(
             "resources": [t.to_status() for t in listed],
             "resources_omitted": omitted or None,
         }
+    )
+
+
+_ENFORCED = {
+    Prevention.DENY: "the API server refuses writes that change what this Environment sets",
+    Prevention.WARN: "the API server warns about writes that change what this Environment sets",
+    Prevention.OFF: "the API server enforces no policy of this Environment",
+}
+
+
+def prevention_condition(
+    enforced: prevention.Enforced | None,
+    enforcing: prevention.Enforced | None,
+    *,
+    generation: int | None,
+    now: str,
+) -> Condition | None:
+    """Prevention as the API server enforces it (a probe showed it), not as the spec asks:
+    reason Deny, Warn or Off; None while it was never on. A change not confirmed yet is
+    named in the message, never in the reason."""
+    if enforced is None and (enforcing is None or enforcing.action is Prevention.OFF):
+        return None
+    action = enforced.action if enforced is not None else Prevention.OFF
+    message = _ENFORCED[action]
+    if enforcing is not None and enforcing.action is not action:
+        message += f"; {enforcing.action.value} not enforced yet: waiting for the API server"
+    return conditions.make(
+        conditions.PREVENTION,
+        action is not Prevention.OFF,
+        action.value,
+        message,
+        generation=generation,
+        now=now,
     )
 
 

@@ -25,11 +25,30 @@ from driftguard.kube.library import ApiClient, RESTClientObject
 __all__ = ["KubeCluster"]
 
 _APPLY = "application/apply-patch+yaml"
+_MERGE = "application/merge-patch+json"
 REMOTE_CONNECT_S = 5.0
 """A remote cluster may be away: connecting gives up this soon, so nothing waits long."""
 
 
-class KubeCluster:
+class _Probing:
+    """Cluster.probe, apart from KubeCluster, which is at its size limit."""
+
+    _connection: connection.Connection
+
+    async def probe(
+        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]
+    ) -> list[str]:
+        """A server-side dry-run merge patch: the warnings admission gave."""
+        # A dry run is never stored, so the write gate does not apply.
+        query = {"fieldManager": model.FIELD_MANAGER, "dryRun": "All"}
+        path = resource.path(namespace, name)
+        with naming_request("dry-run patch", resource.kind, namespace):
+            return await self._connection.warnings(
+                "PATCH", path, query=query, body=patch, content_type=_MERGE
+            )
+
+
+class KubeCluster(_Probing):
     """The real client: raw JSON over two aiohttp sessions, one for requests (a bounded
     pool) and one for watches (unbounded)."""
 

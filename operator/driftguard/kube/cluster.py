@@ -88,6 +88,13 @@ class Cluster(Protocol):
         self, namespace: str, name: str, status: dict[str, Any], *, resource: Resource = ...
     ) -> None: ...
 
+    async def probe(
+        self, resource: Resource, namespace: str, name: str, patch: dict[str, Any]
+    ) -> list[str]:
+        """A server-side dry-run merge patch (never stored): the warnings admission gave;
+        an ApiError when admission refused it."""
+        ...
+
     async def post_event(
         self, env: dict[str, Any], *, reason: str, message: str, warning: bool = False
     ) -> None: ...

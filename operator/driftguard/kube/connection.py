@@ -135,6 +135,22 @@ class Connection:
             data: dict[str, Any] = await response.json(loads=json.loads)
             return data
 
+    async def warnings(self, method: str, path: str, **kwargs: Any) -> list[str]:
+        """The request's Warning headers (admission's warnings, deprecations), as text."""
+        response = await self.request(method, path, **kwargs)
+        async with response:
+            await response.read()
+            return [_warning_text(value) for value in response.headers.getall("Warning", [])]
+
+
+def _warning_text(header: str) -> str:
+    """The text of one Warning header (RFC 9110: `299 - "text"`), unquoted."""
+    parts = header.split(" ", 2)
+    text = parts[2] if len(parts) == 3 and parts[0] == "299" else header
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return text
+
 
 async def _error(response: aiohttp.ClientResponse) -> ApiError:
     async with response:

@@ -92,6 +92,15 @@ class Guard:
         self._is_checked = False
 
     @property
+    def cluster(self) -> Cluster:
+        """The operator in the cluster the policy objects are in."""
+        return self._cluster
+
+    def expected(self) -> prevention.Enforced:
+        """What the policy objects last written ask the API server to enforce."""
+        return prevention.Enforced.of(tracked.desired for tracked in self._ledger.policies.values())
+
+    @property
     def is_active(self) -> bool:
         spec = self._ledger.spec
         return (

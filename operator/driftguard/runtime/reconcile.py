@@ -34,6 +34,7 @@ from driftguard.kube.reports import PolicyReports
 from driftguard.runtime import clusters, report
 from driftguard.runtime.blueprints import Blueprints
 from driftguard.runtime.clusters import Link
+from driftguard.runtime.enforcement import Enforcement
 from driftguard.runtime.fullpass import KIND_RETRY_S, FullPass, seconds_until
 from driftguard.runtime.guard import Guard, PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
@@ -110,6 +111,9 @@ class Environment:
         self.status = StatusWriter(
             cluster, self.ledger, judge=self.judge, reporter=self.reporter, reports=self.reports
         )
+        self.enforcement = Enforcement(
+            self.ledger, lambda: self.guard.cluster, self.reporter, on_change=self.status.soon
+        )
         self.resync = Resync(self)
         self._pass_lock = asyncio.Lock()
         self._passes = passes or asyncio.Semaphore(1)
@@ -174,6 +178,7 @@ class Environment:
                     self.link.label if self.link is not None else "",
                 )
                 self.report(await self.guard.sync(self.passes.identity))
+                self.enforcement.expect(self.guard.expected())
                 if self.is_namespace_missing:  # went while the pass ran
                     self.ledger.ready = self._namespace_missing()
             finally:
@@ -290,6 +295,7 @@ class Environment:
         self.audit.stop()
         self.reports.stop()
         self.judge.stop()
+        self.enforcement.stop()
         self._judged.cancel()
         self.reporter.body = None  # no Events about an Environment let go
         self.resync.stop()

@@ -168,9 +168,30 @@ class Reporter:
         self._log.warning("cluster_unusable", reason=reason, message=message)
 
     def paused(self, until: str) -> None:
-        """spec.suspendUntil began: enforcement and prevention pause until then."""
-        self._post("Suspended", f"enforcement and prevention paused until {until}", True)
+        """spec.suspendUntil began: enforcement pauses until then; prevention is reported
+        lifted (PreventionLifted) once the API server no longer enforces it."""
+        self._post("Suspended", f"enforcement paused until {until}", True)
         self._log.info("suspended", until=until)
+
+    def enforced(self, action: str, token: str, seconds: float) -> None:
+        """The API server enforces prevention now (Deny or Warn), as a probe showed."""
+        self._post(
+            "PreventionEnforced",
+            f"prevention {action} enforced by the API server {seconds:.1f}s after the policy"
+            " was written",
+            False,
+        )
+        self._log.info("prevention_enforced", action=action, policy=token, seconds=seconds)
+
+    def lifted(self, before: str, seconds: float) -> None:
+        """The API server no longer enforces any policy of the Environment."""
+        self._post(
+            "PreventionLifted",
+            f"prevention lifted: the API server no longer enforces {before}, {seconds:.1f}s"
+            " after the policy was removed",
+            False,
+        )
+        self._log.info("prevention_lifted", before=before, seconds=seconds)
 
     def exception_began(self, judged: Judged) -> None:
         """A DriftException is in force: what it covers stands until it ends."""
@@ -218,7 +239,7 @@ class Reporter:
         return {"kind": kind, "namespace": self._env[0], "name": name}
 
     def resumed(self) -> None:
-        self._post("Resumed", "suspension over: enforcement and prevention resumed", False)
+        self._post("Resumed", "suspension over: enforcement resumed", False)
         self._log.info("resumed")
 
     def status_failed(self, error: str) -> None:

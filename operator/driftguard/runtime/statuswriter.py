@@ -83,6 +83,7 @@ class StatusWriter:
             ledger.ready,
             now=timestamps.now(),
             paused_until=ledger.paused_until,
+            enforced=(ledger.enforced, ledger.enforcing),
         )
 
     async def _write(self) -> None:
