@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import envs
 import pytest
 from envs import apply, environment, wait_condition
 from helpers import CHART, HELM_VERSION, ROOT, Helm, Kubectl, cached_tool, start_control_plane
@@ -101,7 +102,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
         pytest.fail("the node tests need root (containerd, cgroups, network namespaces)")
     if not ARCHIVE.is_file():
         pytest.fail(f"no image archive at {ARCHIVE}: run hack/build-image.sh (make node does)")
-    plane = start_control_plane()
+    # No kube-proxy: the API server reaches Services (the attribution webhook) through their
+    # endpoints, the Pods' addresses on the node's bridge, as for aggregated APIs.
+    plane = start_control_plane(apiserver_flags=["--enable-aggregator-routing=true"])
     handle = Node(plane, tmp_path_factory.mktemp("node") / "state")
     try:
         handle("start")
@@ -140,6 +143,14 @@ def release(node: Node, kubectl: Kubectl, tmp_path_factory: pytest.TempPathFacto
         return None
 
     return wait(ready_pod, timeout=120, interval=0.5, message="the operator's Pod Ready")
+
+
+def pause_deployment(name: str, *, replicas: int) -> dict[str, Any]:
+    """A Deployment of the local pause image: the node has it, no registry is needed."""
+    found = envs.deployment(name, image=PAUSE, replicas=replicas)
+    (container,) = found["spec"]["template"]["spec"]["containers"]
+    container["imagePullPolicy"] = "Never"
+    return found
 
 
 def probe_results(metrics: str, pod: str) -> dict[tuple[str, str], float]:
@@ -269,3 +280,19 @@ def test_managed_deployment_gets_running_pods(node: Node, kubectl: Kubectl, rele
     pods = wait(running, timeout=60, interval=0.5, message="2 Running, Ready Pods of shop/web")
     assert {p["spec"]["nodeName"] for p in pods} == {NODE}
     assert len({p["status"]["podIP"] for p in pods}) == 2
+
+
+def test_webhook_in_the_pod_names_who_scaled(node: Node, kubectl: Kubectl, release: str) -> None:
+    """The API server calls the attribution webhook served by the Pod: a scale is put to its user."""
+    kubectl("create", "namespace", "cafe")
+    apply(kubectl, environment("cafe", "cafe", [pause_deployment("api", replicas=1)]))
+    wait_condition(kubectl, "cafe", "cafe", "InSync", "True", timeout=60)
+    kubectl("scale", "deployment", "api", "-n", "cafe", "--replicas=3")
+
+    def drift() -> dict[str, Any] | None:
+        found = envs.status(kubectl, "cafe", "cafe").get("lastDrift") or {}
+        return dict(found) if found.get("changedByUser") else None
+
+    last = wait(drift, timeout=60, interval=0.5, message="a drift put to a user on cafe/cafe")
+    # The admin kubeconfig's client certificate: CN driftguard-admin.
+    assert last["changedByUser"] == "driftguard-admin"
