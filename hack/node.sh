@@ -136,6 +136,8 @@ route_apiserver() {
   local cluster_ip port
   cluster_ip="$(k get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')"
   port="${SERVER##*:}"
+  # Put back by stop as they were.
+  sysctl -n net.ipv4.conf.all.route_localnet net.ipv4.ip_forward | paste -sd' ' >"$NODE_DIR/sysctl.before"
   sysctl -qw net.ipv4.conf.all.route_localnet=1 net.ipv4.ip_forward=1
   iptables -t nat -N "$CHAIN" 2>/dev/null || iptables -t nat -F "$CHAIN"
   iptables -t nat -A "$CHAIN" -d "$cluster_ip/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$port"
@@ -263,6 +265,11 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
   done
   ip link delete dg0 2>/dev/null || true
+  if [ -f "$NODE_DIR/sysctl.before" ]; then
+    local localnet forward
+    read -r localnet forward <"$NODE_DIR/sysctl.before"
+    sysctl -qw "net.ipv4.conf.all.route_localnet=$localnet" "net.ipv4.ip_forward=$forward"
+  fi
   python3 "$HERE/node/clean-iptables.py" "$CHAIN" driftguard
   # Every mount under the node's directory (secrets' tmpfs, rootfs overlays, shm), deepest first.
   if [ -d "$NODE_DIR" ]; then
