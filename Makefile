@@ -90,6 +90,12 @@ image: install controlplane tools ## build the operator image daemonless (builda
 	hack/build-image.sh
 	DRIFTGUARD_IMAGE_TESTS=1 $(BIN)/pytest -q tests/e2e/test_image.py
 
+.PHONY: node
+node: install controlplane tools ## a real node (containerd + kubelet; root): the chart's operator as a Pod, its Deployments' Pods running
+	hack/build-image.sh
+	hack/build-node.sh
+	DRIFTGUARD_NODE_TESTS=1 $(BIN)/pytest -q tests/e2e/test_node.py
+
 .PHONY: dashboard-image
 dashboard-image: install controlplane tools ## docs/dashboard.png: the Grafana dashboard drawn from a 3-minute local run
 	$(BIN)/python hack/render-dashboard.py --save-data $(CACHE)/dashboard-data.json

@@ -1,0 +1,3 @@
+module driftguard.local/pause
+
+go 1.25
