@@ -194,6 +194,142 @@ def test_chart_refuses_two_replicas(helm: Helm) -> None:
     assert "leader election" in done.stderr
 
 
+# -- probes and availability ------------------------------------------------------------
+
+
+def test_chart_probes_ask_the_operators_probe_server(helm: Helm) -> None:
+    """Startup and readiness ask /readyz, liveness /livez, on the port --liveness serves."""
+    spec = container(helm.template({"livenessProbe": {"port": 9001}}))
+    assert "--liveness=http://0.0.0.0:9001/healthz" in spec["args"]
+    assert {"name": "health", "containerPort": 9001, "protocol": "TCP"} in spec["ports"]
+    paths = {
+        probe: (spec[probe]["httpGet"]["path"], spec[probe]["httpGet"]["port"])
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert paths == {
+        "startupProbe": ("/readyz", "health"),
+        "livenessProbe": ("/livez", "health"),
+        "readinessProbe": ("/readyz", "health"),
+    }
+    # Thirty minutes for the first passes of a large cluster before the kubelet gives up.
+    assert spec["startupProbe"]["periodSeconds"] * spec["startupProbe"]["failureThreshold"] == 1800
+
+
+@pytest.mark.parametrize(
+    ("values", "budgets"),
+    [
+        ({}, 0),
+        ({"replicas": 2, "peering": {"enabled": True}}, 1),
+        ({"replicas": 3, "sharding": {"enabled": True}}, 1),
+        (
+            {
+                "replicas": 3,
+                "sharding": {"enabled": True},
+                "podDisruptionBudget": {"enabled": False},
+            },
+            0,
+        ),
+    ],
+    ids=["one-replica", "peering", "sharding", "switched-off"],
+)
+def test_chart_disruption_budget_only_with_replicas(
+    helm: Helm, values: dict[str, Any], budgets: int
+) -> None:
+    """A PodDisruptionBudget (one Pod at a time) only when there are several replicas."""
+    found = of_kind(helm.template(values), "PodDisruptionBudget")
+    assert len(found) == budgets
+    for budget in found:
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert budget["spec"]["selector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "driftguard",
+            "app.kubernetes.io/instance": "dg",
+        }
+
+
+def test_chart_network_policy_is_opt_in(helm: Helm) -> None:
+    """No NetworkPolicy by default; enabled, egress goes only to the API server and DNS."""
+    assert of_kind(helm.template({}), "NetworkPolicy") == []
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["10.96.0.1/32", "192.0.2.10/32"]},
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        }
+    }
+    (policy,) = of_kind(helm.template(values), "NetworkPolicy")
+    api, dns = policy["spec"]["egress"]
+    assert api == {
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "192.0.2.10/32"}}],
+    }
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    ingress = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+    assert ingress == {
+        "health": None,
+        "metrics": values["networkPolicy"]["metricsFrom"],
+        "webhook": None,
+    }
+
+
+def test_chart_spreads_and_prioritises_the_pods(helm: Helm) -> None:
+    """priorityClassName and topologySpreadConstraints reach the Pod, the spread selecting it."""
+    spread = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone"}
+    values = {
+        "priorityClassName": "system-cluster-critical",
+        "topologySpreadConstraints": [{**spread, "whenUnsatisfiable": "ScheduleAnyway"}],
+    }
+    pod = of_kind(helm.template(values), "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["topologySpreadConstraints"] == [
+        {
+            **spread,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "driftguard",
+                    "app.kubernetes.io/instance": "dg",
+                }
+            },
+        }
+    ]
+
+
+def test_chart_availability_objects_pass_the_api_server(
+    helm: Helm, kubectl: Kubectl, namespace: str
+) -> None:
+    """The Deployment, PodDisruptionBudget and NetworkPolicy of a sharded install are accepted
+    by the API server as they are (a server-side dry run)."""
+    values = {
+        "replicas": 3,
+        "sharding": {"enabled": True},
+        "priorityClassName": "system-cluster-critical",
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["10.96.0.1/32"]},
+            "extraEgress": [{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}],
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+            }
+        ],
+    }
+    kinds = {"Deployment", "PodDisruptionBudget", "NetworkPolicy"}
+    objects = [obj for obj in helm.template(values, namespace=namespace) if obj["kind"] in kinds]
+    assert sorted(obj["kind"] for obj in objects) == sorted(kinds)
+    done = kubectl(
+        "apply", "--dry-run=server", "-o", "name", "-f", "-", input=yaml.safe_dump_all(objects)
+    )
+    assert sorted(done.stdout.split()) == [
+        "deployment.apps/dg-driftguard",
+        "networkpolicy.networking.k8s.io/dg-driftguard",
+        "poddisruptionbudget.policy/dg-driftguard",
+    ]
+
+
 # -- the chart's RBAC on a real API server ----------------------------------------------
 
 

@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
-    run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve the probes there, e.g. http://0.0.0.0:8081/healthz: liveness at its path "
+        "and /livez, readiness at /readyz",
+    )
     run.add_argument("--log-level", default="INFO")
     run.add_argument(
         "--default-service-account",
@@ -350,6 +355,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.peering and args.shards_from_leases:
             _parser().error("--peering and --shards-from-leases exclude each other")
+        if args.liveness:
+            from driftguard.runtime import probes
+
+            try:
+                probes.address(args.liveness)
+            except ValueError as exc:
+                _parser().error(f"--liveness: {exc}")
         from driftguard.core.tenancy import Tenancy
 
         tenancy = Tenancy(

@@ -15,14 +15,16 @@ import os
 import random
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import kopf
 import prometheus_client
 
 from driftguard.core.tenancy import Tenancy
 from driftguard.kube import cluster
-from driftguard.runtime import handlers
+from driftguard.runtime import handlers, probes
 from driftguard.telemetry import logs
 
 VERSION = importlib.metadata.version("driftguard")
@@ -101,6 +103,7 @@ def run(
         "operator_started", version=VERSION, identity=identity, peering=peering, priority=priority
     )
     memo = kopf.Memo(
+        probes=probes.Probes(watch_grace=watch_grace, peering=bool(peering)),
         namespaced=bool(namespaces),
         watch_grace=watch_grace,
         tenancy=tenancy or Tenancy(),
@@ -117,16 +120,28 @@ def run(
         webhook=webhook,
         allow_kubeconfig_exec=allow_kubeconfig_exec,
     )
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=liveness,
-            standalone=not peering,
-            peering_name=peering,
-            priority=priority,
-            settings=settings,
-            memo=memo,
-        )
+    operator = kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        # kopf's own endpoint would cache its answer for 10 s: probes.py serves the probes.
+        liveness_endpoint=None,
+        standalone=not peering,
+        peering_name=peering,
+        priority=priority,
+        settings=settings,
+        memo=memo,
     )
+    asyncio.run(_serve(operator, memo.probes, liveness))
     return 0
+
+
+async def _serve(
+    operator: Coroutine[Any, Any, None], health: probes.Probes, url: str | None
+) -> None:
+    """The probes answer from the first moment (not live-failing, not ready), then kopf runs."""
+    runner = await probes.serve_probes(health, url) if url else None
+    try:
+        await operator
+    finally:
+        if runner is not None:
+            await runner.cleanup()
