@@ -23,6 +23,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
+    secure = run.add_mutually_exclusive_group()
+    secure.add_argument(
+        "--metrics-secure",
+        dest="metrics_secure",
+        action="store_true",
+        default=True,
+        help="the default: /metrics over HTTPS, each scraper's bearer token reviewed by the API "
+        "server (TokenReview, then a SubjectAccessReview for get on the URL /metrics)",
+    )
+    secure.add_argument(
+        "--metrics-insecure",
+        dest="metrics_secure",
+        action="store_false",
+        help="/metrics over plain HTTP, to anyone who can reach the port",
+    )
+    run.add_argument(
+        "--metrics-cert-dir",
+        metavar="DIR",
+        help="the metrics serving certificate, DIR/tls.crt and DIR/tls.key (default: a "
+        "self-signed one made at start)",
+    )
     run.add_argument(
         "--liveness",
         metavar="URL",
@@ -373,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tenancy=tenancy,
             break_glass_groups=tuple(args.break_glass_group or ["driftguard:break-glass"]),
             namespaces=args.namespace,
-            metrics_port=args.metrics_port,
+            metrics=daemon.Metrics(args.metrics_port, args.metrics_secure, args.metrics_cert_dir),
             liveness=args.liveness,
             log_level=args.log_level,
             watch_grace=args.liveness_watch_grace,
