@@ -132,7 +132,8 @@ async def run(plane: ControlPlane, workdir: Path, rounds: int, per_round: int) -
     identity = chartidentity.install(plane)
     install_crds(plane.kubeconfig)
     hook = localhook.prepare(workdir / "webhook", free_port())
-    argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", str(free_port())]
+    argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-insecure"]
+    argv += ["--metrics-port", str(free_port())]
     env = {**os.environ, "KUBECONFIG": str(identity.kubeconfig)}
     operator = Child("driftguard", [*argv, *hook.args], workdir / "operator.log", env)
     person = await Kube.connect(

@@ -135,6 +135,7 @@ async def bench(hub: ControlPlane, remotes: list[ControlPlane], work: Path) -> d
     operator = Child(
         "operator",
         [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", str(port),
+         "--metrics-insecure",
          "--log-level", identity.log_level],
         work / "operator.log",
         {**os.environ, "KUBECONFIG": str(identity.kubeconfig)},

@@ -125,6 +125,7 @@ class Lab:
             str(BIN / "driftguard"),
             "run",
             "--all-namespaces",
+            "--metrics-insecure",
             "--metrics-port",
             str(self.metrics_port),
             "--log-level",

@@ -609,8 +609,9 @@ def run(work: Path) -> dict[str, Any]:
         metrics_port, address = free_port(), f"127.0.0.1:{free_port()}"
         operator_config = plane.user_kubeconfig("driftguard-dashboard", groups=["system:masters"])
         operator_log, prometheus_log = work / "operator.log", work / "prometheus.log"
-        argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port",
-                str(metrics_port), "--allow-target-namespaces", *TARGETS]  # fmt: skip
+        argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-insecure",
+                "--metrics-port", str(metrics_port),
+                "--allow-target-namespaces", *TARGETS]  # fmt: skip
         say("starting the operator and Prometheus")
         with (
             process(argv, operator_log, {**kubectl.env, "KUBECONFIG": str(operator_config)}) as op,

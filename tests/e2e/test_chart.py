@@ -9,8 +9,10 @@ request answered 403, shows they suffice; `kubectl auth can-i` shows where they 
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,6 +37,14 @@ def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
     (deployment,) = of_kind(objects, "Deployment")
     (found,) = deployment["spec"]["template"]["spec"]["containers"]
     return dict(found)
+
+
+def operator_role(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's main ClusterRole (beside it: the metrics review rights and readers')."""
+    (role,) = [
+        obj for obj in of_kind(objects, "ClusterRole") if obj["metadata"]["name"] == "dg-driftguard"
+    ]
+    return role
 
 
 def grants(rules: list[dict[str, Any]], group: str, resource: str) -> set[str]:
@@ -72,6 +82,9 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
     objects = helm.template({})
     assert sorted(obj["kind"] for obj in objects) == [
         "ClusterRole",
+        "ClusterRole",
+        "ClusterRole",
+        "ClusterRoleBinding",
         "ClusterRoleBinding",
         "Deployment",
         "MutatingWebhookConfiguration",
@@ -95,11 +108,8 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
     (service,) = [
         s for s in of_kind(objects, "Service") if s["metadata"]["name"] == "dg-driftguard-metrics"
     ]
-    assert service["metadata"]["annotations"] == {
-        "prometheus.io/scrape": "true",
-        "prometheus.io/port": "8080",
-        "prometheus.io/path": "/metrics",
-    }
+    # Secure metrics need a token: no annotations that would have Prometheus scrape without.
+    assert "annotations" not in service["metadata"]
 
 
 def test_chart_runs_restricted(helm: Helm) -> None:
@@ -166,7 +176,7 @@ def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
     assert grants(roles["a"], "driftguard.io", "environments") == {"list", "watch", "patch"}
     assert grants(roles["c"], "driftguard.io", "environments") == set()
     assert grants(roles["c"], "apps", "deployments") == set(MANAGED_VERBS)
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    cluster_role = operator_role(objects)
     assert grants(cluster_role["rules"], "driftguard.io", "environments") == set()
     assert grants(cluster_role["rules"], "", "configmaps") == set()
     bindings = of_kind(objects, "RoleBinding")
@@ -182,7 +192,7 @@ def test_chart_managed_resources_become_rules(helm: Helm) -> None:
     """Each rbac.managedResources entry is granted exactly the verbs the operator uses."""
     managed = [{"apiGroups": ["example.com"], "resources": ["widgets"]}]
     objects = helm.template({"rbac": {"managedResources": managed}})
-    (cluster_role,) = of_kind(objects, "ClusterRole")
+    cluster_role = operator_role(objects)
     assert grants(cluster_role["rules"], "example.com", "widgets") == set(MANAGED_VERBS)
     assert grants(cluster_role["rules"], "apps", "deployments") == set()
 
@@ -192,6 +202,228 @@ def test_chart_refuses_two_replicas(helm: Helm) -> None:
     done = helm("template", "dg", str(CHART), "--set", "replicas=2", check=False)
     assert done.returncode != 0
     assert "leader election" in done.stderr
+
+
+# -- secure metrics -----------------------------------------------------------------------
+
+
+def test_chart_metrics_are_secure_by_default(helm: Helm) -> None:
+    """By default the operator may review tokens and access, and scrapers get a ClusterRole
+    for get on /metrics; nothing else is granted for it."""
+    objects = helm.template({})
+    assert "--metrics-insecure" not in container(objects)["args"]
+    roles = {role["metadata"]["name"]: role["rules"] for role in of_kind(objects, "ClusterRole")}
+    assert roles["dg-driftguard-metrics-auth"] == [
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["subjectaccessreviews"],
+            "verbs": ["create"],
+        },
+    ]
+    assert roles["dg-driftguard-metrics-reader"] == [
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}
+    ]
+    bindings = {b["metadata"]["name"]: b for b in of_kind(objects, "ClusterRoleBinding")}
+    assert bindings["dg-driftguard-metrics-auth"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "dg-driftguard", "namespace": "ops"}
+    ]
+    assert "dg-driftguard-metrics-reader" not in bindings  # metrics.readers is empty
+
+
+def test_chart_metrics_readers_are_bound(helm: Helm) -> None:
+    """metrics.readers become the subjects of a binding to the scrapers' ClusterRole."""
+    reader = {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    objects = helm.template({"metrics": {"readers": [reader]}})
+    bindings = {b["metadata"]["name"]: b for b in of_kind(objects, "ClusterRoleBinding")}
+    binding = bindings["dg-driftguard-metrics-reader"]
+    assert binding["roleRef"]["name"] == "dg-driftguard-metrics-reader"
+    assert binding["subjects"] == [reader]
+
+
+def test_chart_service_monitor_scrapes_with_a_token_over_https(helm: Helm) -> None:
+    """Secure, the ServiceMonitor scrapes over HTTPS with Prometheus' token; plain, as before."""
+    monitor = {"serviceMonitor": {"enabled": True}}
+    (endpoint,) = of_kind(helm.template({"metrics": monitor}), "ServiceMonitor")[0]["spec"][
+        "endpoints"
+    ]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    plain = helm.template({"metrics": {**monitor, "secure": False}})
+    (endpoint,) = of_kind(plain, "ServiceMonitor")[0]["spec"]["endpoints"]
+    assert {"scheme", "bearerTokenFile", "tlsConfig"}.isdisjoint(endpoint)
+
+
+def test_chart_metrics_opt_out_is_plain_with_annotations(helm: Helm) -> None:
+    """metrics.secure false: --metrics-insecure, the prometheus.io annotations, no review rights."""
+    objects = helm.template({"metrics": {"secure": False}})
+    assert "--metrics-insecure" in container(objects)["args"]
+    (service,) = [
+        s for s in of_kind(objects, "Service") if s["metadata"]["name"] == "dg-driftguard-metrics"
+    ]
+    assert service["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+    assert [role["metadata"]["name"] for role in of_kind(objects, "ClusterRole")] == [
+        "dg-driftguard"
+    ]
+
+
+def test_chart_metrics_certificate_from_a_secret(helm: Helm) -> None:
+    """metrics.certSecret mounts that TLS Secret and points --metrics-cert-dir at it."""
+    objects = helm.template({"metrics": {"certSecret": "metrics-tls"}})
+    spec = container(objects)
+    assert "--metrics-cert-dir=/etc/driftguard/metrics" in spec["args"]
+    assert {
+        "name": "metrics-tls",
+        "mountPath": "/etc/driftguard/metrics",
+        "readOnly": True,
+    } in spec["volumeMounts"]
+    pod = of_kind(objects, "Deployment")[0]["spec"]["template"]["spec"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "metrics-tls"}} in pod["volumes"]
+
+
+# -- probes and availability ------------------------------------------------------------
+
+
+def test_chart_probes_ask_the_operators_probe_server(helm: Helm) -> None:
+    """Startup and readiness ask /readyz, liveness /livez, on the port --liveness serves."""
+    spec = container(helm.template({"livenessProbe": {"port": 9001}}))
+    assert "--liveness=http://0.0.0.0:9001/healthz" in spec["args"]
+    assert {"name": "health", "containerPort": 9001, "protocol": "TCP"} in spec["ports"]
+    paths = {
+        probe: (spec[probe]["httpGet"]["path"], spec[probe]["httpGet"]["port"])
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+    assert paths == {
+        "startupProbe": ("/readyz", "health"),
+        "livenessProbe": ("/livez", "health"),
+        "readinessProbe": ("/readyz", "health"),
+    }
+    # Thirty minutes for the first passes of a large cluster before the kubelet gives up.
+    assert spec["startupProbe"]["periodSeconds"] * spec["startupProbe"]["failureThreshold"] == 1800
+
+
+@pytest.mark.parametrize(
+    ("values", "budgets"),
+    [
+        ({}, 0),
+        ({"replicas": 2, "peering": {"enabled": True}}, 1),
+        ({"replicas": 3, "sharding": {"enabled": True}}, 1),
+        (
+            {
+                "replicas": 3,
+                "sharding": {"enabled": True},
+                "podDisruptionBudget": {"enabled": False},
+            },
+            0,
+        ),
+    ],
+    ids=["one-replica", "peering", "sharding", "switched-off"],
+)
+def test_chart_disruption_budget_only_with_replicas(
+    helm: Helm, values: dict[str, Any], budgets: int
+) -> None:
+    """A PodDisruptionBudget (one Pod at a time) only when there are several replicas."""
+    found = of_kind(helm.template(values), "PodDisruptionBudget")
+    assert len(found) == budgets
+    for budget in found:
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        assert budget["spec"]["selector"]["matchLabels"] == {
+            "app.kubernetes.io/name": "driftguard",
+            "app.kubernetes.io/instance": "dg",
+        }
+
+
+def test_chart_network_policy_is_opt_in(helm: Helm) -> None:
+    """No NetworkPolicy by default; enabled, egress goes only to the API server and DNS."""
+    assert of_kind(helm.template({}), "NetworkPolicy") == []
+    values = {
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["10.96.0.1/32", "192.0.2.10/32"]},
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        }
+    }
+    (policy,) = of_kind(helm.template(values), "NetworkPolicy")
+    api, dns = policy["spec"]["egress"]
+    assert api == {
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "10.96.0.1/32"}}, {"ipBlock": {"cidr": "192.0.2.10/32"}}],
+    }
+    assert dns["ports"] == [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]
+    ingress = {rule["ports"][0]["port"]: rule.get("from") for rule in policy["spec"]["ingress"]}
+    assert ingress == {
+        "health": None,
+        "metrics": values["networkPolicy"]["metricsFrom"],
+        "webhook": None,
+    }
+
+
+def test_chart_spreads_and_prioritises_the_pods(helm: Helm) -> None:
+    """priorityClassName and topologySpreadConstraints reach the Pod, the spread selecting it."""
+    spread = {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone"}
+    values = {
+        "priorityClassName": "system-cluster-critical",
+        "topologySpreadConstraints": [{**spread, "whenUnsatisfiable": "ScheduleAnyway"}],
+    }
+    pod = of_kind(helm.template(values), "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "system-cluster-critical"
+    assert pod["topologySpreadConstraints"] == [
+        {
+            **spread,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "driftguard",
+                    "app.kubernetes.io/instance": "dg",
+                }
+            },
+        }
+    ]
+
+
+def test_chart_availability_objects_pass_the_api_server(
+    helm: Helm, kubectl: Kubectl, namespace: str
+) -> None:
+    """The Deployment, PodDisruptionBudget and NetworkPolicy of a sharded install are accepted
+    by the API server as they are (a server-side dry run)."""
+    values = {
+        "replicas": 3,
+        "sharding": {"enabled": True},
+        "priorityClassName": "system-cluster-critical",
+        "networkPolicy": {
+            "enabled": True,
+            "apiServer": {"cidrs": ["10.96.0.1/32"]},
+            "extraEgress": [{"to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}]}],
+        },
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+            }
+        ],
+    }
+    kinds = {"Deployment", "PodDisruptionBudget", "NetworkPolicy"}
+    objects = [obj for obj in helm.template(values, namespace=namespace) if obj["kind"] in kinds]
+    assert sorted(obj["kind"] for obj in objects) == sorted(kinds)
+    done = kubectl(
+        "apply", "--dry-run=server", "-o", "name", "-f", "-", input=yaml.safe_dump_all(objects)
+    )
+    assert sorted(done.stdout.split()) == [
+        "deployment.apps/dg-driftguard",
+        "networkpolicy.networking.k8s.io/dg-driftguard",
+        "poddisruptionbudget.policy/dg-driftguard",
+    ]
 
 
 # -- the chart's RBAC on a real API server ----------------------------------------------
@@ -438,11 +670,35 @@ def applied_kinds(control_plane: ControlPlane, release: Release) -> set[str]:
     }
 
 
-def scrape(release: Release) -> str:
-    """The operator's /metrics, on the port the chart passed with --metrics-port."""
-    url = f"http://127.0.0.1:{release.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return str(response.read().decode())
+def scrape(kubectl: Kubectl, release: Release) -> str:
+    """The operator's /metrics on the port the chart passed, as Prometheus scrapes it secure:
+    HTTPS, with the token of a ServiceAccount bound to the chart's metrics-reader role."""
+    name = "prometheus"
+    kubectl("create", "serviceaccount", name, "-n", release.namespace)
+    kubectl(
+        *("create", "clusterrolebinding", f"{release.name}-scraper"),
+        f"--clusterrole={release.name}-metrics-reader",
+        f"--serviceaccount={release.namespace}:{name}",
+    )
+    token = kubectl("create", "token", name, "-n", release.namespace).stdout.strip()
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # self-signed
+    request = urllib.request.Request(f"https://127.0.0.1:{release.metrics_port}/metrics")
+    request.add_header("Authorization", f"Bearer {token}")
+
+    def answer() -> str | None:
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=context) as response:
+                return str(response.read().decode())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 403:  # 403 only until the RBAC authorizer sees the binding
+                pytest.fail(f"the scrape was answered {exc.code}")
+            return None
+
+    try:
+        return wait_for(answer, timeout=45, interval=0.5, message="an authorized scrape")
+    finally:
+        kubectl("delete", "clusterrolebinding", f"{release.name}-scraper", check=False)
 
 
 def apply_environment(kubectl: Kubectl, manifest: str) -> None:
@@ -471,7 +727,7 @@ def test_chart_rbac_lets_the_operator_apply_and_prune(
     assert exists(kubectl, "configmap", "web-config", release.target)
     assert exists(kubectl, "deployment", "web", release.target)
     assert {"configmaps", "deployments"} <= applied_kinds(control_plane, release)
-    assert "driftguard_reconcile_duration_seconds" in scrape(release)
+    assert "driftguard_reconcile_duration_seconds" in scrape(kubectl, release)
 
     apply_environment(kubectl, blueprint("web", release, [DEPLOYMENT]))
     wait_for(

@@ -214,6 +214,7 @@ def test_containerised_operator_reverts_a_drift(
         "--all-namespaces",
         "--metrics-port",
         str(port),
+        "--metrics-insecure",
     ]
     log = tmp_path / "operator.log"
     with log.open("wb") as sink:

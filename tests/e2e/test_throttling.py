@@ -111,7 +111,7 @@ class Build(Operator):
             f"import driftguard.runtime.daemon as d; d.VERSION = {self.version!r}; "
             "from driftguard.cli.main import main; raise SystemExit(main())"
         )
-        argv = [sys.executable, "-c", stamp, "run", "--all-namespaces"]
+        argv = [sys.executable, "-c", stamp, "run", "--all-namespaces", "--metrics-insecure"]
         argv += ["--metrics-port", str(self.metrics_port), *self.extra_args]
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(

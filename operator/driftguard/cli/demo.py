@@ -331,7 +331,8 @@ def main(then: Callable[[str], None] | None = None) -> int:
             operator = subprocess.Popen(
                 [
                     *(str(BIN / "driftguard"), "run", "--all-namespaces"),
-                    *("--metrics-port", str(port)),
+                    # Plain /metrics on loopback: the demo reads it itself.
+                    *("--metrics-port", str(port), "--metrics-insecure"),
                     # The demo's Environments live in platform and write to staging and
                     # dev: a single-team install allows that explicitly.
                     *("--allow-target-namespaces", "dev", "staging", "prod"),

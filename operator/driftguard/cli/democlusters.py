@@ -133,7 +133,7 @@ def main() -> int:
         with log.open("wb") as sink:
             operator = subprocess.Popen(
                 [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", str(port),
-                 "--allow-target-namespaces", "dev", "staging", "prod"],
+                 "--metrics-insecure", "--allow-target-namespaces", "dev", "staging", "prod"],
                 env={**hub.env, "KUBECONFIG": str(operator_config)},
                 stdout=sink, stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -23,7 +23,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--metrics-port", type=int, default=8080, help="port of /metrics (0: off)")
-    run.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    secure = run.add_mutually_exclusive_group()
+    secure.add_argument(
+        "--metrics-secure",
+        dest="metrics_secure",
+        action="store_true",
+        default=True,
+        help="the default: /metrics over HTTPS, each scraper's bearer token reviewed by the API "
+        "server (TokenReview, then a SubjectAccessReview for get on the URL /metrics)",
+    )
+    secure.add_argument(
+        "--metrics-insecure",
+        dest="metrics_secure",
+        action="store_false",
+        help="/metrics over plain HTTP, to anyone who can reach the port",
+    )
+    run.add_argument(
+        "--metrics-cert-dir",
+        metavar="DIR",
+        help="the metrics serving certificate, DIR/tls.crt and DIR/tls.key (default: a "
+        "self-signed one made at start)",
+    )
+    run.add_argument(
+        "--liveness",
+        metavar="URL",
+        help="serve the probes there, e.g. http://0.0.0.0:8081/healthz: liveness at its path "
+        "and /livez, readiness at /readyz",
+    )
     run.add_argument("--log-level", default="INFO")
     run.add_argument(
         "--default-service-account",
@@ -350,6 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.peering and args.shards_from_leases:
             _parser().error("--peering and --shards-from-leases exclude each other")
+        if args.liveness:
+            from driftguard.runtime import probes
+
+            try:
+                probes.address(args.liveness)
+            except ValueError as exc:
+                _parser().error(f"--liveness: {exc}")
         from driftguard.core.tenancy import Tenancy
 
         tenancy = Tenancy(
@@ -361,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tenancy=tenancy,
             break_glass_groups=tuple(args.break_glass_group or ["driftguard:break-glass"]),
             namespaces=args.namespace,
-            metrics_port=args.metrics_port,
+            metrics=daemon.Metrics(args.metrics_port, args.metrics_secure, args.metrics_cert_dir),
             liveness=args.liveness,
             log_level=args.log_level,
             watch_grace=args.liveness_watch_grace,

@@ -137,6 +137,12 @@ class Watch:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        self._task = None
+
+    @property
+    def is_dead(self) -> bool:
+        """Its loop ended although nobody stopped it: nothing watches this scope any more."""
+        return self._task is not None and self._task.done()
 
     async def _supervise(self) -> None:
         version, is_gap, failures = "", False, 0
@@ -330,6 +336,10 @@ class Watches:
             and watch.lost_since is not None
             and now - watch.lost_since > seconds
         ]
+
+    def dead(self) -> list[Scope]:
+        """Watches whose supervising loop is gone (it should never end while needed)."""
+        return [watch.scope for watch in self._watches.values() if watch.is_dead]
 
     def _export(self) -> None:
         # Every cluster's watches count (this one's and remote ones'): one gauge for all.

@@ -187,12 +187,14 @@ async def serve(
     await runner.setup()
     context = tls_context(cert, key)
     await web.TCPSite(runner, host, port, ssl_context=context).start()
-    app["reload"] = asyncio.create_task(_reload(context, cert, key))
+    app["reload"] = asyncio.create_task(reload_certificate(context, cert, key, serving="webhook"))
     log.info("webhook_serving", port=port, path=PATH)
     return runner
 
 
-async def _reload(context: ssl.SSLContext, cert: Path, key: Path) -> None:
+async def reload_certificate(
+    context: ssl.SSLContext, cert: Path, key: Path, *, serving: str
+) -> None:
     """New handshakes use a renewed certificate (cert-manager, or the chart's rotation)."""
     seen = _mtime(cert)
     while True:
@@ -202,9 +204,9 @@ async def _reload(context: ssl.SSLContext, cert: Path, key: Path) -> None:
             if changed != seen:
                 context.load_cert_chain(cert, key)
                 seen = changed
-                log.info("webhook_certificate_reloaded")
+                log.info("certificate_reloaded", serving=serving)
         except (OSError, ssl.SSLError) as exc:
-            log.warning("webhook_certificate_unreadable", error=repr(exc))
+            log.warning("certificate_unreadable", serving=serving, error=repr(exc))
 
 
 async def start_webhook(

@@ -15,14 +15,17 @@ import os
 import random
 import socket
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import kopf
 import prometheus_client
 
 from driftguard.core.tenancy import Tenancy
 from driftguard.kube import cluster
-from driftguard.runtime import handlers
+from driftguard.kube.client import KubeCluster
+from driftguard.runtime import exposition, handlers, probes
 from driftguard.telemetry import logs
 
 VERSION = importlib.metadata.version("driftguard")
@@ -39,6 +42,15 @@ class Sharding:
 
 
 @dataclass(frozen=True, slots=True)
+class Metrics:
+    """`--metrics-port`: where /metrics listens; secure (HTTPS, a reviewed token) or not."""
+
+    port: int
+    secure: bool = True
+    cert_dir: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Webhook:
     """`--webhook-port`: where the attribution webhook listens, its TLS files, the key."""
 
@@ -50,7 +62,7 @@ class Webhook:
 def run(
     *,
     namespaces: list[str],
-    metrics_port: int,
+    metrics: Metrics | None,
     liveness: str | None,
     log_level: str,
     tenancy: Tenancy | None = None,
@@ -92,8 +104,6 @@ def run(
         priority = random.randint(1, 2**31 - 1)
     # The contract's families only: no `_created` timestamp series beside each counter.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-    if metrics_port:
-        prometheus_client.start_http_server(metrics_port)
     settings = kopf.OperatorSettings()
     handlers.configure_kopf(settings)
     settings.peering.lifetime = peering_lifetime
@@ -101,6 +111,7 @@ def run(
         "operator_started", version=VERSION, identity=identity, peering=peering, priority=priority
     )
     memo = kopf.Memo(
+        probes=probes.Probes(watch_grace=watch_grace, peering=bool(peering)),
         namespaced=bool(namespaces),
         watch_grace=watch_grace,
         tenancy=tenancy or Tenancy(),
@@ -117,16 +128,46 @@ def run(
         webhook=webhook,
         allow_kubeconfig_exec=allow_kubeconfig_exec,
     )
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=liveness,
-            standalone=not peering,
-            peering_name=peering,
-            priority=priority,
-            settings=settings,
-            memo=memo,
-        )
+    operator = kopf.operator(
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        # kopf's own endpoint would cache its answer for 10 s: probes.py serves the probes.
+        liveness_endpoint=None,
+        standalone=not peering,
+        peering_name=peering,
+        priority=priority,
+        settings=settings,
+        memo=memo,
     )
+    asyncio.run(_serve(operator, memo.probes, liveness, metrics))
     return 0
+
+
+async def _serve(
+    operator: Coroutine[Any, Any, None],
+    health: probes.Probes,
+    url: str | None,
+    metrics: Metrics | None,
+) -> None:
+    """The probes answer from the first moment (not live-failing, not ready), and /metrics
+    serves; then kopf runs."""
+    runners = [await probes.serve_probes(health, url)] if url else []
+    is_served = metrics is not None and metrics.port > 0
+    # Secure /metrics asks the API server about each scraper, on a client of its own.
+    reviews = await KubeCluster.connect() if is_served and metrics and metrics.secure else None
+    try:
+        if metrics is not None and is_served:
+            runners.append(
+                await exposition.serve_metrics(
+                    port=metrics.port,
+                    secure=metrics.secure,
+                    cert_dir=metrics.cert_dir,
+                    cluster=reviews,
+                )
+            )
+        await operator
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        if reviews is not None:
+            await reviews.close()

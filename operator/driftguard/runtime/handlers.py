@@ -18,7 +18,7 @@ from driftguard.core import exception, model
 from driftguard.core.blueprint import BLUEPRINT_PLURAL
 from driftguard.core.declared import Declared
 from driftguard.kube.client import KubeCluster
-from driftguard.runtime import admission, membership, standby
+from driftguard.runtime import admission, membership, probes, standby
 from driftguard.runtime.engine import Engine
 from driftguard.runtime.guard import Settings as GuardSettings
 from driftguard.telemetry.logs import get as get_logger
@@ -70,6 +70,7 @@ async def on_startup(memo: kopf.Memo, **_: Any) -> None:
             namespace=share.namespace,
             duration=share.duration,
         )
+    health: probes.Probes = memo.probes
     if memo.get("peering"):
         memo.standby = asyncio.create_task(
             standby.follow(
@@ -80,25 +81,13 @@ async def on_startup(memo: kopf.Memo, **_: Any) -> None:
                 identity=memo.identity,
                 priority=memo.priority,
                 lifetime=memo.peering_lifetime,
+                on_role=lambda outranked: health.role(standing_by=outranked),
             )
         )
-
-
-@kopf.on.probe(id="watches")
-def watches(memo: kopf.Memo, **_: Any) -> str:
-    """Liveness: unhealthy while a watch has been down longer than the grace period.
-
-    The watches restart themselves; one that cannot for this long (a broken client,
-    a stuck connection pool) is what a restart of the operator can still fix.
-    """
-    engine: Engine | None = memo.get("engine")
-    if engine is None:
-        return "starting"
-    down = engine.watches.lost_for(float(memo.get("watch_grace", WATCH_GRACE_S)))
-    if down:
-        detail = ", ".join(f"{scope.resource.kind} down {seconds:.0f}s" for scope, seconds in down)
-        raise kopf.PermanentError(f"watches down: {detail}")
-    return "ok"
+    # Every Environment there now must be taken up before the replica is ready (what kopf
+    # hands over before this list answers is remembered, probes.py).
+    health.list_at_start(cluster, memo.get("namespaces") or ())
+    health.started(memo.engine, lease=memo.get("shards"))
 
 
 def configure_kopf(kopf_settings: kopf.OperatorSettings) -> None:
@@ -116,6 +105,7 @@ def configure_kopf(kopf_settings: kopf.OperatorSettings) -> None:
 
 @kopf.on.cleanup()
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.probes.close()
     if memo.get("standby") is not None:
         memo.standby.cancel()
     if memo.get("membership") is not None:
@@ -131,6 +121,13 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def on_environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # The edge: the spec is parsed here, once; nothing below reads it raw.
     declared = Declared.of(dict(event.get("object") or {}))
+    try:
+        await _environment_event(event, memo, declared)
+    finally:  # dealt with, whatever came of it: readiness no longer waits for it
+        memo.probes.taken_up(declared.ident)
+
+
+async def _environment_event(event: kopf.RawEvent, memo: kopf.Memo, declared: Declared) -> None:
     shards = memo.get("shards")
     if event.get("type") == "DELETED":
         ident = declared.ident

@@ -12,7 +12,7 @@ the replica acts again, kopf lists the Environments anew and they come back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -61,8 +61,10 @@ async def follow(
     identity: str,
     priority: int,
     lifetime: float,
+    on_role: Callable[[bool], None] | None = None,
 ) -> None:
-    """Stands the engine by whenever a peer outranks this replica; runs until cancelled."""
+    """Stands the engine by whenever a peer outranks this replica; runs until cancelled.
+    `on_role` hears after each reading whether the replica stands by (readiness)."""
     places = list(namespaces) or [""]
     resource = PEERINGS if places != [""] else CLUSTER_PEERINGS
     standing_by = False
@@ -84,4 +86,6 @@ async def follow(
             elif standing_by and not outranked:
                 log.info("acting")
             standing_by = outranked
+            if on_role is not None:
+                on_role(outranked)
         await asyncio.sleep(max(1.0, lifetime / 4))
