@@ -36,6 +36,11 @@ MANAGED_RESOURCES = [
     {"apiGroups": ["apps"], "resources": ["deployments"]},
     {"apiGroups": ["example.com"], "resources": ["widgets", "gadgets"]},
 ]
+# tenancy.serviceAccounts: the names the e2e Environments act as. Watching every namespace,
+# the chart binds their impersonation nowhere: a test grants it in its tenant's namespace
+# (`allow_impersonation`), as a platform team does when it makes the tenant's ServiceAccount.
+TENANT_SERVICEACCOUNTS = ["tenant", "deployer"]
+IMPERSONATOR_ROLE = f"{OPERATOR_SERVICEACCOUNT}-impersonate"
 IDENTITY_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 WRITES = {"create", "update", "patch", "delete"}
 
@@ -146,11 +151,26 @@ def chart_rbac(helm: Helm) -> list[dict[str, Any]]:
     values = {
         "fullnameOverride": OPERATOR_SERVICEACCOUNT,
         "rbac": {"managedResources": MANAGED_RESOURCES},
+        "tenancy": {"serviceAccounts": TENANT_SERVICEACCOUNTS},
     }
     objects = helm.template(values, namespace=OPERATOR_NAMESPACE)
     found = [obj for obj in objects if obj["kind"] in IDENTITY_KINDS]
-    assert sorted(obj["kind"] for obj in found) == sorted(IDENTITY_KINDS), found
+    assert {obj["kind"] for obj in found} == IDENTITY_KINDS, found
+    assert IMPERSONATOR_ROLE in {obj["metadata"]["name"] for obj in found}, found
     return found
+
+
+def allow_impersonation(admin: Kubectl, namespace: str) -> None:
+    """Binds the chart's impersonation ClusterRole to the operator in one tenant namespace.
+
+    What a platform team does beside each tenant's ServiceAccount (docs/security.md): the
+    operator may then act as the names of tenancy.serviceAccounts there, and nowhere else.
+    """
+    admin(
+        *("create", "rolebinding", IMPERSONATOR_ROLE, "-n", namespace),
+        f"--clusterrole={IMPERSONATOR_ROLE}",
+        f"--serviceaccount={OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}",
+    )
 
 
 def chart_kubeconfig(plane: ControlPlane, admin: Kubectl, chart_rbac: list[dict[str, Any]]) -> Path:

@@ -83,9 +83,8 @@ No update: the operator never PUTs.
 What the operator itself needs on Environments and Events, in every namespace it serves:
 kopf lists and watches Environments (it never GETs one) and patches them (its
 finalizer, for deletionPolicy Delete) and their status (kopf's progress); driftguard
-writes status and posts Events (always new ones, by generateName). It impersonates
-an Environment's ServiceAccount (spec.serviceAccountName, or tenancy.defaultServiceAccount),
-which lives in the Environment's namespace, after checking that it exists.
+writes status and posts Events (always new ones, by generateName). Impersonating an
+Environment's ServiceAccount is granted apart, by name and per namespace (impersonation.yaml).
 Beside each Environment it keeps its history (ControllerRevisions), its drift
 audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
 */}}
@@ -121,9 +120,6 @@ audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
-- apiGroups: [""]
-  resources: ["serviceaccounts"]
-  verbs: ["get", "impersonate"]
 - apiGroups: ["apps"]
   resources: ["controllerrevisions"]
   verbs: ["get", "list", "create", "patch", "delete"]
@@ -153,4 +149,31 @@ objects), kept like managed objects, labelled with the Environment; nothing else
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
+
+{{/*
+The ServiceAccount names Environments may act as: tenancy.defaultServiceAccount and
+tenancy.serviceAccounts, as a JSON list (empty: no impersonation at all).
+*/}}
+{{- define "driftguard.impersonatedNames" -}}
+{{- $names := .Values.tenancy.serviceAccounts | default list }}
+{{- with .Values.tenancy.defaultServiceAccount }}{{ $names = prepend $names . }}{{ end }}
+{{- $names | uniq | toJson }}
+{{- end }}
+
+{{/*
+The namespaces whose ServiceAccounts of those names the chart lets the operator impersonate:
+tenancy.namespaces, else the watched namespaces. Never kube-system (the cluster's own
+controllers) nor the release's namespace (the operator's own identity and Secrets): named
+explicitly they fail the install, derived from watchNamespaces they are left out.
+*/}}
+{{- define "driftguard.impersonatedNamespaces" -}}
+{{- $protected := list "kube-system" .Release.Namespace }}
+{{- range .Values.tenancy.namespaces }}
+{{- if has . $protected }}
+{{- fail (printf "tenancy.namespaces: %s is refused: the operator never impersonates a ServiceAccount in kube-system or in its own namespace (%s)" . $.Release.Namespace) }}
+{{- end }}
+{{- end }}
+{{- $namespaces := .Values.tenancy.namespaces | default .Values.watchNamespaces }}
+{{- without $namespaces "kube-system" .Release.Namespace | uniq | toJson }}
 {{- end }}

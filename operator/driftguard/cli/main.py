@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         "Environments that name none: RBAC then bounds every blueprint",
     )
     run.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        metavar="NAMESPACE",
+        help="the operator's own namespace: its ServiceAccounts, like kube-system's, are "
+        "never impersonated (default: $POD_NAMESPACE, else driftguard-system)",
+    )
+    run.add_argument(
         "--allow-target-namespaces",
         nargs="+",
         action="extend",
@@ -356,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             default_service_account=args.default_service_account,
             allowed_target_namespaces=tuple(args.allow_target_namespaces),
             allow_cluster_scoped=args.allow_cluster_scoped,
+            operator_namespace=args.operator_namespace,
         )
         return daemon.run(
             tenancy=tenancy,
