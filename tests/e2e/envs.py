@@ -30,9 +30,10 @@ OPERATOR_NAMESPACE = "driftguard-system"
 OPERATOR_SERVICEACCOUNT = "driftguard-e2e"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}"
 # rbac.managedResources: every kind the e2e blueprints manage. The chart's default list,
-# plus the custom resources of test_lifecycle.py (Widget) and test_reliability.py (Gadget).
+# plus the custom resources of test_lifecycle.py (Widget) and test_reliability.py (Gadget);
+# Secrets (several modules' blueprints hold one) by the opt-in, rbac.manageSecrets.
 MANAGED_RESOURCES = [
-    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts"]},
+    {"apiGroups": [""], "resources": ["configmaps", "services", "serviceaccounts"]},
     {"apiGroups": ["apps"], "resources": ["deployments"]},
     {"apiGroups": ["example.com"], "resources": ["widgets", "gadgets"]},
 ]
@@ -150,7 +151,7 @@ def chart_rbac(helm: Helm) -> list[dict[str, Any]]:
     """The chart's ServiceAccount, ClusterRole and ClusterRoleBinding, rendered once a session."""
     values = {
         "fullnameOverride": OPERATOR_SERVICEACCOUNT,
-        "rbac": {"managedResources": MANAGED_RESOURCES},
+        "rbac": {"managedResources": MANAGED_RESOURCES, "manageSecrets": True},
         "tenancy": {"serviceAccounts": TENANT_SERVICEACCOUNTS},
     }
     objects = helm.template(values, namespace=OPERATOR_NAMESPACE)

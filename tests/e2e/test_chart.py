@@ -157,7 +157,6 @@ def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
     # The release namespace gets a Role too: Blueprint revisions are kept there.
     assert sorted(roles) == ["a", "b", "c", "ops"]
     assert grants(roles["ops"], "apps", "controllerrevisions") == {
-        "get",
         "list",
         "create",
         "patch",
@@ -271,6 +270,45 @@ def test_chart_refuses_impersonation_in_protected_namespaces(
     assert (
         "never impersonates a ServiceAccount in kube-system or in its own namespace" in done.stderr
     )
+
+
+@pytest.mark.parametrize("confined", [False, True], ids=["cluster-wide", "watch-namespaces"])
+def test_chart_grants_secrets_only_when_opted_in(helm: Helm, confined: bool) -> None:
+    """By default no rule names Secrets; rbac.manageSecrets grants them the managed verbs."""
+    base: dict[str, Any] = {"watchNamespaces": ["a"]} if confined else {}
+    assert grants(rbac_rules(helm.template(base)), "", "secrets") == set()
+    opted = helm.template({**base, "rbac": {"manageSecrets": True}})
+    assert grants(rbac_rules(opted), "", "secrets") == set(MANAGED_VERBS)
+
+
+def documented_rights() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The rows of docs/security.md's table of the operator's rights: (group, resources, verbs)."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    table = text.split("| apiGroup | resource | verbs | scope | why |\n|---|---|---|---|---|\n")[1]
+    rows = []
+    for line in table.split("\n\n")[0].splitlines():
+        group, resources, verbs = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows.append(
+            (
+                group.strip("`").replace('""', ""),
+                tuple(r.strip("` ") for r in resources.split(",")),
+                tuple(v.strip() for v in verbs.split(",")),
+            )
+        )
+    return rows
+
+
+def test_chart_default_rights_are_the_documented_table(helm: Helm) -> None:
+    """The default values grant exactly the rules docs/security.md lists, and nothing else."""
+    objects = helm.template({})
+    rendered = [
+        (group, tuple(rule["resources"]), tuple(rule["verbs"]))
+        for rule in rbac_rules(objects)
+        for group in rule["apiGroups"]
+    ]
+    assert sorted(rendered) == sorted(documented_rights())
+    assert [o["metadata"]["name"] for o in of_kind(objects, "ClusterRole")] == ["dg-driftguard"]
+    assert of_kind(objects, "Role") == []
 
 
 def test_chart_refuses_two_replicas(helm: Helm) -> None:
@@ -632,6 +670,10 @@ BOUNDARY = {
     ("update", "deployments.apps", "target"): "no",
     ("delete", "environments.driftguard.io", "own"): "no",
     ("update", "environments.driftguard.io/status", "own"): "no",
+    # No rbac.manageSecrets: no Secret is read, listed or written anywhere.
+    ("get", "secrets", "target"): "no",
+    ("list", "secrets", None): "no",
+    ("create", "secrets", "own"): "no",
     # No tenancy values: the operator may impersonate no ServiceAccount anywhere.
     ("impersonate", "serviceaccounts", "target"): "no",
     ("impersonate", "serviceaccounts/default", "kube-system"): "no",

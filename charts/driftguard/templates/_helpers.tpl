@@ -70,6 +70,13 @@ No update: the operator never PUTs.
   resources: {{ toJson .resources }}
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
+{{- if .Values.rbac.manageSecrets }}
+# rbac.manageSecrets: list and watch cannot be narrowed by label, so this reads every
+# Secret in scope; without it a blueprint's Secret is Forbidden.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
 {{- if .Values.attribution.enabled }}
 # Attribution: a delete's or a scale's signed record is an Event beside the object,
 # written by whichever replica's webhook admitted it and listed by the one acting on it.
@@ -120,9 +127,11 @@ audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
+# History: applied (patch; create when new), listed by the Environment's label, the oldest
+# deleted past revisionHistoryLimit. Never read one by one: no get.
 - apiGroups: ["apps"]
   resources: ["controllerrevisions"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch"]
