@@ -12,6 +12,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,8 +32,10 @@ class ChartIdentity:
     log_level: str
 
 
-def install(plane: ControlPlane) -> ChartIdentity:
-    """Creates the chart's ServiceAccount and RBAC on the plane; returns the operator's identity."""
+def install(plane: ControlPlane, *, values: dict[str, Any] | None = None) -> ChartIdentity:
+    """Creates the chart's ServiceAccount and RBAC on the plane; returns the operator's identity.
+
+    `values`: over the chart's defaults (e.g. clusters.enabled, to read kubeconfig Secrets)."""
     helm = cache_root() / f"tools-helm-{HELM_VERSION}" / "bin" / "helm"
     kubectl = Path(sys.executable).parent / "kubectl"
     rendered = subprocess.run(
@@ -40,7 +43,9 @@ def install(plane: ControlPlane) -> ChartIdentity:
             *(str(helm), "template", RELEASE, str(CHART), "--namespace", NAMESPACE),
             *("--show-only", "templates/serviceaccount.yaml"),
             *("--show-only", "templates/rbac.yaml"),
+            *("-f", "-"),
         ],
+        input=yaml.safe_dump(values or {}),
         capture_output=True,
         text=True,
         check=True,

@@ -119,7 +119,8 @@ async def measure(clusters: dict[str, Kube], operator: Child) -> dict[str, Any]:
 
 async def bench(hub: ControlPlane, remotes: list[ControlPlane], work: Path) -> dict[str, Any]:
     install_crds(hub.kubeconfig)
-    identity = chartidentity.install(hub)
+    # The hub reads each remote's kubeconfig Secret: the chart's clusters.enabled grant.
+    identity = chartidentity.install(hub, values={"clusters": {"enabled": True}})
     kubeconfigs = {"hub": hub.kubeconfig}
     kubectl(hub.kubeconfig, "create", "namespace", NAMESPACE)
     for index, remote in enumerate(remotes):

@@ -30,12 +30,18 @@ OPERATOR_NAMESPACE = "driftguard-system"
 OPERATOR_SERVICEACCOUNT = "driftguard-e2e"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}"
 # rbac.managedResources: every kind the e2e blueprints manage. The chart's default list,
-# plus the custom resources of test_lifecycle.py (Widget) and test_reliability.py (Gadget).
+# plus the custom resources of test_lifecycle.py (Widget) and test_reliability.py (Gadget);
+# Secrets (several modules' blueprints hold one) by the opt-in, rbac.manageSecrets.
 MANAGED_RESOURCES = [
-    {"apiGroups": [""], "resources": ["configmaps", "secrets", "services", "serviceaccounts"]},
+    {"apiGroups": [""], "resources": ["configmaps", "services", "serviceaccounts"]},
     {"apiGroups": ["apps"], "resources": ["deployments"]},
     {"apiGroups": ["example.com"], "resources": ["widgets", "gadgets"]},
 ]
+# tenancy.serviceAccounts: the names the e2e Environments act as. Watching every namespace,
+# the chart binds their impersonation nowhere: a test grants it in its tenant's namespace
+# (`allow_impersonation`), as a platform team does when it makes the tenant's ServiceAccount.
+TENANT_SERVICEACCOUNTS = ["tenant", "deployer"]
+IMPERSONATOR_ROLE = f"{OPERATOR_SERVICEACCOUNT}-impersonate"
 IDENTITY_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 WRITES = {"create", "update", "patch", "delete"}
 
@@ -147,13 +153,28 @@ def chart_rbac(helm: Helm) -> list[dict[str, Any]]:
     """The chart's ServiceAccount, ClusterRole and ClusterRoleBinding, rendered once a session."""
     values = {
         "fullnameOverride": OPERATOR_SERVICEACCOUNT,
-        "rbac": {"managedResources": MANAGED_RESOURCES},
+        "rbac": {"managedResources": MANAGED_RESOURCES, "manageSecrets": True},
+        "tenancy": {"serviceAccounts": TENANT_SERVICEACCOUNTS},
     }
     objects = helm.template(values, namespace=OPERATOR_NAMESPACE)
     found = [obj for obj in objects if obj["kind"] in IDENTITY_KINDS]
     # The operator's own, and with secure metrics the review rights and the scrapers' role.
     assert {obj["kind"] for obj in found} == IDENTITY_KINDS, found
+    assert IMPERSONATOR_ROLE in {obj["metadata"]["name"] for obj in found}, found
     return found
+
+
+def allow_impersonation(admin: Kubectl, namespace: str) -> None:
+    """Binds the chart's impersonation ClusterRole to the operator in one tenant namespace.
+
+    What a platform team does beside each tenant's ServiceAccount (docs/security.md): the
+    operator may then act as the names of tenancy.serviceAccounts there, and nowhere else.
+    """
+    admin(
+        *("create", "rolebinding", IMPERSONATOR_ROLE, "-n", namespace),
+        f"--clusterrole={IMPERSONATOR_ROLE}",
+        f"--serviceaccount={OPERATOR_NAMESPACE}:{OPERATOR_SERVICEACCOUNT}",
+    )
 
 
 def chart_kubeconfig(plane: ControlPlane, admin: Kubectl, chart_rbac: list[dict[str, Any]]) -> Path:

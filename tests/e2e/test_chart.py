@@ -100,6 +100,7 @@ def test_chart_renders_default_objects(helm: Helm) -> None:
         "--liveness=http://0.0.0.0:8081/healthz",
         "--log-level=INFO",
         "--history-namespace=ops",
+        "--operator-namespace=ops",
         "--break-glass-group=driftguard:break-glass",
         "--webhook-port=9443",
         "--webhook-cert-dir=/etc/driftguard/webhook",
@@ -166,7 +167,6 @@ def test_chart_confined_to_namespaces_uses_roles(helm: Helm) -> None:
     # The release namespace gets a Role too: Blueprint revisions are kept there.
     assert sorted(roles) == ["a", "b", "c", "ops"]
     assert grants(roles["ops"], "apps", "controllerrevisions") == {
-        "get",
         "list",
         "create",
         "patch",
@@ -195,6 +195,130 @@ def test_chart_managed_resources_become_rules(helm: Helm) -> None:
     cluster_role = operator_role(objects)
     assert grants(cluster_role["rules"], "example.com", "widgets") == set(MANAGED_VERBS)
     assert grants(cluster_role["rules"], "apps", "deployments") == set()
+
+
+def rbac_rules(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rule of every ClusterRole and Role rendered."""
+    roles = of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+    return [rule for role in roles for rule in role["rules"]]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{}, {"watchNamespaces": ["a"]}, {"tenancy": {"defaultServiceAccount": "tenant"}}],
+    ids=["defaults", "watched-namespaces", "default-serviceaccount"],
+)
+def test_chart_grants_no_cluster_wide_impersonation(helm: Helm, values: dict[str, Any]) -> None:
+    """No rule impersonates without resourceNames, and none is bound cluster-wide."""
+    objects = helm.template(values)
+    impersonating = [rule for rule in rbac_rules(objects) if "impersonate" in rule["verbs"]]
+    assert all(rule.get("resourceNames") for rule in impersonating), impersonating
+    bound = {b["roleRef"]["name"] for b in of_kind(objects, "ClusterRoleBinding")}
+    bound_rules = [
+        rule
+        for role in of_kind(objects, "ClusterRole")
+        if role["metadata"]["name"] in bound
+        for rule in role["rules"]
+    ]
+    assert grants(bound_rules, "", "serviceaccounts") & {"impersonate"} == set()
+    if not values:
+        assert impersonating == []
+
+
+IMPERSONATOR = "dg-driftguard-impersonate"
+
+
+def impersonating_namespaces(objects: list[dict[str, Any]]) -> list[str]:
+    """Where the chart binds its impersonation ClusterRole."""
+    return sorted(
+        binding["metadata"]["namespace"]
+        for binding in of_kind(objects, "RoleBinding")
+        if binding["roleRef"]["name"] == IMPERSONATOR
+    )
+
+
+def test_chart_impersonates_named_serviceaccounts_in_tenant_namespaces(helm: Helm) -> None:
+    """tenancy names the ServiceAccounts (resourceNames) and the namespaces (a RoleBinding each)."""
+    tenancy = {"defaultServiceAccount": "tenant", "serviceAccounts": ["deployer", "tenant"]}
+    objects = helm.template({"tenancy": {**tenancy, "namespaces": ["team-a", "team-b"]}})
+    (role,) = [r for r in of_kind(objects, "ClusterRole") if r["metadata"]["name"] == IMPERSONATOR]
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts"],
+            "resourceNames": ["tenant", "deployer"],
+            "verbs": ["get", "impersonate"],
+        }
+    ]
+    assert impersonating_namespaces(objects) == ["team-a", "team-b"]
+    bindings = of_kind(objects, "RoleBinding")
+    assert {(s["namespace"], s["name"]) for b in bindings for s in b["subjects"]} == {
+        ("ops", "dg-driftguard")
+    }
+    # Confined, the watched namespaces are the tenants', the release's own left out.
+    confined = helm.template({"tenancy": tenancy, "watchNamespaces": ["team-a", "ops"]})
+    assert impersonating_namespaces(confined) == ["team-a"]
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "expected"),
+    [
+        (["team-a", "kube-system"], "tenancy.namespaces: kube-system is refused"),
+        (["ops"], "tenancy.namespaces: ops is refused"),
+    ],
+    ids=["kube-system", "release-namespace"],
+)
+def test_chart_refuses_impersonation_in_protected_namespaces(
+    helm: Helm, namespaces: list[str], expected: str
+) -> None:
+    """Impersonation in kube-system or the release's namespace fails to render, saying why."""
+    values = {"tenancy": {"defaultServiceAccount": "tenant", "namespaces": namespaces}}
+    argv = ("template", "dg", str(CHART), "-n", "ops", "-f", "-")
+    done = helm(*argv, input=yaml.safe_dump(values), check=False)
+    assert done.returncode != 0
+    assert expected in done.stderr
+    assert (
+        "never impersonates a ServiceAccount in kube-system or in its own namespace" in done.stderr
+    )
+
+
+@pytest.mark.parametrize("confined", [False, True], ids=["cluster-wide", "watch-namespaces"])
+def test_chart_grants_secrets_only_when_opted_in(helm: Helm, confined: bool) -> None:
+    """By default no rule names Secrets; rbac.manageSecrets grants them the managed verbs."""
+    base: dict[str, Any] = {"watchNamespaces": ["a"]} if confined else {}
+    assert grants(rbac_rules(helm.template(base)), "", "secrets") == set()
+    opted = helm.template({**base, "rbac": {"manageSecrets": True}})
+    assert grants(rbac_rules(opted), "", "secrets") == set(MANAGED_VERBS)
+
+
+def documented_rights() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """The rows of docs/security.md's table of the operator's rights: (group, resources, verbs)."""
+    text = (ROOT / "docs" / "security.md").read_text(encoding="utf-8")
+    table = text.split("| apiGroup | resource | verbs | scope | why |\n|---|---|---|---|---|\n")[1]
+    rows = []
+    for line in table.split("\n\n")[0].splitlines():
+        group, resources, verbs = (cell.strip() for cell in line.strip("|").split("|")[:3])
+        rows.append(
+            (
+                group.strip("`").replace('""', ""),
+                tuple(r.strip("` ") for r in resources.split(",")),
+                tuple(v.strip() for v in verbs.split(",")),
+            )
+        )
+    return rows
+
+
+def test_chart_default_rights_are_the_documented_table(helm: Helm) -> None:
+    """The default values grant exactly the rules docs/security.md lists, and nothing else."""
+    objects = helm.template({})
+    rendered = [
+        (group, tuple(rule["resources"]), tuple(rule["verbs"]))
+        for rule in rbac_rules(objects)
+        for group in rule["apiGroups"]
+    ]
+    assert sorted(rendered) == sorted(documented_rights())
+    assert [o["metadata"]["name"] for o in of_kind(objects, "ClusterRole")] == ["dg-driftguard"]
+    assert of_kind(objects, "Role") == []
 
 
 def test_chart_refuses_two_replicas(helm: Helm) -> None:
@@ -802,6 +926,14 @@ BOUNDARY = {
     ("update", "deployments.apps", "target"): "no",
     ("delete", "environments.driftguard.io", "own"): "no",
     ("update", "environments.driftguard.io/status", "own"): "no",
+    # No rbac.manageSecrets: no Secret is read, listed or written anywhere.
+    ("get", "secrets", "target"): "no",
+    ("list", "secrets", None): "no",
+    ("create", "secrets", "own"): "no",
+    # No tenancy values: the operator may impersonate no ServiceAccount anywhere.
+    ("impersonate", "serviceaccounts", "target"): "no",
+    ("impersonate", "serviceaccounts/default", "kube-system"): "no",
+    ("impersonate", "serviceaccounts", None): "no",
 }
 # Only the cluster-wide install reaches namespaces it was not told about; confined, the
 # target namespace gets the managed kinds but no Environments.

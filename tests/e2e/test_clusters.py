@@ -18,6 +18,7 @@ import pytest
 import yaml
 from envs import (
     Operator,
+    allow_impersonation,
     apply,
     chart_kubeconfig,
     condition,
@@ -351,6 +352,7 @@ def test_tenancy_impersonates_the_service_account_in_the_remote_cluster(
     remote = remotes[0]
     in_remote(remote, namespace)
     remote.kubectl("create", "serviceaccount", "deployer", "-n", namespace)
+    allow_impersonation(remote.kubectl, namespace)
     remote.kubectl(
         "create",
         "role",

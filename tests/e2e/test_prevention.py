@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -649,3 +649,52 @@ def test_status_names_prevention_only_once_the_api_server_enforces_it(
     assert all("no longer enforces Deny" in m for m in lifted), lifted
     print("\n" + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in took.items()))
     print("Events: " + " | ".join(enforced + lifted))
+
+
+SOMEONE = "system:serviceaccount:kube-system:someone"
+
+
+@pytest.fixture
+def someone(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """kube-system's ServiceAccount `someone`, with the cluster's edit role in the namespace."""
+    kubectl("create", "serviceaccount", "someone", "-n", "kube-system")
+    kubectl(
+        *("create", "rolebinding", "someone-edit", "-n", namespace, "--clusterrole=edit"),
+        "--serviceaccount=kube-system:someone",
+    )
+    wait_for(
+        lambda: kubectl("auth", "can-i", "delete", "configmaps", "-n", namespace, "--as", SOMEONE,
+                        check=False).stdout.strip() == "yes",
+        message="someone's RoleBinding to take effect",
+    )  # fmt: skip
+    yield SOMEONE
+    kubectl("delete", "serviceaccount", "someone", "-n", "kube-system", "--wait=false", check=False)
+
+
+def test_deny_refuses_any_kube_system_serviceaccount_but_the_named_controllers(
+    kubectl: Kubectl, operator: Operator, dev: Kubectl, namespace: str, someone: str
+) -> None:
+    """Under Deny an arbitrary kube-system ServiceAccount is refused like a person; the garbage
+    collector and the namespace controller may still delete the managed objects."""
+    start(kubectl, namespace, "Deny")
+    wait_denied(kubectl, dev, namespace)
+    stored = configmap(kubectl, namespace)
+
+    patch = ("patch", "cm", "web-config", "-n", namespace, "--type=merge")
+    written = kubectl(*patch, "-p", '{"data":{"LOG_LEVEL":"debug"}}', "--as", someone, check=False)
+    assert written.returncode != 0, "kube-system:someone's write was let through"
+    assert set_by(namespace, "/data/LOG_LEVEL", "ConfigMap", "web-config", 0) in written.stderr
+    assert f"ValidatingAdmissionPolicy 'driftguard.{namespace}.{ENV}'" in written.stderr
+    deleting = ("delete", "cm", "web-config", "-n", namespace, "--dry-run=server")
+    deleted = kubectl(*deleting, "--as", someone, check=False)
+    assert deleted.returncode != 0, "kube-system:someone's delete was let through"
+    assert f"the Environment {namespace}/{ENV}" in deleted.stderr, deleted.stderr
+    after = configmap(kubectl, namespace)
+    assert after["metadata"]["resourceVersion"] == stored["metadata"]["resourceVersion"]
+
+    # The controllers that must pass, as the API server knows them (a dry run: nothing goes).
+    for controller in ("generic-garbage-collector", "namespace-controller"):
+        user = f"system:serviceaccount:kube-system:{controller}"
+        done = kubectl(*deleting, "--as", user, check=False)
+        assert done.returncode == 0, f"{controller}: {done.stderr}"
+    assert configmap(kubectl, namespace)["metadata"]["uid"] == stored["metadata"]["uid"]

@@ -13,7 +13,16 @@ from typing import Any
 
 import pytest
 import yaml
-from envs import Operator, apply, configmap, environment, get, status, wait_condition
+from envs import (
+    Operator,
+    allow_impersonation,
+    apply,
+    configmap,
+    environment,
+    get,
+    status,
+    wait_condition,
+)
 from helpers import Kubectl, wait_for
 
 # etcd refuses a value over 1.5 MiB (--max-request-bytes), the API server a request over 3 MiB.
@@ -59,6 +68,7 @@ def deployer(kubectl: Kubectl, namespace: str) -> Iterator[str]:
     """
     name = f"deployer-{namespace}"
     kubectl("create", "serviceaccount", "deployer", "-n", namespace)
+    allow_impersonation(kubectl, namespace)
     rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["*"]}]
     role: dict[str, Any] = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole"}
     role |= {"metadata": {"name": name}, "rules": rules}

@@ -18,8 +18,10 @@ from typing import Any
 import pytest
 import yaml
 from envs import (
+    OPERATOR_NAMESPACE,
     OPERATOR_USER,
     Operator,
+    allow_impersonation,
     apply,
     chart_kubeconfig,
     environment,
@@ -101,6 +103,7 @@ class Site:
     alice: Kubectl
     operator: Operator
     namespaces: list[str] = field(default_factory=list)
+    impersonable: set[str] = field(default_factory=set)
 
     def team(self, prefix: str, *, for_alice: bool = True) -> str:
         """A fresh namespace; alice may manage Environments and ConfigMaps there, nothing else."""
@@ -124,8 +127,12 @@ class Site:
     def serviceaccount(
         self, namespace: str, name: str, *grants: tuple[str, list[dict[str, Any]]]
     ) -> None:
-        """A ServiceAccount in `namespace` with a Role of these rules in each (namespace, rules)."""
+        """A ServiceAccount in `namespace` with a Role of these rules in each (namespace, rules),
+        which the operator may impersonate."""
         self.admin("create", "serviceaccount", name, "-n", namespace)
+        if namespace not in self.impersonable:
+            allow_impersonation(self.admin, namespace)
+            self.impersonable.add(namespace)
         subject = {"kind": "ServiceAccount", "name": name, "namespace": namespace}
         for where, rules in grants:
             self.grant(role(f"sa-{name}", where, rules), binding(f"sa-{name}", where, subject))
@@ -434,6 +441,101 @@ def test_serviceaccount_with_rights_elsewhere_writes_there(own_site: Site) -> No
         ),
         message="the drift in team-b to be reverted",
     )
+
+
+# -- 2b. the operator may impersonate only the tenants' ServiceAccounts --------------------
+
+
+@pytest.fixture
+def lookalikes(kubectl: Kubectl) -> Iterator[str]:
+    """A ServiceAccount named like a tenant's (`deployer`) in kube-system and in the
+    operator's namespace: the names RBAC would match if impersonation were cluster-wide."""
+    for where in PROTECTED:
+        kubectl("create", "serviceaccount", "deployer", "-n", where)
+    yield "deployer"
+    for where in PROTECTED:
+        kubectl("delete", "serviceaccount", "deployer", "-n", where, "--wait=false", check=False)
+
+
+PROTECTED = ("kube-system", OPERATOR_NAMESPACE)
+
+
+def test_operator_may_impersonate_only_named_serviceaccounts_of_tenants(
+    site: Site, lookalikes: str
+) -> None:
+    """The API server answers the operator may impersonate `deployer` in a tenant namespace,
+    and not in kube-system, not in its own namespace, not another name, nor any name."""
+    team = site.team("team-a")
+    site.serviceaccount(team, "deployer", (team, [rule("", "configmaps", ALL_VERBS)]))
+
+    def can_impersonate(target: str, namespace: str) -> str:
+        argv = ("auth", "can-i", "impersonate", target, "-n", namespace, "--as", OPERATOR_USER)
+        done = site.admin(*argv, check=False)
+        return done.stdout.strip() or done.stderr.strip()
+
+    asked = {
+        ("serviceaccounts/deployer", team): "yes",
+        ("serviceaccounts/deployer", "kube-system"): "no",
+        ("serviceaccounts/deployer", OPERATOR_NAMESPACE): "no",
+        ("serviceaccounts/generic-garbage-collector", "kube-system"): "no",
+        ("serviceaccounts/default", team): "no",
+        ("serviceaccounts", team): "no",
+    }
+    answers = {case: can_impersonate(*case) for case in asked}
+    assert answers == asked
+
+
+def test_serviceaccount_not_granted_to_the_operator_is_forbidden(site: Site) -> None:
+    """A ServiceAccount in a namespace where the platform team did not let the operator act as
+    it is Forbidden, the API server's refusal to impersonate in the message; nothing applied."""
+    team = site.team("team-a")
+    site.admin("create", "serviceaccount", "deployer", "-n", team)
+    manifest = environment(
+        "app", team, [configmap("settings", x="1")], serviceAccountName="deployer"
+    )
+    apply(site.alice, manifest)
+
+    message = ready_refused(site, "app", team)
+    assert message.startswith(
+        f"spec.serviceAccountName: the operator may not impersonate ServiceAccount {team}/deployer;"
+    ), message
+    assert "tenancy.serviceAccounts" in message
+    assert get(site.admin, "configmap", "settings", team) is None
+    assert written(site, team) == []
+
+
+@pytest.mark.parametrize("where", PROTECTED, ids=["kube-system", "operator-namespace"])
+def test_environment_acting_as_a_protected_serviceaccount_is_forbidden(
+    site: Site, lookalikes: str, where: str
+) -> None:
+    """An Environment in kube-system or the operator's namespace naming a ServiceAccount there
+    is Forbidden, saying why, before any request as or about that ServiceAccount."""
+    name = f"escape-{secrets.token_hex(3)}"
+    planted = f"planted-{name}"
+    manifest = environment(name, where, [configmap(planted, x="1")], serviceAccountName=lookalikes)
+    apply(site.admin, manifest)
+    try:
+        found = wait_condition(site.admin, name, where, "Ready", "False", reason="Forbidden")
+        assert found["message"].startswith(
+            f"spec.serviceAccountName: ServiceAccount {where}/{lookalikes} is in {where}"
+        ), found["message"]
+        assert (
+            f"never impersonates a ServiceAccount in kube-system or in {OPERATOR_NAMESPACE}"
+            in found["message"]
+        )
+        assert get(site.admin, "configmap", planted, where) is None
+        user = f"system:serviceaccount:{where}:{lookalikes}"
+
+        def is_about(event: dict[str, Any]) -> bool:
+            ref = event.get("objectRef") or {}
+            acting = (event.get("impersonatedUser") or {}).get("username")
+            return acting == user or (ref.get("namespace"), ref.get("name")) == (where, lookalikes)
+
+        operator_events = audit_events(site.plane.audit_log, username=OPERATOR_USER)
+        about = [f"{e['verb']} {e['requestURI']}" for e in operator_events if is_about(e)]
+        assert about == []
+    finally:
+        site.admin("delete", "environment", name, "-n", where, "--wait=false", check=False)
 
 
 # -- 3. Observe is bounded the same way -------------------------------------------------

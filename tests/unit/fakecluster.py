@@ -136,6 +136,9 @@ class FakeCluster:
         ]
         return (items[:limit] if limit else items), str(self.version)
 
+    async def whoami(self) -> str:
+        return ""  # RBAC, impersonation included, is the real server's part
+
     def as_user(self, user: str) -> FakeCluster:
         self.identities.add(user)
         return self  # RBAC is the real server's part: the e2e tests cover impersonation

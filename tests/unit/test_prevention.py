@@ -86,14 +86,46 @@ def test_warn_is_a_binding_of_its_own() -> None:
 
 
 def test_exempt_identities_skip_the_policy() -> None:
-    """The operator, system controllers and the break-glass group are let through."""
+    """Exactly the operator, the named controllers and the break-glass group are let through
+    (a write carrying the probe marker is judged whoever sends it)."""
     (policy, _) = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": "1"}}))
     condition = policy["spec"]["matchConditions"][0]["expression"]
 
-    assert "system:serviceaccount:driftguard:driftguard" in condition
-    assert "system:kube-controller-manager" in condition
-    assert 'startsWith("system:serviceaccount:kube-system:")' in condition
-    assert "driftguard:break-glass" in condition
+    users = sorted(
+        [
+            "system:kube-controller-manager",
+            "system:serviceaccount:driftguard:driftguard",
+            "system:serviceaccount:kube-system:generic-garbage-collector",
+            "system:serviceaccount:kube-system:namespace-controller",
+        ]
+    )
+    marked = (
+        "(request.operation != 'DELETE' && has(object.metadata.annotations)"
+        ' && "driftguard.io/prevention-probe" in object.metadata.annotations) || '
+    )
+    assert condition == (
+        f"{marked}!(request.userInfo.username in {json.dumps(users)})"
+        ' && !request.userInfo.groups.exists(g, g in ["driftguard:break-glass"])'
+    )
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        "system:serviceaccount:kube-system:someone",
+        "system:serviceaccount:kube-system:deployment-controller",
+        "system:kube-scheduler",
+        "system:serviceaccount:kube-system:generic-garbage-collector-2",
+    ],
+    ids=["any-kube-system-sa", "deployment-controller", "scheduler", "lookalike-name"],
+)
+def test_other_system_identities_are_judged(user: str) -> None:
+    """No prefix lets a kube-system identity through: only the exact names do."""
+    (policy, _) = build(guarded("ConfigMap", CONFIGMAPS, {"data": {"a": "1"}}))
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+
+    assert "startsWith" not in condition
+    assert json.dumps(user) not in condition
 
 
 def test_each_managed_field_is_a_validation_naming_it() -> None:

@@ -116,3 +116,54 @@ def test_confine_refuses(tenancy: Tenancy, blueprint: model.EnvironmentSpec, exp
 def test_identity(tenancy: Tenancy, fields: dict[str, Any], expected: str) -> None:
     """The identity impersonated: the Environment's ServiceAccount, else the default, else none."""
     assert tenancy.identity(spec(obj("ConfigMap"), **fields), "team-a") == expected
+
+
+@pytest.mark.parametrize(
+    ("tenancy", "fields", "namespace", "expected"),
+    [
+        (
+            Tenancy(),
+            {"serviceAccountName": "someone"},
+            "kube-system",
+            "spec.serviceAccountName: ServiceAccount kube-system/someone is in kube-system, "
+            "the cluster's own controllers' namespace",
+        ),
+        (
+            Tenancy(default_service_account="tenant", operator_namespace="ops"),
+            {},
+            "ops",
+            "--default-service-account: ServiceAccount ops/tenant is in ops, "
+            "the operator's own namespace",
+        ),
+    ],
+    ids=["kube-system-named", "operator-namespace-default"],
+)
+def test_refuse_protected_refuses(
+    tenancy: Tenancy, fields: dict[str, Any], namespace: str, expected: str
+) -> None:
+    """A ServiceAccount in kube-system or the operator's namespace is refused, saying whence and where."""
+    with pytest.raises(RefusedError) as refused:
+        tenancy.refuse_protected(spec(obj("ConfigMap"), **fields), namespace)
+
+    assert str(refused.value).startswith(expected)
+    assert "never impersonates a ServiceAccount in kube-system or in" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("tenancy", "fields", "namespace"),
+    [
+        (Tenancy(), {}, "kube-system"),
+        (Tenancy(), {"serviceAccountName": "deployer"}, "team-a"),
+        (
+            Tenancy(default_service_account="tenant", operator_namespace="ops"),
+            {},
+            "driftguard-system",
+        ),
+    ],
+    ids=["no-serviceaccount-in-kube-system", "tenant-namespace", "other-than-operator-namespace"],
+)
+def test_refuse_protected_lets_through(
+    tenancy: Tenancy, fields: dict[str, Any], namespace: str
+) -> None:
+    """Acting as the operator, or as a ServiceAccount of any other namespace, is not refused here."""
+    tenancy.refuse_protected(spec(obj("ConfigMap"), **fields), namespace)

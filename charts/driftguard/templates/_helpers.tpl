@@ -70,6 +70,13 @@ No update: the operator never PUTs.
   resources: {{ toJson .resources }}
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
+{{- if .Values.rbac.manageSecrets }}
+# rbac.manageSecrets: list and watch cannot be narrowed by label, so this reads every
+# Secret in scope; without it a blueprint's Secret is Forbidden.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
 {{- if .Values.attribution.enabled }}
 # Attribution: a delete's or a scale's signed record is an Event beside the object,
 # written by whichever replica's webhook admitted it and listed by the one acting on it.
@@ -83,9 +90,8 @@ No update: the operator never PUTs.
 What the operator itself needs on Environments and Events, in every namespace it serves:
 kopf lists and watches Environments (it never GETs one) and patches them (its
 finalizer, for deletionPolicy Delete) and their status (kopf's progress); driftguard
-writes status and posts Events (always new ones, by generateName). It impersonates
-an Environment's ServiceAccount (spec.serviceAccountName, or tenancy.defaultServiceAccount),
-which lives in the Environment's namespace, after checking that it exists.
+writes status and posts Events (always new ones, by generateName). Impersonating an
+Environment's ServiceAccount is granted apart, by name and per namespace (impersonation.yaml).
 Beside each Environment it keeps its history (ControllerRevisions), its drift
 audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
 */}}
@@ -121,12 +127,11 @@ audit trail (a ConfigMap) and its Policy Report, all owned by the Environment.
   resources: ["secrets"]
   verbs: ["get"]
 {{- end }}
-- apiGroups: [""]
-  resources: ["serviceaccounts"]
-  verbs: ["get", "impersonate"]
+# History: applied (patch; create when new), listed by the Environment's label, the oldest
+# deleted past revisionHistoryLimit. Never read one by one: no get.
 - apiGroups: ["apps"]
   resources: ["controllerrevisions"]
-  verbs: ["get", "list", "create", "patch", "delete"]
+  verbs: ["list", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch"]
@@ -153,4 +158,31 @@ objects), kept like managed objects, labelled with the Environment; nothing else
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingadmissionpolicies", "validatingadmissionpolicybindings"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+{{- end }}
+
+{{/*
+The ServiceAccount names Environments may act as: tenancy.defaultServiceAccount and
+tenancy.serviceAccounts, as a JSON list (empty: no impersonation at all).
+*/}}
+{{- define "driftguard.impersonatedNames" -}}
+{{- $names := .Values.tenancy.serviceAccounts | default list }}
+{{- with .Values.tenancy.defaultServiceAccount }}{{ $names = prepend $names . }}{{ end }}
+{{- $names | uniq | toJson }}
+{{- end }}
+
+{{/*
+The namespaces whose ServiceAccounts of those names the chart lets the operator impersonate:
+tenancy.namespaces, else the watched namespaces. Never kube-system (the cluster's own
+controllers) nor the release's namespace (the operator's own identity and Secrets): named
+explicitly they fail the install, derived from watchNamespaces they are left out.
+*/}}
+{{- define "driftguard.impersonatedNamespaces" -}}
+{{- $protected := list "kube-system" .Release.Namespace }}
+{{- range .Values.tenancy.namespaces }}
+{{- if has . $protected }}
+{{- fail (printf "tenancy.namespaces: %s is refused: the operator never impersonates a ServiceAccount in kube-system or in its own namespace (%s)" . $.Release.Namespace) }}
+{{- end }}
+{{- end }}
+{{- $namespaces := .Values.tenancy.namespaces | default .Values.watchNamespaces }}
+{{- without $namespaces "kube-system" .Release.Namespace | uniq | toJson }}
 {{- end }}

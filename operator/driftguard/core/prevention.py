@@ -34,8 +34,21 @@ GROUP = "admissionregistration.k8s.io"
 POLICY = "ValidatingAdmissionPolicy"
 BINDING = "ValidatingAdmissionPolicyBinding"
 SCALABLE = {("apps", "Deployment"), ("apps", "StatefulSet"), ("apps", "ReplicaSet")}
-SYSTEM_USERS = ("system:kube-controller-manager", "system:kube-scheduler")
-SYSTEM_PREFIX = "system:serviceaccount:kube-system:"  # the controllers: GC, namespaces, ...
+CONTROLLERS = (
+    "system:kube-controller-manager",
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+    "system:serviceaccount:kube-system:namespace-controller",
+)
+"""The cluster's controllers that must write managed objects whatever prevention says, and
+no others: the garbage collector deletes the dependents of a deleted owner (and patches
+away ownerReferences and its finalizers when orphaning), the namespace controller deletes
+everything in a namespace being deleted. With kube-controller-manager's
+--use-service-account-credentials (kubeadm, most distributions) each controller is its own
+kube-system ServiceAccount; without it every controller is system:kube-controller-manager.
+The other controllers write only what driftguard never sets (the deployment controller a
+Deployment's revision annotation and status, never its spec) or other kinds (ReplicaSets,
+Pods, Endpoints), so a policy judging only driftguard's fields lets them through anyway.
+Any other kube-system ServiceAccount is judged like a person."""
 PROBE_ANNOTATION = f"{model.GROUP}/prevention-probe"
 TOKEN_ANNOTATION = f"{model.GROUP}/prevention-token"
 # A write carrying the probe marker (never one of the operator's real writes): what the
@@ -176,11 +189,8 @@ def _rules(objects: Sequence[Guarded], *, with_names: bool) -> list[dict[str, An
 
 
 def _not_exempt(users: Iterable[str], groups: Iterable[str]) -> str:
-    names = sorted({*users, *SYSTEM_USERS} - {""})
-    expression = (
-        f"!(request.userInfo.username in {_literal(names)})"
-        f" && !request.userInfo.username.startsWith({_literal(SYSTEM_PREFIX)})"
-    )
+    names = sorted({*users, *CONTROLLERS} - {""})
+    expression = f"!(request.userInfo.username in {_literal(names)})"
     groups = sorted(set(groups) - {""})
     if groups:
         expression += f" && !request.userInfo.groups.exists(g, g in {_literal(groups)})"

@@ -4,7 +4,9 @@ With a ServiceAccount (`spec.serviceAccountName`, or the operator's
 `--default-service-account`), every request for the Environment impersonates it
 and Kubernetes RBAC bounds the blueprint. Without one, the operator's own rights
 apply, so the blueprint is confined: its own namespace only, and no
-cluster-scoped kinds, unless the operator was started to allow more. Pure.
+cluster-scoped kinds, unless the operator was started to allow more. A ServiceAccount
+in kube-system or in the operator's own namespace is never impersonated, whatever RBAC
+would allow: those are the cluster's controllers and the operator itself. Pure.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from driftguard.core.model import EnvironmentSpec, InvalidSpecError
+
+SYSTEM_NAMESPACE = "kube-system"
+OPERATOR_NAMESPACE = "driftguard-system"
+"""The operator's namespace when it is not told (`--operator-namespace`, $POD_NAMESPACE)."""
 
 
 class RefusedError(InvalidSpecError):
@@ -27,9 +33,37 @@ class Tenancy:
     default_service_account: str | None = None
     allowed_target_namespaces: tuple[str, ...] = ()
     allow_cluster_scoped: bool = False
+    operator_namespace: str = OPERATOR_NAMESPACE
 
     def service_account(self, spec: EnvironmentSpec) -> str | None:
         return spec.service_account_name or self.default_service_account
+
+    def is_protected(self, namespace: str) -> bool:
+        """Whether ServiceAccounts of this namespace are never impersonated."""
+        return namespace in (SYSTEM_NAMESPACE, self.operator_namespace)
+
+    def refuse_protected(self, spec: EnvironmentSpec, namespace: str) -> None:
+        """Raises RefusedError when the ServiceAccount to act as lives where none may be used.
+
+        Checked before any request: RBAC may grant a name in every namespace (a same-named
+        ServiceAccount of kube-system's would match), so the operator refuses it too.
+        """
+        account = self.service_account(spec)
+        if not account or not self.is_protected(namespace):
+            return
+        source = (
+            "spec.serviceAccountName" if spec.service_account_name else "--default-service-account"
+        )
+        where = (
+            "the cluster's own controllers' namespace"
+            if namespace == SYSTEM_NAMESPACE
+            else "the operator's own namespace"
+        )
+        raise RefusedError(
+            f"{source}: ServiceAccount {namespace}/{account} is in {namespace}, {where}; "
+            f"driftguard never impersonates a ServiceAccount in {SYSTEM_NAMESPACE} or in "
+            f"{self.operator_namespace}: put the Environment in a tenant namespace"
+        )
 
     def identity(self, spec: EnvironmentSpec, namespace: str) -> str:
         """The user to impersonate ("" for the operator itself)."""

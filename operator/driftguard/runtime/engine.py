@@ -244,6 +244,8 @@ class Engine:
             scopes.append((resource, namespace if resource.namespaced else None))
         # As the Environment's identity: deleting is bounded by its RBAC like applying.
         account = declared.service_account_name or self._tenancy.default_service_account
+        if account and self._tenancy.is_protected(owner.namespace):
+            scopes = []  # every pass refused to act as it: nothing was ever applied as it
         acting = target.as_user(user_of(owner.namespace, account))
         try:
             changes = policies + await apply.delete_labelled(acting, scopes, owner.selector)

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
 from driftguard.core import diff, model, plan, render, tracking
@@ -22,7 +23,7 @@ from driftguard.core.declared import Declared
 from driftguard.core.exception import Judged
 from driftguard.core.model import InvalidSpecError, Mode, ObjectKey, State
 from driftguard.core.status import AppliedBlueprint
-from driftguard.core.tenancy import RefusedError, Tenancy
+from driftguard.core.tenancy import RefusedError, Tenancy, user_of
 from driftguard.core.tracking import Ledger, Tracked
 from driftguard.kube import apply, sources
 from driftguard.kube.cluster import SERVICEACCOUNTS, Cluster, Resource
@@ -178,7 +179,7 @@ class FullPass:
         namespace = self._ledger.owner.namespace
         self.identity = self._tenancy.identity(spec, namespace)
         self.cluster = self.operator.as_user(self.identity)
-        await ensure_account(self.operator, namespace, self._tenancy.service_account(spec))
+        await ensure_account(self.operator, self._tenancy, spec, namespace)
 
     def _pause(self, spec: model.EnvironmentSpec) -> None:
         """spec.suspendUntil ahead pauses enforcement; its start and its end are Events."""
@@ -419,8 +420,13 @@ def seconds_until(moment: str) -> float:
     return delta
 
 
-async def ensure_account(cluster: Cluster, namespace: str, name: str | None) -> None:
-    """Raises RefusedError unless the ServiceAccount to impersonate exists (None: none needed)."""
+async def ensure_account(
+    cluster: Cluster, tenancy: Tenancy, spec: model.EnvironmentSpec, namespace: str
+) -> None:
+    """Raises RefusedError unless the ServiceAccount to act as may be, exists and can be
+    impersonated (no ServiceAccount: nothing to check)."""
+    tenancy.refuse_protected(spec, namespace)  # before any request as it, or about it
+    name = tenancy.service_account(spec)
     if name is None:
         return
     try:
@@ -432,6 +438,21 @@ async def ensure_account(cluster: Cluster, namespace: str, name: str | None) -> 
             f"spec.serviceAccountName: ServiceAccount {namespace}/{name} does not exist; "
             "nothing is applied until it does"
         )
+    # Tried first (a SelfSubjectReview as it), so that a refusal says what to grant: refused
+    # mid-pass, the API server names the request impersonated
+    # ("impersonate-on:serviceaccount:list"), not the fix.
+    try:
+        await retrying(cluster.as_user(user_of(namespace, name)).whoami)
+    except ApiError as exc:
+        if exc.status != HTTPStatus.FORBIDDEN:
+            raise RefusedError(f"spec.serviceAccountName: {exc.describe()}") from exc
+        raise RefusedError(
+            f"spec.serviceAccountName: the operator may not impersonate ServiceAccount "
+            f"{namespace}/{name}; it may act only as the names of the chart's "
+            "tenancy.defaultServiceAccount and tenancy.serviceAccounts, in the namespaces where "
+            "its impersonation ClusterRole is bound (tenancy.namespaces, or a RoleBinding the "
+            "platform team makes there; docs/security.md)"
+        ) from exc
 
 
 def _same(dry_run: dict[str, Any], live: dict[str, Any]) -> bool:
