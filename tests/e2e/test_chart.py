@@ -308,17 +308,43 @@ def documented_rights() -> list[tuple[str, tuple[str, ...], tuple[str, ...]]]:
     return rows
 
 
+def bound_to_operator(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rules of every role bound to the operator's ServiceAccount."""
+    bound = {
+        (binding["roleRef"]["kind"], binding["roleRef"]["name"])
+        for binding in of_kind(objects, "ClusterRoleBinding") + of_kind(objects, "RoleBinding")
+        if any(
+            subject["kind"] == "ServiceAccount" and subject["name"] == "dg-driftguard"
+            for subject in binding.get("subjects") or []
+        )
+    }
+    roles = of_kind(objects, "ClusterRole") + of_kind(objects, "Role")
+    return [
+        rule for role in roles if (role["kind"], role["metadata"]["name"]) in bound
+        for rule in role["rules"]
+    ]  # fmt: skip
+
+
 def test_chart_default_rights_are_the_documented_table(helm: Helm) -> None:
-    """The default values grant exactly the rules docs/security.md lists, and nothing else."""
+    """The default values grant the operator exactly the rules docs/security.md lists, and
+    nothing else; the scrapers' role is bound to no one."""
     objects = helm.template({})
     rendered = [
         (group, tuple(rule["resources"]), tuple(rule["verbs"]))
-        for rule in rbac_rules(objects)
+        for rule in bound_to_operator(objects)
         for group in rule["apiGroups"]
     ]
     assert sorted(rendered) == sorted(documented_rights())
-    assert [o["metadata"]["name"] for o in of_kind(objects, "ClusterRole")] == ["dg-driftguard"]
+    assert sorted(o["metadata"]["name"] for o in of_kind(objects, "ClusterRole")) == [
+        "dg-driftguard",
+        "dg-driftguard-metrics-auth",
+        "dg-driftguard-metrics-reader",
+    ]
     assert of_kind(objects, "Role") == []
+    reader = [
+        r for r in of_kind(objects, "ClusterRoleBinding") if "reader" in r["metadata"]["name"]
+    ]
+    assert reader == []
 
 
 def test_chart_refuses_two_replicas(helm: Helm) -> None:
