@@ -86,6 +86,9 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self._passes = asyncio.Semaphore(PASSES_AT_ONCE)
         self._census: Callable[[str], Users] | None = None
+        self.replica: str | None = None
+        """Sharding: this replica's id, which status.shard names from an Environment's first
+        write here on (so a share taken over costs one status write per Environment, not two)."""
 
     @property
     def subscriptions(self) -> Subscriptions:
@@ -133,6 +136,9 @@ class Engine:
                     bind=lambda d: self.links.acquire(d.ident, d.kube_config),
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
+                if self.replica is not None and environment.ledger.status.shard != self.replica:
+                    ledger = environment.ledger
+                    ledger.status = ledger.status.model_copy(update={"shard": self.replica})
                 self.environments[ident] = environment
             used = environment.blueprint
             await environment.update(declared)

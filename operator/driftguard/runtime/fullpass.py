@@ -358,9 +358,10 @@ class ObjectSync:
         rules = plan.allowed_for(tracked.key, self._ledger.spec.allowed_changes)
         tolerated = plan.tolerate(rules, tracked.desired, live)[0] if live else frozenset()
         manifest = apply.strip(tracked.desired, tolerated)
-        if not is_new and live is not None and diff.is_owned_whole(live, manifest):
+        owned = diff.expect_if_owned(live, manifest) if not is_new and live is not None else None
+        if owned is not None and live is not None:
             # Same blueprint, and every field we set is still ours: nothing to write.
-            tracked.learn(live, mode=Mode.ENFORCE)
+            tracked.learn(live, mode=Mode.ENFORCE, expectation=owned)
             return self._judged(tracked, live, Outcome.UNCHANGED)
         if live is not None and dry_run is not None and not tolerated and _same(dry_run, live):
             # The preflight's dry-run changed nothing, ownership included: a no-op apply.

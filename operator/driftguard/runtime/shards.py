@@ -107,6 +107,7 @@ class Shards:
         self.claimed: sharding.Ranges = ()  # what this replica's Lease claims, written
         self._foreign: frozenset[str] = frozenset()
         engine.count_users_with(self.count_users)
+        engine.replica = replica
         self._export()
 
     # -- what kopf sees -------------------------------------------------------
@@ -168,11 +169,19 @@ class Shards:
     async def environment_changed(self, body: Declared) -> None:
         meta = body.body["metadata"]
         ident = (meta["namespace"], meta["name"])
+        previous = self.bodies.get(ident)
         if meta.get("deletionTimestamp"):
             self.bodies.pop(ident, None)
         else:
             self.bodies[ident] = body
-        self.remember()
+        if (
+            previous is None
+            or meta.get("deletionTimestamp")
+            or target_of(previous) != target_of(body)
+        ):
+            # Only a new, gone or moved target changes what remember() works out (over every
+            # Environment); status writes, most of the events, change none of it.
+            self.remember()
         if self.owns(body) or ident in self.engine.environments:
             await self.engine.environment_changed(body)
         # The ranges may have moved while the engine worked (a rebalance, or fencing).
