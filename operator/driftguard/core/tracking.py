@@ -114,6 +114,9 @@ class Ledger:
     excepting: frozenset[str] = frozenset()  # the DriftExceptions active at the last pass
     fight_backoff: float = plan.FIGHT_BACKOFF_S
     is_waiting_for_kind: bool = False  # the blueprint names a kind the server does not serve
+    # (apiVersion, kind, namespace) of the objects status last listed, once status.resources
+    # is no longer kept here (the status writer keeps a digest of what it wrote instead).
+    inventory: frozenset[tuple[str, str, str | None]] = frozenset()
 
     @property
     def mode(self) -> Mode:

@@ -266,12 +266,12 @@ class FullPass:
         without a GET per new object.
         """
         scopes = set(scopes)
-        for entry in self._ledger.status.resources:
+        for api_version, kind, namespace in _inventory(self._ledger):
             try:
-                resource = await self.cluster.resource(entry.api_version, entry.kind)
+                resource = await self.cluster.resource(api_version, kind)
             except (UnknownKindError, ApiError):
                 continue  # a kind that is gone has nothing left to prune
-            scopes.add((resource, entry.namespace or None))
+            scopes.add((resource, namespace or None))
         found: Live = {}
         for resource, namespace in scopes:
             items, _ = await retrying(
@@ -407,6 +407,12 @@ class ObjectSync:
             if news and outcome is Outcome.UNCHANGED
             else Change(tracked.key, outcome)
         )
+
+
+def _inventory(ledger: Ledger) -> set[tuple[str, str, str | None]]:
+    """The objects status lists (as received) or listed when last written."""
+    listed = {(e.api_version, e.kind, e.namespace) for e in ledger.status.resources}
+    return listed | ledger.inventory
 
 
 def _is_ahead(moment: str) -> bool:
