@@ -66,3 +66,22 @@ def test_an_invalid_spec_keeps_its_error_and_where_it_writes(
     assert str(declared.error).startswith("spec.")
     assert declared.target_namespace == target
     assert declared.blueprint == blueprint
+
+
+def test_the_parsed_spec_is_kept_while_the_generation_is_the_same() -> None:
+    """A status write (same uid, same generation) reuses the parse; a new generation or a
+    new object with the same name is parsed again, even to an invalid spec."""
+    first = {**body(targetNamespace="a"), "metadata": {**body()["metadata"], "uid": "u1"}}
+    seen = Declared.of(first)
+    status_only = {**first, "status": {"revision": 2}}
+    again = Declared.of(status_only, like=seen)
+    assert again.spec is seen.spec
+    assert again.body is status_only
+
+    bumped = {**first, "metadata": {**first["metadata"], "generation": 4}, "spec": {"mode": "X"}}
+    changed = Declared.of(bumped, like=seen)
+    assert changed.spec is None
+    assert changed.error is not None
+
+    recreated = {**first, "metadata": {**first["metadata"], "uid": "u2"}, "spec": {}}
+    assert Declared.of(recreated, like=seen).target_namespace == "shop"

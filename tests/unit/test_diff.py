@@ -393,8 +393,39 @@ def test_no_drift_when_our_managed_fields_entry_is_gone_and_values_match() -> No
 
 
 def test_expectation_remembers_resource_version() -> None:
-    """expect() keeps the resourceVersion of the stored object it was made from."""
-    assert diff.expect(objects.deployment()).resource_version == "1042"
+    """expect() keeps the resourceVersion of the object it was made from when that is the
+    object as stored; a dry-run's answer (which keeps the live version) vouches for none."""
+    assert diff.expect(objects.deployment(), is_stored=True).resource_version == "1042"
+    assert diff.expect(objects.deployment()).resource_version == ""
+
+
+@pytest.mark.parametrize(("edit", "expected"), DRIFT)
+def test_an_object_at_the_version_learned_is_judged_as_by_a_whole_compare(
+    edit: Edit, expected: list[FieldChange]
+) -> None:
+    """Learned from the very object (a pass trusting what it listed), the same version
+    skips the field-by-field compare and finds what the compare finds: items another
+    manager added to a list we set, nothing else."""
+    live = objects.deployment()
+    edit(live)
+
+    quick = diff.compute(diff.expect(live, is_stored=True), live)
+    whole = diff.compute(diff.expect(live), live)
+
+    assert quick == whole
+    assert all(change.kind is ChangeKind.ADDED for change in quick.changes)
+
+
+def test_a_dry_run_answer_at_the_live_version_is_still_compared() -> None:
+    """A dry-run apply answers with the live resourceVersion even when it would change the
+    object: its expectation must be compared field by field."""
+    wanted = objects.deployment()
+    live = copy.deepcopy(wanted)
+    live["spec"]["replicas"] = 7  # the live version, which the dry-run kept
+
+    drift = diff.compute(diff.expect(wanted), live)
+
+    assert [change.pointer for change in drift.changes] == ["/spec/replicas"]
 
 
 def test_expectation_of_object_we_never_applied_is_empty() -> None:
@@ -654,6 +685,10 @@ def test_is_owned_whole(
     if manifest_edit:
         manifest_edit(manifest)
     assert diff.is_owned_whole(live, manifest) is expected
+    learned = diff.expect_if_owned(live, manifest)
+    assert (learned is not None) is expected
+    if learned is not None:
+        assert learned == diff.expect(live, is_stored=True)
 
 
 def test_atomic_field_covers_the_manifest_below_it() -> None:

@@ -76,14 +76,16 @@ class FakeShare:
         self.ranges: sharding.Ranges = ()
         self.fenced = 0
         self.seen = hashes
+        self.busy_until = 0.0  # the acting loop busy with passes: act_on waits till then
 
     def hashes(self) -> set[int]:
         return self.seen
 
-    def hold(self, until: float) -> None:
-        self.valid_until = until
+    def hold(self, until: float, claims: sharding.Ranges) -> None:
+        self.valid_until, self.claimed = until, claims
 
     async def act_on(self, ranges: sharding.Ranges) -> None:
+        await asyncio.sleep(max(0.0, self.busy_until - asyncio.get_running_loop().time()))
         self.ranges = sharding.merge_ranges(ranges)
 
     def fence(self, *, reason: str = "lease_expired") -> None:
@@ -172,6 +174,26 @@ def test_a_replica_that_cannot_renew_stops_before_the_other_takes_over(fleet: Fl
         await until(lambda: fleet.count("b") == len(HASHES) and fleet.covers_everything())
         fleet.store.broken.clear()
         await until(lambda: fleet.count("a") == 6 and fleet.count("b") == 6)
+
+    asyncio.run(_run(fleet, scenario))
+
+
+def test_a_replica_whose_acting_loop_is_busy_keeps_its_lease(fleet: Fleet) -> None:
+    """An act_on that takes longer than the Lease (the operator's loop busy with a
+    takeover's passes) must not hold up renewals: the replica keeps its share, unfenced,
+    and what it is asked to take while busy it takes once the loop answers."""
+
+    async def scenario() -> None:
+        fleet.start("a")
+        await until(lambda: fleet.covers_everything())
+        loop = asyncio.get_running_loop()
+        fleet.shares["a"].busy_until = loop.time() + DURATION * 3
+        fleet.start("b")  # "a" must give up half while busy: it can only once the loop is free
+        await asyncio.sleep(DURATION * 2)  # twice the Lease: renewals went on meanwhile
+        assert fleet.shares["a"].fenced == 0
+        assert fleet.count("a") == len(HASHES)  # nothing given up before the loop confirms
+        await until(lambda: fleet.count("a") == 6 and fleet.count("b") == 6)
+        assert fleet.shares["a"].fenced == 0
 
     asyncio.run(_run(fleet, scenario))
 

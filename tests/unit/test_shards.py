@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -22,6 +23,9 @@ class FakeEngine:
 
     def count_users_with(self, census: Any) -> None:
         self.census = census
+
+    async def environment_changed(self, body: Declared) -> None:
+        self.environments[body.ident] = body
 
     def forget(self, ident: tuple[str, str]) -> None:
         self.forgotten.append(ident)
@@ -89,11 +93,32 @@ def test_the_write_gate_closes_with_the_lease_and_outside_the_share() -> None:
     shards.ranges = ((own, own + 1),)
     shards.remember()
     assert not shards.allows("a", None)  # no Lease yet
-    shards.hold(time.monotonic() + 60)
+    shards.hold(time.monotonic() + 60, sharding.EVERYTHING)
     assert shards.allows("a", None)
     assert shards.allows(None, ("a", "app"))
     assert shards.allows("unused-namespace", None)
     assert not shards.allows("b", None)
     assert not shards.allows(None, ("b", "app"))
-    shards.hold(0.0)
+    shards.hold(0.0, ())
     assert not shards.allows("a", None)
+
+
+def test_a_late_act_on_acts_on_no_more_than_the_lease_claims() -> None:
+    """Membership does not wait for a busy loop, so its calls may arrive late: one asking
+    for more than the Lease now claims gets only the claimed part, and none after a fence."""
+    shards = shards_of(env("a"), env("b"))
+    only_a = ((sharding.fnv64a("a"), sharding.fnv64a("a") + 1),)
+
+    async def scenario() -> None:
+        shards.hold(time.monotonic() + 60, only_a)
+        await shards.act_on(sharding.EVERYTHING)
+        assert shards.ranges == only_a
+        await asyncio.sleep(0.05)  # the Environments arrived follow in the background
+        assert set(shards.engine.environments) == {("a", "app")}
+        shards.hold(0.0, ())
+        shards.fence()
+        await shards.act_on(only_a)
+        assert shards.ranges == ()
+        assert shards.engine.environments == {}
+
+    asyncio.run(scenario())

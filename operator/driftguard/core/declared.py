@@ -29,7 +29,11 @@ class Declared:
     error: InvalidSpecError | None = None
 
     @classmethod
-    def of(cls, body: dict[str, Any]) -> Declared:
+    def of(cls, body: dict[str, Any], *, like: Declared | None = None) -> Declared:
+        """`like`: the same Environment as received before; its parsed spec is kept when
+        the spec cannot have changed (same uid and generation: a status write, a label)."""
+        if like is not None and _same_spec(like.body, body):
+            return cls(body, like.spec, like.error)
         try:
             return cls(body, parse_spec(body.get("spec") or {}))
         except InvalidSpecError as exc:
@@ -133,3 +137,13 @@ class Declared:
     def _raw_text(self, field: str) -> str | None:
         value = self._raw(field)
         return value if isinstance(value, str) and value else None
+
+
+def _same_spec(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """The API server bumps metadata.generation at every change of an Environment's spec."""
+    old, new = before.get("metadata") or {}, after.get("metadata") or {}
+    return (
+        new.get("generation") is not None
+        and old.get("generation") == new.get("generation")
+        and old.get("uid") == new.get("uid")
+    )

@@ -75,6 +75,9 @@ class Expectation:
     pointers: dict[Path, str]
     lists: dict[Path, frozenset[str]] = field(default_factory=dict)
     resource_version: str = ""
+    """The version of the object the values were read from when it is the object as stored
+    (our apply's answer, or the live object itself; "" for a dry-run's answer, which keeps
+    the live version whatever it would change): that version holds every value here."""
 
 
 def written_at(obj: dict[str, Any] | None, manager: str | None) -> str | None:
@@ -88,7 +91,8 @@ def written_at(obj: dict[str, Any] | None, manager: str | None) -> str | None:
 
 
 def fields_of(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, Any] | None:
-    """The merged fieldsV1 tree that `manager` applied, or None if it applied nothing."""
+    """The merged fieldsV1 tree that `manager` applied, or None if it applied nothing.
+    Read it, never change it: with one entry (the usual case) it is that entry's own."""
     trees = [
         entry.get("fieldsV1") or {}
         for entry in (obj.get("metadata") or {}).get("managedFields") or []
@@ -96,6 +100,8 @@ def fields_of(obj: dict[str, Any], manager: str = FIELD_MANAGER) -> dict[str, An
     ]
     if not trees:
         return None
+    if len(trees) == 1:
+        return trees[0]
     merged: dict[str, Any] = {}
     for tree in trees:
         _merge(merged, tree)
@@ -190,21 +196,46 @@ def _label(key: str) -> str:
     return escape(raw) if kind == "f" else "-"
 
 
-def expect(stored: dict[str, Any]) -> Expectation:
-    """The expectation from the server's answer to our (dry-run) apply."""
-    tree = fields_of(stored) or {}
+Read = list[tuple[Path, Any, str]]
+"""Each field our manager owns in an object: its path, value (or MISSING) and pointer."""
+
+
+def _read(obj: dict[str, Any]) -> tuple[dict[str, Any], Read] | None:
+    """Our fieldsV1 tree in the object, and what each of its leaves holds (None: not ours)."""
+    tree = fields_of(obj)
+    if tree is None:
+        return None
+    return tree, [(path, *value_at(obj, path)) for path in leaves(tree)]
+
+
+def expect(stored: dict[str, Any], *, is_stored: bool = False) -> Expectation:
+    """The expectation from the server's answer to our (dry-run) apply; `is_stored`: the
+    answer is the object as stored (a real apply's, or the live object), not a dry-run's."""
+    return _expectation(stored, _read(stored), is_stored=is_stored)
+
+
+def _expectation(
+    stored: dict[str, Any], read: tuple[dict[str, Any], Read] | None, *, is_stored: bool
+) -> Expectation:
+    tree, fields = read or ({}, [])
     values: dict[Path, Any] = {}
     pointers: dict[Path, str] = {}
-    for path in leaves(tree):
-        value, pointer = value_at(stored, path)
+    for path, value, pointer in fields:
         if value is not MISSING:  # write-only fields are not stored, so cannot drift
             values[path], pointers[path] = value, pointer
+    version = str((stored.get("metadata") or {}).get("resourceVersion", "")) if is_stored else ""
     return Expectation(
-        values=values,
-        pointers=pointers,
-        lists=_lists(tree),
-        resource_version=str((stored.get("metadata") or {}).get("resourceVersion", "")),
+        values=values, pointers=pointers, lists=_lists(tree), resource_version=version
     )
+
+
+def expect_if_owned(live: dict[str, Any], manifest: dict[str, Any]) -> Expectation | None:
+    """`expect(live)` when our manager still owns every field the manifest sets (see
+    `is_owned_whole`), else None: both from one reading of the object."""
+    read = _read(live)
+    if read is None or not _owns_whole(read[1], manifest):
+        return None
+    return _expectation(live, read, is_stored=True)
 
 
 _IDENTITY = {"/apiVersion", "/kind", "/metadata/name", "/metadata/namespace"}
@@ -236,15 +267,25 @@ def is_owned_whole(live: dict[str, Any], manifest: dict[str, Any]) -> bool:
     the object can be trusted without applying it again (e.g. after a restart).
     When unsure (atomic lists, key fields), this says False and the caller applies.
     """
-    tree = fields_of(live)
-    if tree is None:
-        return False
-    owned = {value_at(live, path)[1] for path in leaves(tree)}
+    read = _read(live)
+    return read is not None and _owns_whole(read[1], manifest)
+
+
+def _owns_whole(fields: Read, manifest: dict[str, Any]) -> bool:
+    owned = {pointer for _, _, pointer in fields}
     wanted = pointers_of(manifest)
     # An atomic map or list (a Service selector, container args) is one owned leaf
     # covering every field the manifest sets under it.
-    prefixes = {m[:i] for m in wanted for i, char in enumerate(m) if char == "/"} | wanted
+    prefixes = set(wanted)
+    for pointer in wanted:
+        prefixes |= _ancestors(pointer)
     return owned <= prefixes and all(_is_covered(m, owned) for m in wanted)
+
+
+@functools.lru_cache(maxsize=65536)
+def _ancestors(pointer: str) -> frozenset[str]:
+    """ "/a/b/c" -> {"", "/a", "/a/b"}: the same few pointers recur in every object."""
+    return frozenset(pointer[:i] for i, char in enumerate(pointer) if char == "/")
 
 
 def _is_covered(pointer: str, owned: set[str]) -> bool:
@@ -257,6 +298,13 @@ def _is_covered(pointer: str, owned: set[str]) -> bool:
 
 def compute(expectation: Expectation, live: dict[str, Any]) -> Drift:
     """Every way the live object departs from what we set."""
+    version = (live.get("metadata") or {}).get("resourceVersion")
+    if expectation.resource_version and expectation.resource_version == version:
+        # The very object the values were read from: each field holds them and is ours;
+        # only items another manager added to a list we set can differ.
+        if not expectation.lists:
+            return Drift()
+        return Drift(tuple(_added_items(expectation, live, _managers(live))))
     owned = fields_of(live)
     owned_leaves = set(leaves(owned)) if owned is not None else None
     managers = _managers(live)

@@ -19,6 +19,7 @@ one namespace, even while their plans briefly disagree.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,8 +41,12 @@ Ranges = tuple[Range, ...]
 EVERYTHING: Ranges = ((0, SPACE),)
 
 
+@functools.lru_cache(maxsize=65536)
 def fnv64a(value: str) -> int:
-    """FNV-64a of the UTF-8 bytes, as Go's hash/fnv New64a (k8s.io/apimachinery/pkg/sharding)."""
+    """FNV-64a of the UTF-8 bytes, as Go's hash/fnv New64a (k8s.io/apimachinery/pkg/sharding).
+
+    Remembered: every Environment event asks for its target namespace's (a few hundred
+    such events a second while a share moves), and the namespaces in use are few."""
     digest = _FNV_OFFSET
     for byte in value.encode():
         digest ^= byte

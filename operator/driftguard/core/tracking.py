@@ -66,10 +66,18 @@ class Tracked:
             return int(seen) < int(self.written_rv)
         return False
 
-    def learn(self, stored: dict[str, Any], *, mode: Mode) -> None:
-        """The server's answer to our (dry-run) apply is what the object must hold."""
-        self.expectation = diff.expect(stored)
-        if mode is Mode.ENFORCE:
+    def learn(
+        self,
+        stored: dict[str, Any],
+        *,
+        mode: Mode,
+        expectation: diff.Expectation | None = None,
+    ) -> None:
+        """The server's answer to our (dry-run) apply is what the object must hold; Enforce's
+        answers are the object as stored. `expectation`: read from it already."""
+        is_stored = mode is Mode.ENFORCE
+        self.expectation = expectation or diff.expect(stored, is_stored=is_stored)
+        if is_stored:
             self.written_rv = rv(stored)
         self.message = None
 
@@ -110,6 +118,9 @@ class Ledger:
     # and what the policy objects just written ask of it while that is not confirmed yet.
     enforced: prevention.Enforced | None = None
     enforcing: prevention.Enforced | None = None
+    # (apiVersion, kind, namespace) of the objects status last listed, once status.resources
+    # is no longer kept here (the status writer keeps a digest of what it wrote instead).
+    inventory: frozenset[tuple[str, str, str | None]] = frozenset()
 
     @property
     def mode(self) -> Mode:

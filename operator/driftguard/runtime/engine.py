@@ -86,6 +86,7 @@ class Engine:
         self._background: set[asyncio.Task[None]] = set()
         self._passes = asyncio.Semaphore(PASSES_AT_ONCE)
         self._census: Callable[[str], Users] | None = None
+        self.replica: str | None = None
 
     @property
     def subscriptions(self) -> Subscriptions:
@@ -133,6 +134,7 @@ class Engine:
                     bind=lambda d: self.links.acquire(d.ident, d.kube_config),
                 )
                 environment.ledger.fight_backoff = self.timing.fight_backoff
+                _name_shard(environment.ledger, self.replica)
                 self.environments[ident] = environment
             used = environment.blueprint
             await environment.update(declared)
@@ -285,3 +287,9 @@ class Engine:
         self.watches.close()
         await self.links.close()
         self.events.close()
+
+
+def _name_shard(ledger: tracking.Ledger, replica: str | None) -> None:
+    """Sharding: status.shard in an Environment's first write here (one write, not two)."""
+    if replica is not None and ledger.status.shard != replica:
+        ledger.status = ledger.status.model_copy(update={"shard": replica})

@@ -267,12 +267,12 @@ class FullPass:
         without a GET per new object.
         """
         scopes = set(scopes)
-        for entry in self._ledger.status.resources:
+        for api_version, kind, namespace in _inventory(self._ledger):
             try:
-                resource = await self.cluster.resource(entry.api_version, entry.kind)
+                resource = await self.cluster.resource(api_version, kind)
             except (UnknownKindError, ApiError):
                 continue  # a kind that is gone has nothing left to prune
-            scopes.add((resource, entry.namespace or None))
+            scopes.add((resource, namespace or None))
         found: Live = {}
         for resource, namespace in scopes:
             items, _ = await retrying(
@@ -359,9 +359,10 @@ class ObjectSync:
         rules = plan.allowed_for(tracked.key, self._ledger.spec.allowed_changes)
         tolerated = plan.tolerate(rules, tracked.desired, live)[0] if live else frozenset()
         manifest = apply.strip(tracked.desired, tolerated)
-        if not is_new and live is not None and diff.is_owned_whole(live, manifest):
+        owned = diff.expect_if_owned(live, manifest) if not is_new and live is not None else None
+        if owned is not None and live is not None:
             # Same blueprint, and every field we set is still ours: nothing to write.
-            tracked.learn(live, mode=Mode.ENFORCE)
+            tracked.learn(live, mode=Mode.ENFORCE, expectation=owned)
             return self._judged(tracked, live, Outcome.UNCHANGED)
         if live is not None and dry_run is not None and not tolerated and _same(dry_run, live):
             # The preflight's dry-run changed nothing, ownership included: a no-op apply.
@@ -407,6 +408,12 @@ class ObjectSync:
             if news and outcome is Outcome.UNCHANGED
             else Change(tracked.key, outcome)
         )
+
+
+def _inventory(ledger: Ledger) -> set[tuple[str, str, str | None]]:
+    """The objects status lists (as received) or listed when last written."""
+    listed = {(e.api_version, e.kind, e.namespace) for e in ledger.status.resources}
+    return listed | ledger.inventory
 
 
 def _is_ahead(moment: str) -> bool:

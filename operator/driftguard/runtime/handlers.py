@@ -119,8 +119,9 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(*_RESOURCE)
 async def on_environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    # The edge: the spec is parsed here, once; nothing below reads it raw.
-    declared = Declared.of(dict(event.get("object") or {}))
+    # The edge: the spec is parsed here, once per generation; nothing below reads it raw.
+    body = dict(event.get("object") or {})
+    declared = Declared.of(body, like=_seen(memo, body))
     try:
         await _environment_event(event, memo, declared)
     finally:  # dealt with, whatever came of it: readiness no longer waits for it
@@ -157,6 +158,17 @@ async def on_blueprint_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) ->
 async def on_exception_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     body = dict(event.get("object") or {})
     await memo.engine.exception_changed(body, deleted=event.get("type") == "DELETED")
+
+
+def _seen(memo: kopf.Memo, body: dict[str, Any]) -> Declared | None:
+    """The Environment as this replica last received it, if it keeps it."""
+    meta = body.get("metadata") or {}
+    ident = (str(meta.get("namespace")), str(meta.get("name")))
+    shards = memo.get("shards")
+    if shards is not None and ident in shards.bodies:
+        return shards.bodies[ident]  # type: ignore[no-any-return]
+    environment = memo.engine.environments.get(ident)
+    return environment.declared if environment is not None else None
 
 
 async def _delete_unfinalized(memo: kopf.Memo, body: Declared) -> None:

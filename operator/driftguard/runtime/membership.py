@@ -82,7 +82,7 @@ class Share(Protocol):
 
     def hashes(self) -> set[int]: ...
 
-    def hold(self, until: float) -> None: ...
+    def hold(self, until: float, claims: sharding.Ranges) -> None: ...
 
     async def act_on(self, ranges: sharding.Ranges) -> None: ...
 
@@ -143,6 +143,8 @@ class Membership:
         self._members: dict[str, sharding.Member] = {}
         self._ticks = 0
         self._lapsed_until = 0.0  # monotonic: after a lapse, when the old Lease ran out
+        # The act_on calls the acting loop has not done yet, oldest first.
+        self._acting: list[tuple[sharding.Ranges, asyncio.Future[None]]] = []
 
     @property
     def is_valid(self) -> bool:
@@ -180,14 +182,11 @@ class Membership:
         # each other before the first of them claims everything.
         self._ticks += 1
         claims = step.claims if self.is_valid and self._ticks > SETTLE_TICKS else ()
-        if step.released and self.is_valid:
-            # Stop acting first: what this replica gives up is another's once written. If
-            # the event loop that acts is too busy to confirm, keep claiming it for now.
-            stop = self._shards.act_on(sharding.intersect(self._shards.ranges, step.claims))
-            try:
-                await asyncio.wait_for(stop, timeout=self._poll)
-            except TimeoutError:
-                claims = self.claims
+        # Stop acting first: what this replica gives up is another's once written. If the
+        # event loop that acts is too busy to confirm, keep claiming it for now.
+        stop = sharding.intersect(self._shards.ranges, step.claims)
+        if step.released and self.is_valid and not await self._act(stop):
+            claims = self.claims
         is_due = time.monotonic() - self._renewed >= self._duration / 3
         if claims != self.claims or is_due or not self.is_valid:
             await self._renew(claims)
@@ -196,7 +195,30 @@ class Membership:
         if sharding.subtract(self.claims, self._shards.ranges):
             await self._confirm()
         if self.is_valid:
-            await self._shards.act_on(self.claims)
+            await self._act(self.claims)
+
+    async def _act(self, ranges: sharding.Ranges) -> bool:
+        """Tells the acting loop its ranges; False if it has not done so within a poll.
+
+        That loop may be busy for seconds (a takeover's passes): renewals must not wait
+        for it, or a busy replica fences itself. The call is not withdrawn: the loop acts
+        on it when it gets to it, in the order the calls were made.
+        """
+        ranges = sharding.merge_ranges(ranges)
+        last = self._acting[-1] if self._acting else None
+        if last is None and ranges == self._shards.ranges:
+            # Acting on these already, and no call of ours still on the way (that one may
+            # change them: a release waits for it): no need to wait for a busy loop.
+            return True
+        if last is not None and last[0] == ranges:
+            acting = last[1]  # asked already: wait for that one, do not queue another
+        else:
+            acting = asyncio.ensure_future(self._shards.act_on(ranges))
+            entry = (ranges, acting)
+            self._acting.append(entry)
+            acting.add_done_callback(lambda _: self._acting.remove(entry))
+        done, _ = await asyncio.wait({acting}, timeout=self._poll)
+        return bool(done)
 
     async def _confirm(self) -> None:
         """Reads the Leases again after writing a new claim, before acting on it.
@@ -251,7 +273,7 @@ class Membership:
         self.claims = sharding.merge_ranges(claims)
         self._renewed = sent
         self._valid_until = sent + self._duration - min(MARGIN_S, self._duration / 5)
-        self._shards.hold(self._valid_until)
+        self._shards.hold(self._valid_until, self.claims)
         self._arm_fence()
 
     def _body(self, claims: sharding.Ranges, wall: float) -> dict[str, Any]:
@@ -298,7 +320,7 @@ class Membership:
         log.warning("lease_expired", replica=self.replica)
         self.claims = ()
         self._lapsed_until = self._renewed + self._duration
-        self._shards.hold(0.0)
+        self._shards.hold(0.0, ())
         self._shards.fence()
 
     async def leave(self) -> None:
@@ -341,8 +363,8 @@ class CrossLoop:
     def hashes(self) -> set[int]:
         return set(self._shards.hash_snapshot)
 
-    def hold(self, until: float) -> None:
-        self._shards.hold(until)  # a float, replaced whole: the write gate reads it at once
+    def hold(self, until: float, claims: sharding.Ranges) -> None:
+        self._shards.hold(until, claims)  # replaced whole: the write gate reads it at once
 
     async def act_on(self, ranges: sharding.Ranges) -> None:
         future = asyncio.run_coroutine_threadsafe(self._shards.act_on(ranges), self._main)

@@ -104,8 +104,10 @@ class Shards:
         self._following = asyncio.Lock()
         self.hash_snapshot: frozenset[int] = frozenset()
         self.valid_until = 0.0  # monotonic; membership moves it after each renewal
+        self.claimed: sharding.Ranges = ()  # what this replica's Lease claims, written
         self._foreign: frozenset[str] = frozenset()
         engine.count_users_with(self.count_users)
+        engine.replica = replica
         self._export()
 
     # -- what kopf sees -------------------------------------------------------
@@ -125,8 +127,10 @@ class Shards:
             namespace for namespace, is_mine in targets.items() if not is_mine
         )
 
-    def hold(self, until: float) -> None:
-        """The Lease is valid until then (monotonic); 0 once it is not."""
+    def hold(self, until: float, claims: sharding.Ranges) -> None:
+        """The Lease is valid until then (monotonic; 0 once it is not) and claims these
+        ranges: whatever act_on is asked, this replica acts on no more than that."""
+        self.claimed = claims
         self.valid_until = until
 
     def allows(self, namespace: str | None, environment: Ident | None) -> bool:
@@ -165,11 +169,19 @@ class Shards:
     async def environment_changed(self, body: Declared) -> None:
         meta = body.body["metadata"]
         ident = (meta["namespace"], meta["name"])
+        previous = self.bodies.get(ident)
         if meta.get("deletionTimestamp"):
             self.bodies.pop(ident, None)
         else:
             self.bodies[ident] = body
-        self.remember()
+        if (
+            previous is None
+            or meta.get("deletionTimestamp")
+            or target_of(previous) != target_of(body)
+        ):
+            # Only a new, gone or moved target changes what remember() works out (over every
+            # Environment); status writes, most of the events, change none of it.
+            self.remember()
         if self.owns(body) or ident in self.engine.environments:
             await self.engine.environment_changed(body)
         # The ranges may have moved while the engine worked (a rebalance, or fencing).
@@ -212,7 +224,11 @@ class Shards:
         """Acts on exactly these ranges from now on. What left is forgotten at once; the
         watches follow and what arrived gets its first pass in the background, so that
         the caller (membership, which must keep renewing) never waits for them."""
-        ranges = sharding.merge_ranges(ranges)
+        # A call may reach this loop late (membership does not wait for a busy loop):
+        # never more than the Lease claims now, and nothing once it is not valid.
+        ranges = sharding.intersect(sharding.merge_ranges(ranges), self.claimed)
+        if time.monotonic() >= self.valid_until:
+            ranges = ()
         if ranges == self.ranges:
             return
         before, self.ranges = self.ranges, ranges
