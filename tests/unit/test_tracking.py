@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from driftguard.core import model, tracking
 from driftguard.core.model import ObjectKey, Resource, State
-from driftguard.core.status import EnvironmentStatus
+from driftguard.core.status import EnvironmentStatus, ResourceStatus
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 READY = (True, "Applied", "revision 1 applied")
@@ -76,3 +78,35 @@ def test_in_sync_is_unknown_while_the_cluster_does_not_answer() -> None:
     assert (in_sync.status, in_sync.reason) == ("Unknown", "ClusterUnreachable")
     assert in_sync.message.startswith("unknown while its cluster does not answer; last seen:")
     assert status.summary.in_sync == 1  # the objects' last known states are kept
+
+
+@pytest.mark.parametrize(
+    ("entry", "written"),
+    [
+        (
+            {"state": State.IN_SYNC},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "state": "InSync"},
+        ),
+        (
+            {"state": State.DRIFTED, "drifted_paths": ["/data/v"], "reverts": 2},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": "a",
+                "state": "Drifted",
+                "driftedPaths": ["/data/v"],
+                "reverts": 2,
+            },
+        ),
+    ],
+    ids=["in-sync-entry-is-small", "drifted-entry-keeps-its-paths"],
+)
+def test_status_entries_leave_out_empty_paths_and_zero_reverts(
+    entry: dict[str, Any], written: dict[str, Any]
+) -> None:
+    """An entry's empty driftedPaths and zero reverts are not written; set ones are."""
+    status = EnvironmentStatus(
+        resources=[ResourceStatus(api_version="v1", kind="ConfigMap", name="a", **entry)]
+    )
+    (body,) = status.to_body()["resources"]
+    assert {k: v for k, v in body.items() if k != "namespace"} == written
