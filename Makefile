@@ -75,9 +75,9 @@ crds: install ## regenerate crds/ (CRDs and their admission policies) and the ch
 	$(BIN)/python -m driftguard.core.crd validation > crds/validation.driftguard.io.yaml
 	cp crds/*.driftguard.io.yaml charts/driftguard/crds/
 
-bench: install controlplane tools browser ## the performance benchmark; figures in bench/results.json
+bench: install controlplane tools browser ## the performance benchmark; each run recorded in bench/results/ (QUICK=1: small sizes)
 	@hack/build-bench-tools.sh
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
 	$(BIN)/python bench/attribution.py
 	$(BIN)/python bench/board.py
 	$(BIN)/python bench/clusters.py
