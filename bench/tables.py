@@ -231,6 +231,69 @@ def readme_table(path: Path, r: dict[str, Any]) -> str:
     return "\n\n".join([_source(path, r), _rows(rows)])
 
 
+def _largest(details: dict[str, Any], prefix: str) -> dict[str, Any]:
+    found = [(int(k[len(prefix) :]), v) for k, v in details.items() if k.startswith(prefix)
+             and k[len(prefix) :].isdigit()]  # fmt: skip
+    return max(found, key=lambda item: item[0])[1] if found else {}
+
+
+def growth_table(path: Path, r: dict[str, Any]) -> str:
+    """How CPU, memory, connections and API server load grow, from the recorded runs."""
+    sizes = r.get("sizes", {})
+    large, huge = sizes.get("large") or 0, sizes.get("huge") or 0
+    rss_large, rss_huge = r.get("rss_mb_5000"), r.get("rss_mb_50000")
+    slope = None
+    if rss_large is not None and rss_huge is not None and huge > large:
+        slope = round((rss_huge - rss_large) / ((huge - large) / 1000), 1)
+    restart = r.get("restart_to_in_sync_s_50000")
+    per_thousand = round(restart / (huge / 1000), 2) if restart and huge else None
+    created = _largest(r.get("details", {}), "scale_to_").get("objects_per_s")
+    scale_path = record.latest("scale")
+    scale = record.load(scale_path) if scale_path is not None else {}
+    replicas = scale.get("rss_mb_per_replica") or []
+    clusters_file = HERE / "clusters.json"
+    clusters = record.load(clusters_file) if clusters_file.exists() else {}
+    rows = [
+        ("grows with", "what", "measured"),
+        ("---",) * 3,
+        ("nothing (one process)", "memory of its own", _n(r.get("rss_mb_idle"), " MB")),
+        (
+            "managed objects",
+            f"memory, one process (to {large:,}; from {large:,} to {huge:,})",
+            f"{_n(r.get('rss_mb_growth_per_1000'), ' MB')}; {_n(slope, ' MB')} per 1,000",
+        ),
+        (
+            "managed objects",
+            "restart to every object verified; creation by the operator",
+            f"{_n(per_thousand, ' s')} per 1,000 (at {huge:,}); {_n(created)} objects/s",
+        ),
+        (
+            "managed objects, nothing changing",
+            "API server load: writes; reads a second (watches stay open)",
+            f"{_n(r.get('steady_state_writes'))}; {_n(r.get('steady_state_reads_per_s'))}",
+        ),
+        (
+            "changes (drift, revert)",
+            "API server CPU per status write of an Environment of 100 objects; it grows "
+            "with the Environment's bytes, spec and status",
+            _n(r.get("apiserver_cpu_ms_per_status_write"), " ms"),
+        ),
+        (
+            "replicas (sharding)",
+            f"memory per replica, {_n(scale.get('objects'))} objects over "
+            f"{_n(scale.get('replicas'))}",
+            " / ".join(_n(v) for v in replicas) + " MB" if replicas else "—",
+        ),
+        (
+            "remote clusters (`spec.kubeConfig`)",
+            "memory; sockets, per cluster (`bench/clusters.json`)",
+            f"{_n(clusters.get('rss_mb_per_remote_cluster'), ' MB')}; "
+            f"{_n(clusters.get('sockets_per_remote_cluster'))}",
+        ),
+    ]
+    return "\n\n".join([_source(path, r), _rows(rows)])
+
+
 def _rows(rows: list[tuple[str, ...]]) -> str:
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -239,6 +302,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Path, dict[str, Any]], str], list[str]]
     "figures": ("bench", bench_table, ["docs/performance.md"]),
     "scale": ("scale", scale_table, ["docs/performance.md", "docs/scaling.md"]),
     "headline": ("bench", readme_table, ["README.md"]),
+    "growth": ("bench", growth_table, ["docs/performance.md"]),
 }
 
 
