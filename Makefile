@@ -68,15 +68,16 @@ e2e: install controlplane tools browser ## the end-to-end tests on the real cont
 test: install controlplane tools browser lint ## every test, unit and end-to-end
 	$(BIN)/pytest -q $(PARALLEL) --durations=15 tests
 
-crds: install ## regenerate crds/ (and the chart's copy) from the pydantic models
+crds: install ## regenerate crds/ (CRDs and their admission policies) and the chart's copy from the pydantic models
 	$(BIN)/python -m driftguard.core.crd environments > crds/environments.driftguard.io.yaml
 	$(BIN)/python -m driftguard.core.crd blueprints > crds/blueprints.driftguard.io.yaml
 	$(BIN)/python -m driftguard.core.crd driftexceptions > crds/driftexceptions.driftguard.io.yaml
+	$(BIN)/python -m driftguard.core.crd validation > crds/validation.driftguard.io.yaml
 	cp crds/*.driftguard.io.yaml charts/driftguard/crds/
 
-bench: install controlplane tools browser ## the performance benchmark; figures in bench/results.json
+bench: install controlplane tools browser ## the performance benchmark; each run recorded in bench/results/ (QUICK=1: small sizes)
 	@hack/build-bench-tools.sh
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(if $(QUICK),--quick)
 	$(BIN)/python bench/attribution.py
 	$(BIN)/python bench/board.py
 	$(BIN)/python bench/clusters.py

@@ -22,7 +22,8 @@ own POD_ID (hence Lease and User-Agent). Measured:
   (create/update/patch/delete) by more than one replica, plus reverts beyond the first for
   each injected change.
 
-Writes bench/scale.json (not committed) and prints it.
+Writes bench/scale.json (not committed), records the run in bench/results/ (`record.py`:
+<date>-<machine>-scale.json, committed) and prints it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import record
 import yaml
 from kubeapi import MERGE, ApiError, Kube, cm_path, env_path, gather_limited
 
@@ -425,15 +427,21 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
                 manual, namespace, "cm-0", "while-down"
             )
 
+        # Seconds after the kill each victim was named another replica's, and its drift undone.
+        moved: dict[str, float] = {}
+
         def taken_over() -> bool:
+            for n in victims:
+                if n not in moved and observer.envs[n].shard not in ("", VICTIM):
+                    moved[n] = round(time.monotonic() - killed, 2)
             return all(
-                observer.envs[n].shard not in ("", VICTIM)
-                and observer.reverted((n, "cm-0"), injected[(n, "cm-0")]) is not None
+                n in moved and observer.reverted((n, "cm-0"), injected[(n, "cm-0")]) is not None
                 for n in victims
             )
 
         recovered = await observer.until(taken_over, args.timeout)
         failover = recovered - killed
+        reverted = [observer.reverted((n, "cm-0"), injected[(n, "cm-0")]) for n in victims]
         log(f"failover: {failover:.1f}s")
         await asyncio.sleep(3)  # late writes, if any, reach the audit log
         doubles = double_writes(audit_writes(plane.audit_log, offset), set(injected))
@@ -445,6 +453,10 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
             failover_environments=len(victims),
             double_writes=doubles,
             lease_duration_s=10,
+            failover_timeline={
+                "moved_s": sorted(moved.values()),
+                "reverted_s": sorted(round((t or recovered) - killed, 2) for t in reverted),
+            },
         )
         return result
     finally:
@@ -486,6 +498,9 @@ def main() -> int:
         plane.stop()
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    if not args.plain:
+        sizes = {"environments": result.get("environments"), "objects": result.get("objects")}
+        print(f"recorded in {record.write(result, kind='scale', quick=args.quick, sizes=sizes)}")
     return 0
 
 

@@ -146,6 +146,29 @@ def install_crd(kubectl: Kubectl) -> None:
         timeout=30,
         message="the Environment API to serve lists",
     )
+    wait_policy_active(kubectl)
+
+
+# Valid for the schema, refused only by crds/' admission policy (its resync is under 10 s).
+_POLICY_PROBE = {
+    "apiVersion": "driftguard.io/v1alpha1",
+    "kind": "Environment",
+    "metadata": {"name": "policy-probe", "namespace": "default"},
+    "spec": {"resyncInterval": "1s"},
+}
+
+
+def wait_policy_active(kubectl: Kubectl) -> None:
+    """Waits until the API server enforces crds/' ValidatingAdmissionPolicy (a second or two
+    after it is created): a server-side dry run of an Environment only it refuses."""
+
+    def is_refused() -> bool:
+        done = kubectl(
+            "create", "--dry-run=server", "-f", "-", input=json.dumps(_POLICY_PROBE), check=False
+        )
+        return done.returncode != 0 and "resyncInterval must be at least" in done.stderr
+
+    wait_for(is_refused, timeout=30, interval=0.2, message="the Environment admission policy")
 
 
 @pytest.fixture(scope="session")

@@ -132,9 +132,9 @@ def test_committed_blueprint_crd_is_current() -> None:
     assert committed.read_text() == crd.render("blueprints"), "stale: run `make crds`"
 
 
-@pytest.mark.parametrize("which", ["environments", "blueprints", "driftexceptions"])
+@pytest.mark.parametrize("which", ["environments", "blueprints", "driftexceptions", "validation"])
 def test_every_committed_crd_and_the_charts_copy_are_current(which: str) -> None:
-    """crds/ and the chart's crds/ hold each CRD exactly as `make crds` generates it."""
+    """crds/ and the chart's crds/ hold each CRD and the admission policies as `make crds` makes them."""
     name = f"{which}.driftguard.io.yaml"
     chart = COMMITTED.parents[1] / "charts" / "driftguard" / "crds" / name
     for committed in (COMMITTED.with_name(name), chart):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from driftguard.core import model, prevention, tracking
 from driftguard.core.model import ObjectKey, Resource, State
-from driftguard.core.status import EnvironmentStatus
+from driftguard.core.status import EnvironmentStatus, ResourceStatus
 
 CONFIGMAPS = Resource("", "v1", "ConfigMap", "configmaps", namespaced=True)
 READY = (True, "Applied", "revision 1 applied")
@@ -109,3 +111,35 @@ def test_prevention_condition_is_what_the_api_server_enforces(
     assert (condition.status, condition.reason) == expected[:2]
     pending = expected[2] or "not enforced yet"
     assert (pending in condition.message) is bool(expected[2]), condition.message
+
+
+@pytest.mark.parametrize(
+    ("entry", "written"),
+    [
+        (
+            {"state": State.IN_SYNC},
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "a", "state": "InSync"},
+        ),
+        (
+            {"state": State.DRIFTED, "drifted_paths": ["/data/v"], "reverts": 2},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": "a",
+                "state": "Drifted",
+                "driftedPaths": ["/data/v"],
+                "reverts": 2,
+            },
+        ),
+    ],
+    ids=["in-sync-entry-is-small", "drifted-entry-keeps-its-paths"],
+)
+def test_status_entries_leave_out_empty_paths_and_zero_reverts(
+    entry: dict[str, Any], written: dict[str, Any]
+) -> None:
+    """An entry's empty driftedPaths and zero reverts are not written; set ones are."""
+    status = EnvironmentStatus(
+        resources=[ResourceStatus(api_version="v1", kind="ConfigMap", name="a", **entry)]
+    )
+    (body,) = status.to_body()["resources"]
+    assert {k: v for k, v in body.items() if k != "namespace"} == written

@@ -244,7 +244,14 @@ _SUBDOMAIN_API_VERSIONS = ("v1", "apps/v1", "batch/v1")
 """Every kind of these groups takes DNS-subdomain names (or stricter, left to the server).
 Other groups may not: RBAC names, for one, are path segments such as `system:viewer`."""
 
+# An admission policy reports only the first rule that fails: generateName before a missing name,
+# the more telling of the two for an object that has one and not the other.
 RESOURCE_RULES: Any = [
+    {
+        "rule": "!has(self.metadata) || !has(self.metadata.generateName)",
+        "message": "metadata.generateName is not allowed in a blueprint: give metadata.name, "
+        "driftguard follows an object by its name",
+    },
     {"rule": "has(self.apiVersion) && self.apiVersion != ''", "message": "apiVersion is required"},
     {"rule": "has(self.kind) && self.kind != ''", "message": "kind is required"},
     {
@@ -263,14 +270,10 @@ RESOURCE_RULES: Any = [
         "message": "metadata.name must be a lowercase RFC 1123 subdomain (a-z, 0-9, '-' and "
         "'.', starting and ending with a letter or digit), e.g. web-config",
     },
-    {
-        "rule": "!has(self.metadata) || !has(self.metadata.generateName)",
-        "message": "metadata.generateName is not allowed in a blueprint: give metadata.name, "
-        "driftguard follows an object by its name",
-    },
 ]
 
-# The schema of a list of whole objects: kept as given, checked by the rules above.
+# The schema of a list of whole objects: kept as given, checked by the rules above (at
+# admission: crdpolicy moves them into a ValidatingAdmissionPolicy).
 EMBEDDED_OBJECTS: Any = {
     "items": {
         "type": "object",
