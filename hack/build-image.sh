@@ -74,6 +74,7 @@ cannot_build() {
     echo "image: continuing without the image (outside CI only; CI=true fails here)" >&2
     exit 0
   fi
+  echo "image: failing: a build was asked for (make image), or CI=true" >&2
   exit 1
 }
 
