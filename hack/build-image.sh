@@ -52,6 +52,7 @@ choose_storage() {
       "${probe[@]}" rm "$ctr" >/dev/null 2>&1 || true
     fi
     rm -rf "$IMAGE_DIR/probe" "$IMAGE_DIR/probe-run"
+    [ "$driver" = overlay ] || log "overlay mounts refused here: the vfs driver (even a cached build takes minutes)"
   fi
   # vfs keeps the store's first name, so a store made before the choice is reused.
   local store=storage
@@ -70,6 +71,8 @@ cannot_build() {
     echo "image: tests/e2e/test_image.py cannot test the image users deploy here."
     echo "image: ################################################################"
   } >&2
+  # The image tests read why (and skip outside CI) where the cache is writable.
+  { mkdir -p "$IMAGE_DIR" && echo "$*" >"$IMAGE_DIR/unbuildable"; } 2>/dev/null || true
   if [ "$IF_POSSIBLE" = true ] && [ "${CI:-}" != true ]; then
     echo "image: continuing without the image (outside CI only; CI=true fails here)" >&2
     exit 0
@@ -248,6 +251,7 @@ write_sbom() {
 main() {
   need_tools
   mkdir -p "$IMAGE_DIR"
+  rm -f "$IMAGE_DIR/unbuildable"
   # One build at a time per store (two checkouts share the cache): the next one waits.
   exec 9>"$IMAGE_DIR/.lock"
   flock -n 9 || { log "waiting for another build in $IMAGE_DIR"; flock 9; }

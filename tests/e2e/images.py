@@ -28,6 +28,9 @@ BUILD = "make image (hack/build-image.sh)"
 
 def unable() -> str | None:
     """Why this machine cannot run the image tests, or None."""
+    said = STORE / "unbuildable"  # the build script's reason, when it could not build
+    if said.exists():
+        return f"hack/build-image.sh could not build the image here: {said.read_text().strip()}"
     if os.geteuid() != 0:
         return "not root: buildah's store and runc need it"
     missing = [tool for tool in ("buildah", "runc") if shutil.which(tool) is None]

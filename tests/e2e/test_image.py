@@ -27,7 +27,7 @@ import yaml
 from envs import apply, configmap, environment, free_port, install_crd, wait_condition
 from helpers import CHART, Helm, Kubectl, audit_events, start_control_plane, wait_for
 from images import Buildah, image_path, resolve
-from pod import SERVICEACCOUNT_DIR, Container, Pod, oci_config
+from pod import SERVICEACCOUNT_DIR, Container, Pod, memory_bytes, oci_config
 
 from driftguard.controlplane import ControlPlane
 
@@ -275,6 +275,20 @@ def test_pod_runs_the_charts_args_as_its_uid_on_a_read_only_root(
         assert "Read-only file system" in done.stderr, (target, done.stdout, done.stderr)
     done = running.container.exec("python3", "-c", write, "/tmp/probe")
     assert done.stdout.strip() == "wrote", done.stderr
+
+
+def test_pod_has_the_charts_memory_limit(running: Running) -> None:
+    """The container's cgroup holds the memory limit of the chart's resources."""
+    limit = memory_bytes(running.spec["resources"]["limits"]["memory"])
+    cgroups = dict(
+        line.split(":", 2)[1:]
+        for line in Path(f"/proc/{running.container.pid}/cgroup").read_text().splitlines()
+    )
+    if "memory" in cgroups:  # cgroup v1
+        path = Path("/sys/fs/cgroup/memory" + cgroups["memory"]) / "memory.limit_in_bytes"
+    else:  # cgroup v2: one hierarchy
+        path = Path("/sys/fs/cgroup" + cgroups[""]) / "memory.max"
+    assert int(path.read_text()) == limit
 
 
 def test_pod_has_its_serviceaccount_and_no_kubeconfig(running: Running) -> None:
