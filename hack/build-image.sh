@@ -226,8 +226,11 @@ ensure_base() {
 # working containers that failed builds left behind, and every untagged image this build
 # did not use (those it used are its layer cache and stay).
 prune() {
-  local used id
-  "${BUILDAH[@]}" rm --all >/dev/null
+  local used id ctr
+  # Not the image tests' containers (driftguard-test-*): a test elsewhere may be running one.
+  for ctr in $("${BUILDAH[@]}" containers --format '{{.ContainerName}}'); do
+    case "$ctr" in driftguard-test-*) ;; *) "${BUILDAH[@]}" rm "$ctr" >/dev/null ;; esac
+  done
   used="$(grep -oE '^--> [0-9a-f]{11,}' "$IMAGE_DIR/build.log" | cut -c5-15 | sort -u)"
   for id in $("${BUILDAH[@]}" images --filter dangling=true --format '{{.ID}}' --no-trunc); do
     id="${id#sha256:}"

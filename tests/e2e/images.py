@@ -74,8 +74,14 @@ class Buildah:
 
     @contextmanager
     def container(self) -> Iterator[tuple[str, Path]]:
-        """A working container of the image (its own copy of the filesystem), mounted."""
-        name = f"driftguard-test-{secrets.token_hex(4)}"
+        """A working container of the image (its own copy of the filesystem), mounted; those
+        of test processes that were killed outright are removed first."""
+        listed = self("containers", "--format", "{{.ContainerName}}")
+        for other in listed.split():
+            pid = other.split("-")[2] if other.startswith("driftguard-test-") else ""
+            if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+                self("rm", other)
+        name = f"driftguard-test-{os.getpid()}-{secrets.token_hex(4)}"
         self("from", "--pull=never", "--name", name, IMAGE)
         try:
             yield name, Path(self("mount", name))

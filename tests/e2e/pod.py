@@ -23,6 +23,7 @@ cgroup limits other than memory, and image pulls (the image is in buildah's stor
 import base64
 import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
@@ -328,6 +329,28 @@ def oci_config(
         "mounts": mounts,
         "linux": linux,
     }
+
+
+# runc's state, one directory per test process: a process killed outright (SIGKILL) cannot
+# stop its containers, so the next run stops those whose process is gone.
+STATE_ROOT = Path("/run/driftguard-image-tests")
+
+
+def runc_for_this_process() -> list[str]:
+    """runc with this process' own state directory, after sweeping those of dead processes."""
+    STATE_ROOT.mkdir(exist_ok=True)
+    for state in STATE_ROOT.iterdir():
+        if state.name.isdigit() and not Path(f"/proc/{state.name}").exists():
+            runc = ["runc", "--root", str(state)]
+            listed = subprocess.run(
+                [*runc, "list", "-q"], capture_output=True, text=True, check=False
+            )
+            for ident in listed.stdout.split():
+                subprocess.run(
+                    [*runc, "delete", "--force", ident], capture_output=True, check=False
+                )
+            shutil.rmtree(state, ignore_errors=True)
+    return ["runc", "--root", str(STATE_ROOT / str(os.getpid()))]
 
 
 class Container:

@@ -27,7 +27,14 @@ import yaml
 from envs import apply, configmap, environment, free_port, install_crd, wait_condition
 from helpers import CHART, Helm, Kubectl, audit_events, start_control_plane, wait_for
 from images import Buildah, image_path, resolve
-from pod import SERVICEACCOUNT_DIR, Container, Pod, memory_bytes, oci_config
+from pod import (
+    SERVICEACCOUNT_DIR,
+    Container,
+    Pod,
+    memory_bytes,
+    oci_config,
+    runc_for_this_process,
+)
 
 from driftguard.controlplane import ControlPlane
 
@@ -214,9 +221,8 @@ def running(
             bundle.mkdir()
             config = oci_config(pod, spec, image_config, rootfs)
             (bundle / "config.json").write_text(json.dumps(config))
-            runc = ["runc", "--root", str(work / "runc")]
             name = f"driftguard-test-{secrets.token_hex(4)}"
-            operator = Container(runc, name, spec, work / "operator.log")
+            operator = Container(runc_for_this_process(), name, spec, work / "operator.log")
             operator.start(bundle)
             try:
                 yield Running(plane, admin, operator, spec, user)
