@@ -38,12 +38,14 @@ ENV UV_PROJECT_ENVIRONMENT=/opt/driftguard \
     UV_PYTHON_DOWNLOADS=never \
     UV_NO_CACHE=1
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when the lockfile changes. --locked
-# (not --frozen) fails the build if uv.lock no longer matches pyproject.toml.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first: this layer is rebuilt only when the lockfile changes (not when the
+# README does: the project's metadata, which names it, is read only by the next step).
+# --locked (not --frozen) fails the build if uv.lock no longer matches pyproject.toml.
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=secret,id=ca-certificates eval "$TRUST" \
  && /opt/uv/bin/uv sync --locked --no-dev --no-install-project --python /usr/bin/python3
 # Then the project itself, as a real (non-editable) install: /src is not in the runtime image.
+COPY README.md ./
 COPY operator/ operator/
 RUN --mount=type=secret,id=ca-certificates eval "$TRUST" \
  && /opt/uv/bin/uv sync --locked --no-dev --no-editable --python /usr/bin/python3

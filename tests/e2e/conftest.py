@@ -12,6 +12,13 @@ from pathlib import Path
 import pytest
 from envs import chart_rbac, operator  # noqa: F401  (session fixtures, beside their helpers)
 from helpers import HELM_VERSION, Helm, Kubectl, cached_tool, start_control_plane
+from images import (  # noqa: F401  (the image tests' module fixtures, beside their helpers)
+    buildah,
+    image_config,
+    image_container,
+    image_mounted,
+    image_rootfs,
+)
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
