@@ -10,6 +10,8 @@ from typing import Any
 def add_run(commands: Any) -> None:
     """The `run` command, its flags and their defaults (the chart sets most of them)."""
     run: argparse.ArgumentParser = commands.add_parser("run", help="run the operator")
+    # In a Pod the chart sets POD_NAMESPACE: the release's namespace.
+    own_namespace = os.environ.get("POD_NAMESPACE") or "driftguard-system"
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", default=[], help="watch Environments here (repeat)"
@@ -52,7 +54,7 @@ def add_run(commands: Any) -> None:
     )
     run.add_argument(
         "--operator-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        default=own_namespace,
         metavar="NAMESPACE",
         help="the operator's own namespace: its ServiceAccounts, like kube-system's, are "
         "never impersonated (default: $POD_NAMESPACE, else driftguard-system)",
@@ -80,7 +82,7 @@ def add_run(commands: Any) -> None:
     )
     run.add_argument(
         "--history-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        default=own_namespace,
         metavar="NAMESPACE",
         help="where Blueprint revisions are kept for pinning (default: $POD_NAMESPACE, "
         "else driftguard-system)",
@@ -120,7 +122,7 @@ def add_run(commands: Any) -> None:
     )
     run.add_argument(
         "--lease-namespace",
-        default=os.environ.get("POD_NAMESPACE") or "driftguard-system",
+        default=own_namespace,
         metavar="NAMESPACE",
         help="where the replicas' Leases are (default: $POD_NAMESPACE, else driftguard-system)",
     )
