@@ -10,9 +10,12 @@ the bytes written, so the two designs are measured side by side on one API serve
   server evaluates every rule on every `spec.resources` item at every status write (ratcheting
   in 1.37 turns an unchanged field's errors into warnings, after evaluating them), and each
   status entry carried its empty `driftedPaths` and zero `reverts`.
+  kopf kept its last-handled copy of the spec in the status
+  (`status.kopf.lastHandledConfiguration`, a JSON string), so every stored object carried
+  the spec twice.
 - `current`: `crds/` as committed (the rules in a ValidatingAdmissionPolicy that matches the
-  main resource, not `environments/status`) and the status as `EnvironmentStatus.to_body`
-  writes it now.
+  main resource, not `environments/status`), the status as `EnvironmentStatus.to_body`
+  writes it now, and no copy of the spec (runtime/handlers.py, `NoDiffBase`).
 
 Each design is served under a group of its own (the same schema, the group renamed), with 4
 Environments of 100 ConfigMaps. Writes go one at a time, in rounds alternating the designs,
@@ -176,7 +179,19 @@ async def _create(kube: Kube, groups: dict[str, str]) -> None:
             env = workload.environment(NAMESPACE, resources, name=f"env-{i}")
             env["apiVersion"] = f"{group}/v1alpha1"
             await kube.request("POST", _env_path(group), body=env)
+            if design == "previous":
+                await kube.request(
+                    "PATCH", _env_path(group, f"env-{i}") + "/status",
+                    body={"status": {"kopf": {"lastHandledConfiguration": _kopf_copy(env)}}},
+                    content_type=MERGE,
+                )  # fmt: skip
             await _write(kube, design, group, i, 0)
+
+
+def _kopf_copy(env: dict[str, Any]) -> str:
+    """What kopf stored as the last-handled essence: the spec and the metadata it tracks."""
+    essence = {"spec": env["spec"], "metadata": {"labels": env["metadata"].get("labels", {})}}
+    return json.dumps(essence, separators=(",", ":"))
 
 
 async def _write(kube: Kube, design: str, group: str, env: int, step: int) -> None:

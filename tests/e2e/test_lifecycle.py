@@ -369,6 +369,67 @@ def test_gitops_apply_sees_no_diff(kubectl: Kubectl, operator: Operator, namespa
     assert not any("kopf" in key for key in (live["metadata"].get("annotations") or {}))
 
 
+def _kept_by_kopf(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    live = get(kubectl, "environment", "app", namespace) or {}
+    return (live.get("status") or {}).get("kopf") or {}
+
+
+def test_status_keeps_no_copy_of_the_spec(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """kopf's last-handled copy of the spec is never written to status; one that an earlier
+    version left there goes with the next status write; deletion still runs its handler."""
+    manifest = environment("app", namespace, [configmap("a", v="1")], deletionPolicy="Delete")
+    apply(kubectl, manifest)
+    wait_condition(kubectl, "app", namespace, "InSync", "True")
+    wait_for(
+        lambda: (
+            "driftguard.io/finalizer"
+            in (
+                (get(kubectl, "environment", "app", namespace) or {})["metadata"].get("finalizers")
+                or []
+            )
+        ),
+        message="kopf's finalizer on the Environment",
+    )
+    # A label change is an event kopf handles (and used to store its essence for).
+    kubectl("label", "environment", "app", "-n", namespace, "team=a")
+    wait_for(
+        lambda: (
+            (get(kubectl, "environment", "app", namespace) or {})["metadata"]
+            .get("labels", {})
+            .get("team")
+            == "a"
+        ),
+        message="the label",
+    )
+    kubectl("patch", "cm", "a", "-n", namespace, "--type=merge", "-p", '{"data":{"v":"2"}}')
+    wait_for(lambda: status(kubectl, "app", namespace).get("lastDrift"), message="a drift handled")
+    assert "lastHandledConfiguration" not in _kept_by_kopf(kubectl, namespace)
+
+    stale = json.dumps({"spec": manifest["spec"]}, separators=(",", ":"))
+    kubectl(
+        *("patch", "environment", "app", "-n", namespace, "--subresource=status"),
+        *(
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"kopf": {"lastHandledConfiguration": stale}}}),
+        ),
+    )
+    wait_for(
+        lambda: "lastHandledConfiguration" not in _kept_by_kopf(kubectl, namespace),
+        message="the stale copy dropped",
+    )
+    assert status(kubectl, "app", namespace)["summary"]["managed"] == 1
+
+    kubectl("delete", "environment", "app", "-n", namespace, "--wait=false")
+    wait_for(lambda: not exists(kubectl, "cm", "a", namespace), message="deletionPolicy Delete ran")
+    wait_for(
+        lambda: get(kubectl, "environment", "app", namespace) is None,
+        message="the Environment gone, its finalizer removed",
+    )
+
+
 def test_suspend_reports_without_reverting(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:

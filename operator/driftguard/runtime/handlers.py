@@ -90,12 +90,29 @@ async def on_startup(memo: kopf.Memo, **_: Any) -> None:
     health.started(memo.engine, lease=memo.get("shards"))
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No last-handled state: to kopf, every event of an Environment holds the same essence.
+
+    kopf keeps it for on.create/on.update handlers' diffs, and driftguard has none (deletion
+    needs only the finalizer). Kept, it was a second copy of every spec in the Environment's
+    status (`status.kopf.lastHandledConfiguration`), written once per generation, carried by
+    every read, watch event and status write of it, and a deep copy of the whole body made
+    at every event on every replica."""
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        return {}
+
+    def fetch(self, *, body: Any) -> Any:
+        return {}
+
+    def store(self, *, body: Any, patch: Any, essence: Any) -> None:
+        return None
+
+
 def configure_kopf(kopf_settings: kopf.OperatorSettings) -> None:
     kopf_settings.persistence.finalizer = f"{model.GROUP}/finalizer"
     kopf_settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
-    kopf_settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
-        field="status.kopf.lastHandledConfiguration"
-    )
+    kopf_settings.persistence.diffbase_storage = NoDiffBase()
     # driftguard posts its own Events, with the contract's reasons.
     kopf_settings.posting.enabled = False
     kopf_settings.posting.level = logging.WARNING

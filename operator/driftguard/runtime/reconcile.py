@@ -111,6 +111,7 @@ class Environment:
         self.status = StatusWriter(
             cluster, self.ledger, judge=self.judge, reporter=self.reporter, reports=self.reports
         )
+        self.status.received(body)
         self.enforcement = Enforcement(
             self.ledger, lambda: self.guard.cluster, self.reporter, on_change=self.status.soon
         )
@@ -136,6 +137,7 @@ class Environment:
         self.audit.update(declared.body)
         self.reports.update(declared.body)
         self.reporter.body = declared.body
+        self.status.received(declared.body)
         if declared.generation != self.ledger.applied_generation:
             await self.full_pass()
 

@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from driftguard.core import tracking
 from driftguard.core.status import EnvironmentStatus, Summary
@@ -65,6 +65,15 @@ class StatusWriter:
         self._flushing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stopped = False
+        self._stale_copy = False
+
+    def received(self, body: dict[str, Any]) -> None:
+        """The Environment as the server holds it. A copy of its spec that earlier versions
+        had kopf keep in status (handlers.NoDiffBase) goes with the next write."""
+        kept = (body.get("status") or {}).get("kopf") or {}
+        if isinstance(kept, dict) and "lastHandledConfiguration" in kept:
+            self._stale_copy = True
+            self.soon()
 
     def soon(self) -> None:
         """Writes status after the debounce delay, once for any number of calls meanwhile."""
@@ -104,16 +113,17 @@ class StatusWriter:
             self._reports.soon()
         body = status.to_body()
         digest = _digest(body)
-        if digest == self._written:
+        if digest == self._written and not self._stale_copy:
             return
         owner = self._ledger.owner
+        sent = {**body, "kopf": {"lastHandledConfiguration": None}} if self._stale_copy else body
         try:
-            await retrying(lambda: self._cluster.patch_status(owner.namespace, owner.name, body))
+            await retrying(lambda: self._cluster.patch_status(owner.namespace, owner.name, sent))
         except ApiError as exc:
             if not exc.is_not_found:  # a deleted Environment needs no status
                 self._reporter.status_failed(exc.describe())
             return
-        self._written = digest
+        self._written, self._stale_copy = digest, False
         # Its entries are made from the records at each build: kept as the inventory only
         # (what a pass lists besides the blueprint's kinds), not as 100 models (137 KB).
         self._ledger.inventory = frozenset(
