@@ -104,9 +104,17 @@ class Replica:
     directory: Path
     process: subprocess.Popen[bytes] | None = None
     sharded: bool = True
+    heap: bool = False
+
+    @property
+    def heap_file(self) -> Path:
+        return self.directory / f"{self.replica}-heap.txt"
 
     def start(self) -> None:
-        argv = [str(BIN / "driftguard"), "run", "--all-namespaces", "--metrics-port", "0"]
+        command = [str(BIN / "driftguard")]
+        if self.heap:
+            command = [sys.executable, str(ROOT / "bench" / "heapwrap.py"), str(self.heap_file)]
+        argv = [*command, "run", "--all-namespaces", "--metrics-port", "0"]
         argv += ["--log-level=INFO"]
         if self.sharded:
             argv += ["--shards-from-leases", f"--lease-namespace={NAMESPACE}"]
@@ -120,6 +128,17 @@ class Replica:
             if line.startswith("VmRSS:"):
                 return round(int(line.split()[1]) / 1024, 1)
         return 0.0
+
+    async def dump_heap(self) -> str:
+        """tracemalloc's live allocations (bench/heapwrap.py), once written."""
+        assert self.process is not None
+        self.heap_file.unlink(missing_ok=True)
+        self.process.send_signal(signal.SIGUSR2)
+        for _ in range(600):
+            if self.heap_file.exists() and self.heap_file.stat().st_size:
+                return self.heap_file.read_text()
+            await asyncio.sleep(0.5)
+        return ""
 
     def kill(self) -> None:
         if self.process is not None:
@@ -365,7 +384,9 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
     admin = await Kube.connect(plane.kubeconfig, user_agent="bench-scale")
     manual = await Kube.connect(plane.kubeconfig, user_agent="bench-manual")
     ids = [f"r-{i}" for i in range(1, args.replicas + 1)]
-    replicas = {r: Replica(r, kubeconfig, work, sharded=not args.plain) for r in ids}
+    replicas = {
+        r: Replica(r, kubeconfig, work, sharded=not args.plain, heap=args.heap) for r in ids
+    }
     observer = Observer(admin)
     try:
         log(f"creating {environments} Environments of {configmaps} ConfigMaps")
@@ -391,6 +412,9 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         await asyncio.sleep(5)
         rss = [replica.rss_mb() for replica in replicas.values()]
         log(f"RSS per replica {rss} MB; {changes} manual changes")
+        if args.heap:
+            for replica in replicas.values():
+                log(f"heap of {replica.replica}:\n{await replica.dump_heap()}")
         latencies = await revert_latencies(observer, manual, names, configmaps, changes)
         result: dict[str, Any] = {
             "replicas": len(replicas),
@@ -479,6 +503,12 @@ def main() -> int:
         action="store_true",
         help=f"one replica without sharding, the baseline; writes {SINGLE.name}",
     )
+    parser.add_argument(
+        "--heap",
+        action="store_true",
+        help="run the replicas under tracemalloc (bench/heapwrap.py) and print where their "
+        "memory is after the cold start; slower, and its RSS is not the operator's",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if args.plain and args.replicas != 1:
@@ -498,7 +528,7 @@ def main() -> int:
         plane.stop()
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    if not args.plain:
+    if not args.plain and not args.heap:  # traced replicas are no figures of record
         sizes = {"environments": result.get("environments"), "objects": result.get("objects")}
         print(f"recorded in {record.write(result, kind='scale', quick=args.quick, sizes=sizes)}")
     return 0

@@ -1,0 +1,50 @@
+"""`driftguard` under tracemalloc, for `scale.py --heap`: where the operator's memory is.
+
+    python bench/heapwrap.py OUT run --all-namespaces ...
+
+Runs the operator's command line with tracemalloc tracing from the first import; SIGUSR2
+writes the live allocations to OUT, grouped by source line and by file, largest first. The
+tracing costs time and about as much memory again as it traces, so its figures are for
+telling the parts apart, never for the benchmark's RSS.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tracemalloc
+from pathlib import Path
+
+TOP = 40
+
+
+def _dump(out: Path) -> None:
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    traced, peak = tracemalloc.get_traced_memory()
+    lines = [f"traced {traced / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB", ""]
+    for group in ("lineno", "filename"):
+        stats = snapshot.statistics(group)
+        lines.append(f"-- by {group} (top {TOP} of {len(stats)})")
+        for stat in stats[:TOP]:
+            frame = stat.traceback[0]
+            where = frame.filename if group == "filename" else f"{frame.filename}:{frame.lineno}"
+            lines.append(f"{stat.size / 2**20:9.2f} MiB {stat.count:9d} blocks  {where}")
+        lines.append("")
+    partial = out.with_suffix(".partial")
+    partial.write_text("\n".join(lines))
+    partial.replace(out)  # the reader takes it whole
+
+
+def main() -> int:
+    out = Path(sys.argv[1])
+    tracemalloc.start()
+    signal.signal(signal.SIGUSR2, lambda *_: _dump(out))
+    from driftguard.cli.main import main as driftguard
+
+    return driftguard(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
