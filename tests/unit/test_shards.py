@@ -122,3 +122,52 @@ def test_a_late_act_on_acts_on_no_more_than_the_lease_claims() -> None:
         assert shards.engine.environments == {}
 
     asyncio.run(scenario())
+
+
+def test_another_replicas_environment_is_kept_slim_and_taken_over_whole() -> None:
+    """An Environment outside the share is kept slim (its spec unparsed, its objects not
+    held); taken over, the engine gets it whole and parsed; handed back, it is slim again."""
+    body = env("b", target="team-b")
+    body["metadata"]["uid"] = "u-1"
+    body["spec"]["resources"] = [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"cm-{i}"}, "data": {}}
+        for i in range(100)
+    ]
+    shards = Shards(FakeEngine(), "r-1", server_filters=False)  # type: ignore[arg-type]
+    ident = ("b", "app")
+
+    async def scenario() -> None:
+        assert not shards.wants(body)
+        await shards.environment_changed(Declared.unparsed(body))
+        kept = shards.bodies[ident]
+        assert kept.is_slim
+        assert not kept.is_parsed
+        assert "resources" not in kept.body["spec"]
+        assert target_of(kept) == "team-b"
+        assert shards.seen(ident) is None  # nothing parsed to reuse
+        assert shards.engine.environments == {}
+
+        shards.hold(time.monotonic() + 60, sharding.EVERYTHING)
+        await shards.act_on(sharding.EVERYTHING)
+        await asyncio.sleep(0.05)  # taken up in the background
+        taken = shards.engine.environments[ident]
+        assert taken.body == body
+        assert taken.spec is not None
+        assert len(taken.spec.resources) == 100
+        assert shards.seen(ident) is taken
+
+        shards.hold(time.monotonic() + 60, ())
+        await shards.act_on(())
+        assert shards.engine.environments == {}
+        assert shards.bodies[ident].is_slim
+        assert shards.whole(ident) == Declared.of(body)
+
+    asyncio.run(scenario())
+
+
+def test_a_slim_environment_still_counts_for_its_blueprint() -> None:
+    """Blueprint users are counted over every replica's Environments, slim ones included."""
+    shards = shards_of()
+    shards.keep(Declared.unparsed(env("a", blueprint="web", refused="spec.values: bad")))
+    assert shards.bodies[("a", "app")].is_slim
+    assert shards.count_users("web") == Users(1, ("a/app: spec.values: bad",))

@@ -138,7 +138,11 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
 async def on_environment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     # The edge: the spec is parsed here, once per generation; nothing below reads it raw.
     body = dict(event.get("object") or {})
-    declared = Declared.of(body, like=_seen(memo, body))
+    shards = memo.get("shards")
+    if shards is not None and not shards.wants(body):
+        declared = Declared.unparsed(body)  # another replica's: kept slim, never parsed here
+    else:
+        declared = Declared.of(body, like=_seen(memo, body))
     try:
         await _environment_event(event, memo, declared)
     finally:  # dealt with, whatever came of it: readiness no longer waits for it
@@ -182,8 +186,8 @@ def _seen(memo: kopf.Memo, body: dict[str, Any]) -> Declared | None:
     meta = body.get("metadata") or {}
     ident = (str(meta.get("namespace")), str(meta.get("name")))
     shards = memo.get("shards")
-    if shards is not None and ident in shards.bodies:
-        return shards.bodies[ident]  # type: ignore[no-any-return]
+    if shards is not None and shards.seen(ident) is not None:
+        return shards.seen(ident)  # type: ignore[no-any-return]
     environment = memo.engine.environments.get(ident)
     return environment.declared if environment is not None else None
 

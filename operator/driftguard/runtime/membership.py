@@ -446,9 +446,8 @@ async def start(
     except ApiError as exc:
         log.warning("environments_unlisted", error=exc.describe())
         items = []
-    for item in items:
-        declared = Declared.of(item)
-        shards.bodies[declared.ident] = declared
+    for item in items:  # no share yet: kept slim, parsed once this replica takes it
+        shards.keep(Declared.unparsed(item))
     shards.remember()
     cluster.guard_writes(shards.allows)
     # Its own thread, loop and connections: a renewal must not wait for the engine's work.
