@@ -295,7 +295,11 @@ def test_cluster_scoped_kind_is_forbidden_without_serviceaccount(site: Site) -> 
     assert site.admin("get", "clusterrole", "escalated", check=False).returncode != 0
     assert get(site.admin, "configmap", "settings", team) is None
     assert written(site, team) == []
-    assert any("escalated" in m for m in events(site.admin, team, "Forbidden"))
+    # Events are posted from a queue of their own: the status may be written first.
+    wait_for(
+        lambda: any("escalated" in m for m in events(site.admin, team, "Forbidden")),
+        message="a Forbidden Event naming the ClusterRole",
+    )
 
 
 def applied(site: Site, name: str, namespace: str) -> None:
