@@ -186,8 +186,8 @@ def _seen(memo: kopf.Memo, body: dict[str, Any]) -> Declared | None:
     meta = body.get("metadata") or {}
     ident = (str(meta.get("namespace")), str(meta.get("name")))
     shards = memo.get("shards")
-    if shards is not None and shards.seen(ident) is not None:
-        return shards.seen(ident)  # type: ignore[no-any-return]
+    if shards is not None and (kept := shards.seen(ident)) is not None:
+        return kept  # type: ignore[no-any-return]
     environment = memo.engine.environments.get(ident)
     return environment.declared if environment is not None else None
 
