@@ -44,6 +44,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import procs
 import record
 import yaml
 from kubeapi import MERGE, ApiError, Kube, cm_path, env_path, gather_limited
@@ -62,10 +63,31 @@ SINGLE = ROOT / "bench" / "scale-single.json"
 SIZES = {"full": (500, 100, 250), "quick": (60, 50, 60)}
 """Environments, ConfigMaps in each, manual changes for the revert latency."""
 WRITES = {"create", "update", "patch", "delete"}
+LEASE_S = float(yaml.safe_load((CHART / "values.yaml").read_text())["sharding"]["leaseDuration"])
+"""The chart's default, passed as it passes it."""
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class CpuAccount:
+    """CPU seconds each process spent in a phase: who bounds it (the API server, etcd, a
+    replica). The replicas come and go, so each phase names the pids it counts."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = dict(pids)
+        self.began = time.monotonic()
+        self.start = {name: procs.cpu_seconds(pid) or 0.0 for name, pid in self.pids.items()}
+
+    def spent(self) -> dict[str, float]:
+        found = {}
+        for name, pid in self.pids.items():
+            now = procs.cpu_seconds(pid)
+            if now is not None:
+                found[name] = round(now - self.start[name], 1)
+        found["wall"] = round(time.monotonic() - self.began, 1)
+        return found
 
 
 # -- identity and processes ----------------------------------------------------------
@@ -118,6 +140,7 @@ class Replica:
         argv += ["--log-level=INFO"]
         if self.sharded:
             argv += ["--shards-from-leases", f"--lease-namespace={NAMESPACE}"]
+            argv += [f"--lease-duration={LEASE_S:g}"]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_ID": self.replica}
         with (self.directory / f"{self.replica}.log").open("ab") as sink:
             self.process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -139,6 +162,19 @@ class Replica:
                 return self.heap_file.read_text()
             await asyncio.sleep(0.5)
         return ""
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    def lapses(self) -> int:
+        """Times this replica's Lease ran out while it lived (a renewal too late): it fenced
+        itself and came back with nothing, as designed, but its share moved for nothing."""
+        log_file = self.directory / f"{self.replica}.log"
+        text = log_file.read_text(errors="replace") if log_file.exists() else ""
+        return sum(
+            1 for line in text.splitlines() if "shard_fenced" in line and "lease_expired" in line
+        )
 
     def kill(self) -> None:
         if self.process is not None:
@@ -315,6 +351,14 @@ async def revert_latencies(
     return latencies
 
 
+def py_spy(binary: Path, replica: Replica, work: Path) -> subprocess.Popen[bytes]:
+    """Samples a survivor from the kill on (collapsed stacks, for flame graphs)."""
+    out = work / f"{replica.replica}-failover.pyspy"
+    argv = [str(binary), "record", "--format", "raw", "--rate", "100", "--nonblocking", "--threads"]
+    argv += ["--output", str(out), "--pid", str(replica.pid)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -388,6 +432,13 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         r: Replica(r, kubeconfig, work, sharded=not args.plain, heap=args.heap) for r in ids
     }
     observer = Observer(admin)
+
+    def pids() -> dict[str, int]:
+        found = {n: p for n, p in plane.pids.items() if n in ("etcd", "kube-apiserver")}
+        found.update({r: x.pid for r, x in replicas.items() if x.pid is not None})
+        found["bench"] = os.getpid()
+        return found
+
     try:
         log(f"creating {environments} Environments of {configmaps} ConfigMaps")
         names = await create_world(admin, environments, configmaps)
@@ -396,6 +447,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         started = time.monotonic()
         for replica in replicas.values():
             replica.start()
+        cold_cpu = CpuAccount(pids())
         done = await observer.until(
             lambda: (
                 len(observer.envs) >= environments
@@ -408,7 +460,8 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         )
         cold = done - started
         shares = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in replicas}
-        log(f"cold start: all InSync after {cold:.1f}s; shares {shares}")
+        cpu = {"cold": cold_cpu.spent()}
+        log(f"cold start: all InSync after {cold:.1f}s; shares {shares}; CPU s {cpu['cold']}")
         await asyncio.sleep(5)
         rss = [replica.rss_mb() for replica in replicas.values()]
         log(f"RSS per replica {rss} MB; {changes} manual changes")
@@ -436,6 +489,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
             "single_process": single_process(environments * configmaps),
             "work_directory": str(work),
             "measured_at": datetime.now().isoformat(timespec="seconds"),
+            "cpu_s": cpu,
         }
         result["details"] = details
         if VICTIM not in replicas:
@@ -445,6 +499,12 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         log(f"SIGKILL {VICTIM} ({len(victims)} Environments)")
         killed = time.monotonic()
         replicas[VICTIM].kill()
+        failover_cpu = CpuAccount(pids())
+        spies = [
+            py_spy(args.py_spy, replica, work)
+            for name, replica in replicas.items()
+            if args.py_spy and name != VICTIM
+        ]
         injected = {}
         for namespace in victims:
             injected[(namespace, "cm-0")] = await manual_change(
@@ -466,7 +526,12 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         recovered = await observer.until(taken_over, args.timeout)
         failover = recovered - killed
         reverted = [observer.reverted((n, "cm-0"), injected[(n, "cm-0")]) for n in victims]
-        log(f"failover: {failover:.1f}s")
+        cpu["failover"] = failover_cpu.spent()
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for spy in spies:
+            spy.wait(timeout=60)
+        log(f"failover: {failover:.1f}s; CPU s {cpu['failover']}")
         await asyncio.sleep(3)  # late writes, if any, reach the audit log
         doubles = double_writes(audit_writes(plane.audit_log, offset), set(injected))
         after = {r: sum(1 for s in observer.envs.values() if s.shard == r) for r in replicas}
@@ -476,7 +541,8 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
             shares_after_failover=after,
             failover_environments=len(victims),
             double_writes=doubles,
-            lease_duration_s=10,
+            lease_duration_s=LEASE_S,
+            lease_lapses={r: x.lapses() for r, x in replicas.items()},
             failover_timeline={
                 "moved_s": sorted(moved.values()),
                 "reverted_s": sorted(round((t or recovered) - killed, 2) for t in reverted),
@@ -508,6 +574,14 @@ def main() -> int:
         action="store_true",
         help="run the replicas under tracemalloc (bench/heapwrap.py) and print where their "
         "memory is after the cold start; slower, and its RSS is not the operator's",
+    )
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="sample the survivors with this py-spy during the failover (not a project "
+        "dependency); collapsed stacks in the work directory",
     )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
