@@ -127,6 +127,7 @@ class Replica:
     process: subprocess.Popen[bytes] | None = None
     sharded: bool = True
     heap: bool = False
+    lease_s: float = LEASE_S
 
     @property
     def heap_file(self) -> Path:
@@ -140,7 +141,7 @@ class Replica:
         argv += ["--log-level=INFO"]
         if self.sharded:
             argv += ["--shards-from-leases", f"--lease-namespace={NAMESPACE}"]
-            argv += [f"--lease-duration={LEASE_S:g}"]
+            argv += [f"--lease-duration={self.lease_s:g}"]
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "POD_ID": self.replica}
         with (self.directory / f"{self.replica}.log").open("ab") as sink:
             self.process = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env)
@@ -429,7 +430,10 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
     manual = await Kube.connect(plane.kubeconfig, user_agent="bench-manual")
     ids = [f"r-{i}" for i in range(1, args.replicas + 1)]
     replicas = {
-        r: Replica(r, kubeconfig, work, sharded=not args.plain, heap=args.heap) for r in ids
+        r: Replica(
+            r, kubeconfig, work, sharded=not args.plain, heap=args.heap, lease_s=args.lease_duration
+        )
+        for r in ids
     }
     observer = Observer(admin)
 
@@ -541,7 +545,7 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
             shares_after_failover=after,
             failover_environments=len(victims),
             double_writes=doubles,
-            lease_duration_s=LEASE_S,
+            lease_duration_s=args.lease_duration,
             lease_lapses={r: x.lapses() for r, x in replicas.items()},
             failover_timeline={
                 "moved_s": sorted(moved.values()),
@@ -576,6 +580,12 @@ def main() -> int:
         "memory is after the cold start; slower, and its RSS is not the operator's",
     )
     parser.add_argument(
+        "--lease-duration",
+        type=float,
+        default=LEASE_S,
+        help=f"seconds (default {LEASE_S:g}, the chart's); another value is not recorded",
+    )
+    parser.add_argument(
         "--py-spy",
         type=Path,
         default=None,
@@ -583,6 +593,7 @@ def main() -> int:
         help="sample the survivors with this py-spy during the failover (not a project "
         "dependency); collapsed stacks in the work directory",
     )
+    parser.add_argument("--no-record", action="store_true", help="an experiment: nothing recorded")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if args.plain and args.replicas != 1:
@@ -602,7 +613,11 @@ def main() -> int:
         plane.stop()
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    if not args.plain and not args.heap:  # traced replicas are no figures of record
+    # Traced or sampled replicas, or a Lease other than the chart's, are no figures of record.
+    if (
+        not (args.plain or args.heap or args.py_spy or args.no_record)
+        and args.lease_duration == LEASE_S
+    ):
         sizes = {"environments": result.get("environments"), "objects": result.get("objects")}
         print(f"recorded in {record.write(result, kind='scale', quick=args.quick, sizes=sizes)}")
     return 0

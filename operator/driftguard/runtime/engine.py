@@ -27,7 +27,6 @@ from driftguard.runtime.events import EventPoster
 from driftguard.runtime.exceptions import ExceptionBook
 from driftguard.runtime.guard import PolicyInventory
 from driftguard.runtime.guard import Settings as GuardSettings
-from driftguard.runtime.memory import Passes
 from driftguard.runtime.reconcile import PASSES_AT_ONCE, Environment
 from driftguard.runtime.routing import Router
 from driftguard.runtime.subscriptions import Subscriptions
@@ -85,7 +84,7 @@ class Engine:
         self.events = EventPoster(cluster)
         self._locks: dict[Ident, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
-        self._passes = Passes(PASSES_AT_ONCE)
+        self._passes = asyncio.Semaphore(PASSES_AT_ONCE)
         self._census: Callable[[str], Users] | None = None
         self.replica: str | None = None
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from driftguard.core import render
@@ -71,7 +70,7 @@ class Environment:
         guard: GuardSettings,
         inventory: PolicyInventory,
         blueprints: Blueprints | None = None,
-        passes: AbstractAsyncContextManager[None] | None = None,
+        passes: asyncio.Semaphore | None = None,
         witness: Witness | None = None,
         exceptions: Callable[[], list[Judged]] | None = None,
         bind: Callable[[Declared], Awaitable[Link]] | None = None,
@@ -118,7 +117,7 @@ class Environment:
         )
         self.resync = Resync(self)
         self._pass_lock = asyncio.Lock()
-        self._passes: AbstractAsyncContextManager[None] = passes or asyncio.Semaphore(1)
+        self._passes = passes or asyncio.Semaphore(1)
         self.is_namespace_missing = False
         self._bind = bind
         self.link: Link | None = None
