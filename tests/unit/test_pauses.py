@@ -6,8 +6,8 @@ import gc
 
 import pytest
 
-from driftguard.runtime.memory import Collections, watch_collections
 from driftguard.telemetry import logs
+from driftguard.telemetry.pauses import Collections, watch_collections
 
 
 def _pauses(capsys: pytest.CaptureFixture[str]) -> list[str]:
