@@ -193,12 +193,7 @@ class Lab:
         pids["bench"] = os.getpid()
         for child in self.children:
             pids[child.name] = child.pid
-        snapshot = {}
-        for name, pid in pids.items():
-            seconds = procs.cpu_seconds(pid)
-            if seconds is not None:
-                snapshot[name] = (pid, seconds)
-        return snapshot
+        return procs.cpu_snapshot(pids)
 
     # -- waiting ----------------------------------------------------------------
 

@@ -49,6 +49,28 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, tuple[int, float]]:
+    """CPU seconds so far of each named process still alive: (pid, seconds)."""
+    snapshot = {}
+    for name, pid in pids.items():
+        seconds = cpu_seconds(pid)
+        if seconds is not None:
+            snapshot[name] = (pid, seconds)
+    return snapshot
+
+
+def cpu_delta(
+    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]]
+) -> dict[str, float]:
+    """CPU spent between two snapshots; a process started in between counts from zero."""
+    spent = {}
+    for name, (pid, seconds) in after.items():
+        previous = before.get(name)
+        start = previous[1] if previous is not None and previous[0] == pid else 0.0
+        spent[name] = round(seconds - start, 2)
+    return spent
+
+
 def cpu_ns(pid: int) -> int | None:
     """Nanoseconds on a CPU of every live thread of a process (/proc/<pid>/task/*/schedstat).
 

@@ -110,7 +110,7 @@ class Run:
                 profiler.stop()
             seconds = round(time.monotonic() - began, 1)
             self.results["phase_seconds"][name] = seconds
-            spent = _cpu_delta(cpu, self.lab.cpu_snapshot())
+            spent = procs.cpu_delta(cpu, self.lab.cpu_snapshot())
             self.results.setdefault("phase_cpu_seconds", {})[name] = spent
             busiest = ", ".join(
                 f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda i: -i[1])
@@ -257,18 +257,6 @@ class Run:
         self.detail(f"restart_{sizes.huge}", again)
         r["restart_to_in_sync_s_50000"] = again["in_sync_s"]
         r["rss_mb_50000_after_restart"] = await phases.rss(lab, keys, sizes)
-
-
-def _cpu_delta(
-    before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]]
-) -> dict[str, float]:
-    """CPU spent between two snapshots; a process started in between counts from zero."""
-    spent = {}
-    for name, (pid, seconds) in after.items():
-        previous = before.get(name)
-        start = previous[1] if previous is not None and previous[0] == pid else 0.0
-        spent[name] = round(seconds - start, 2)
-    return spent
 
 
 def _clock() -> str:

@@ -78,14 +78,11 @@ class CpuAccount:
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = dict(pids)
         self.began = time.monotonic()
-        self.start = {name: procs.cpu_seconds(pid) or 0.0 for name, pid in self.pids.items()}
+        self.start = procs.cpu_snapshot(self.pids)
 
     def spent(self) -> dict[str, float]:
-        found = {}
-        for name, pid in self.pids.items():
-            now = procs.cpu_seconds(pid)
-            if now is not None:
-                found[name] = round(now - self.start[name], 1)
+        found = procs.cpu_delta(self.start, procs.cpu_snapshot(self.pids))
+        found = {name: round(seconds, 1) for name, seconds in found.items()}
         found["wall"] = round(time.monotonic() - self.began, 1)
         return found
 
@@ -352,14 +349,6 @@ async def revert_latencies(
     return latencies
 
 
-def py_spy(binary: Path, replica: Replica, work: Path) -> subprocess.Popen[bytes]:
-    """Samples a survivor from the kill on (collapsed stacks, for flame graphs)."""
-    out = work / f"{replica.replica}-failover.pyspy"
-    argv = [str(binary), "record", "--format", "raw", "--rate", "100", "--nonblocking", "--threads"]
-    argv += ["--output", str(out), "--pid", str(replica.pid)]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
@@ -504,11 +493,10 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         killed = time.monotonic()
         replicas[VICTIM].kill()
         failover_cpu = CpuAccount(pids())
-        spies = [
-            py_spy(args.py_spy, replica, work)
-            for name, replica in replicas.items()
-            if args.py_spy and name != VICTIM
-        ]
+        spies = procs.Profiler(args.py_spy, work) if args.py_spy else None
+        for name, replica in replicas.items():
+            if spies is not None and name != VICTIM and replica.pid is not None:
+                spies.start(replica.pid, f"{name}-failover")
         injected = {}
         for namespace in victims:
             injected[(namespace, "cm-0")] = await manual_change(
@@ -531,10 +519,8 @@ async def run(args: argparse.Namespace, plane: ControlPlane, work: Path) -> dict
         failover = recovered - killed
         reverted = [observer.reverted((n, "cm-0"), injected[(n, "cm-0")]) for n in victims]
         cpu["failover"] = failover_cpu.spent()
-        for spy in spies:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        for spy in spies:
-            spy.wait(timeout=60)
+        if spies is not None:
+            spies.stop()
         log(f"failover: {failover:.1f}s; CPU s {cpu['failover']}")
         await asyncio.sleep(3)  # late writes, if any, reach the audit log
         doubles = double_writes(audit_writes(plane.audit_log, offset), set(injected))
@@ -591,7 +577,7 @@ def main() -> int:
         default=None,
         metavar="PATH",
         help="sample the survivors with this py-spy during the failover (not a project "
-        "dependency); collapsed stacks in the work directory",
+        "dependency); collapsed stacks in the work directory, profile-<replica>-failover.txt",
     )
     parser.add_argument("--no-record", action="store_true", help="an experiment: nothing recorded")
     parser.add_argument("--output", type=Path, default=None)

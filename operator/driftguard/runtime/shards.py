@@ -176,8 +176,10 @@ class Shards:
     def wants(self, body: dict[str, Any]) -> bool:
         """Whether this replica acts on the Environment (or did until now): only then is
         its spec worth parsing."""
-        declared = Declared.unparsed(body)
-        return self.owns(declared) or declared.ident in self.engine.environments
+        return self._acts_on(Declared.unparsed(body))
+
+    def _acts_on(self, body: Declared) -> bool:
+        return self.owns(body) or body.ident in self.engine.environments
 
     def seen(self, ident: Ident) -> Declared | None:
         """The Environment as last seen, parsed, if this replica keeps it so."""
@@ -187,7 +189,7 @@ class Shards:
     def keep(self, body: Declared) -> None:
         """Keeps the Environment: whole while this replica acts on it, else slim and packed."""
         ident = body.ident
-        if self.owns(body) or ident in self.engine.environments:
+        if self._acts_on(body):
             self.bodies[ident] = body if body.is_parsed else Declared.of(body.body)
             self._packed.pop(ident, None)
             return
@@ -205,8 +207,8 @@ class Shards:
         return Declared.of(json.loads(zlib.decompress(packed))) if packed else None
 
     def _slim_the_others(self) -> None:
-        for ident, body in list(self.bodies.items()):
-            if body.is_parsed and not self.owns(body) and ident not in self.engine.environments:
+        for body in list(self.bodies.values()):
+            if body.is_parsed and not self._acts_on(body):
                 self.keep(body)
 
     async def environment_changed(self, body: Declared) -> None:

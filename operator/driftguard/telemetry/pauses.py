@@ -2,7 +2,7 @@
 
 A full collection walks every container object the process holds and keeps the
 interpreter while it does: every thread waits, the Lease's renewals included. At 50,000
-objects over 3 replicas a full collection took 0.5-0.8 s in a cold start (bench-scale), and
+objects over 3 replicas a full collection took 0.7-1.5 s in a cold start (bench-scale), and
 a replica whose Lease is short must renew through such pauses. The log says when one came
 and how long it held everything, so that a lapse can be told from a slow API server.
 """
