@@ -19,7 +19,8 @@ from pathlib import Path
 TOP = 40
 DEPTH = int(os.environ.get("HEAP_DEPTH", "1"))
 """Frames kept per allocation; HEAP_DEPTH=12 tells kopf's watch stream from the operator's
-lists in the call chains printed last (and makes the run about four times slower)."""
+lists in the call chains printed last, and slows the operator a lot (one process, 10,000
+objects: 433 s to InSync, against 86 s at 1)."""
 
 
 def _dump(out: Path) -> None:
