@@ -387,3 +387,34 @@ def test_a_refused_watch_is_asked_again_soon_then_once_a_minute() -> None:
     assert waits[0] <= 0.5
     assert waits[1] <= 1.0
     assert all(30.0 <= wait <= 60.0 for wait in waits[8:])
+
+
+async def test_an_edit_seen_while_a_new_replica_first_passes_is_reverted(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """A replica that takes over (a restart, a rollout, a failover) learns its objects in
+    its first pass. An edit that its watch delivers after the pass listed the objects, but
+    before the pass had a record of them, is judged once the pass is done, not dropped."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"))
+    status = last_status(fake)
+    await engine.close()
+    plain_list = fake.list_objects
+    edited = False
+
+    async def list_objects(resource: Resource, **options: Any) -> tuple[list[Any], str]:
+        nonlocal edited
+        found = await plain_list(resource, **options)
+        if not options.get("limit") and not edited:  # the pass's own list, not the watch's
+            edited = True
+            fake.edit(NS, "web", "kubectl-patch", DB_VERSION="5.5")
+        return found
+
+    fake.list_objects = list_objects  # type: ignore[method-assign]
+    successor = Engine(fake, timing=FAST)
+    try:
+        declared = environment("web", [configmap("web", DB_VERSION="5.7")])
+        await successor.environment_changed(Declared.of({**declared.body, "status": status}))
+        assert edited
+        await until(lambda: value(fake, "web") == "5.7")
+    finally:
+        await successor.close()

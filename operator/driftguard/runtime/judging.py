@@ -3,7 +3,10 @@
 Events for one object coalesce: while it is being judged, newer events replace
 the pending one, so a burst costs one judgement. Nothing is judged while a full
 pass runs: the pass re-learns every object, and the events are judged after it.
-Each judgement ends in one ChangeSet in `results` (empty when nothing is news):
+An event about an object the pass has not recorded yet (a replica's first pass,
+taking over objects that exist) waits with the rest: the pass may have listed the
+object before the change. Each judgement ends in one ChangeSet in `results` (empty
+when nothing is news):
 the Environment reports it; the judge reports nothing itself.
 """
 
@@ -63,12 +66,19 @@ class EventJudge:
     def resume(self) -> None:
         self._open.set()
         for key in list(self._pending):
-            self._kick(key)
+            if self._ledger.record(key) is None:
+                del self._pending[key]  # not one of ours after all
+            else:
+                self._kick(key)
 
     def observe(self, key: ObjectKey, live: dict[str, Any] | None, received: float) -> None:
         """A watch saw a managed object change (live) or go (None)."""
         tracked = self._ledger.record(key)
-        if tracked is None or (live is not None and tracked.is_stale(live)):
+        if tracked is None:
+            if not self._open.is_set():  # the running pass may be about to record it
+                self._pending[key] = (live, received)
+            return
+        if live is not None and tracked.is_stale(live):
             return
         self._pending[key] = (live, received)
         self._kick(key)
