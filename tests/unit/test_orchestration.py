@@ -418,3 +418,35 @@ async def test_an_edit_seen_while_a_new_replica_first_passes_is_reverted(
         await until(lambda: value(fake, "web") == "5.7")
     finally:
         await successor.close()
+
+
+async def test_a_successor_keeps_the_status_it_receives_as_an_inventory_only(
+    engine: Engine, fake: FakeCluster
+) -> None:
+    """A restart that changes nothing writes no status, so no write comes to drop the
+    entries it received: the ledger keeps only which kinds and namespaces they name, and
+    that still leads the pass to what a later generation leaves behind (pruned)."""
+    await in_sync(engine, fake, configmap("web", DB_VERSION="5.7"), configmap("old", v="1"))
+    status = last_status(fake)
+    await engine.close()
+    writes = len(fake.statuses)
+    successor = Engine(fake, timing=FAST)
+    try:
+        declared = environment("web", [configmap("web", DB_VERSION="5.7"), configmap("old", v="1")])
+        await successor.environment_changed(Declared.of({**declared.body, "status": status}))
+        kept = successor.environments[(NS, "web")].ledger
+        assert kept.ready[0], kept.ready
+        assert len(fake.statuses) == writes  # in sync as received: nothing to write
+        assert kept.status.resources == []
+        assert kept.inventory == {("v1", "ConfigMap", NS)}
+
+        emptied = Declared.of(
+            {
+                "metadata": {**declared.body["metadata"], "generation": 2},
+                "spec": {"resources": []},
+            }
+        )
+        await successor.environment_changed(emptied)
+        await until(lambda: not fake.objects)
+    finally:
+        await successor.close()
