@@ -92,6 +92,7 @@ class Lab:
         self.audit = AuditLog(plane.audit_log, self.identity.username)
         self.operator: Child | None = None
         self.metrics_port = 0
+        self.health_port = 0  # the probes: /readyz answers 200 once every first pass is done
         self.starts = 0
         self.admin: Kube
         self.manual: Kube
@@ -120,7 +121,7 @@ class Lab:
     async def start_operator(self) -> float:
         """Start ``driftguard run``; return seconds until its /metrics answers."""
         self.starts += 1
-        self.metrics_port = free_port()
+        self.metrics_port, self.health_port = free_port(), free_port()
         argv = [
             str(BIN / "driftguard"),
             "run",
@@ -128,6 +129,8 @@ class Lab:
             "--metrics-insecure",
             "--metrics-port",
             str(self.metrics_port),
+            "--liveness",
+            f"http://127.0.0.1:{self.health_port}/healthz",
             "--log-level",
             self.identity.log_level,
         ]
@@ -174,6 +177,16 @@ class Lab:
                 return str(response.read().decode())
         except OSError:
             return None
+
+    def is_ready(self) -> bool:
+        """The readiness probe, as the kubelet asks it: 200 once every Environment there at
+        start has had its first pass (listed, compared, reverted where it drifted)."""
+        try:
+            url = f"http://127.0.0.1:{self.health_port}/readyz"
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return bool(response.status == 200)
+        except OSError:  # urllib's HTTPError (503: not ready yet) is one too
+            return False
 
     async def metrics(self) -> dict[str, float]:
         """The operator's /metrics samples, ``name{labels}`` -> value."""

@@ -399,6 +399,44 @@ async def restart(
     }
 
 
+async def restart_unchanged(
+    lab: Lab, keys: dict[Key, int], sizes: Sizes, *, objects: int
+) -> dict[str, Any]:
+    """Stop the operator, start a new one, nothing changed meanwhile (a rollout): time until
+    it is ready, which it is once every Environment had its first pass. Status already
+    reads InSync, so the proof is in what follows: the gauges of every Environment say in
+    sync, and the status writes and reverts it made are counted (0 expected)."""
+    await settle(lab, keys, sizes)
+    lab.stop_operator()
+    wall, began = time.time(), time.monotonic()
+    await lab.start_operator()
+    seconds = None
+    while time.monotonic() - began < sizes.sync_timeout:
+        lab.check_operator()
+        if await asyncio.to_thread(lab.is_ready):
+            seconds = time.monotonic() - began
+            break
+        await asyncio.sleep(0.05)
+    assert lab.operator is not None
+    cpu = lab.operator.cpu_seconds()
+    samples = await lab.metrics()
+    gauges = [v for k, v in samples.items() if k.startswith("driftguard_environment_in_sync{")]
+    await asyncio.sleep(2)
+    window = lab.audit.window(wall, wall + (seconds or sizes.sync_timeout))
+    mine = [w for w in window.writes if "driftguard" in str(w.get("userAgent") or "")]
+    status_writes = sum(1 for w in mine if w.get("subresource") == "status")
+    return {
+        "objects": objects,
+        "ready_s": None if seconds is None else round(seconds, 3),
+        "environments_in_sync": int(sum(gauges)),
+        "environments": len(keys),
+        "status_writes": status_writes,
+        "other_writes": len(mine) - status_writes,
+        "cpu_s_to_ready": round(cpu, 2),
+        "requests_to_ready": dict(window.verbs),
+    }
+
+
 async def scale_up(lab: Lab, keys: dict[Key, int], sizes: Sizes) -> dict[str, Any]:
     """Add Environments (ConfigMaps only) up to the large size; RSS once all are in sync."""
     manifests = enforce_environments(

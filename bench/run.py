@@ -257,6 +257,14 @@ class Run:
         self.detail(f"restart_{sizes.huge}", again)
         r["restart_to_in_sync_s_50000"] = again["in_sync_s"]
         r["rss_mb_50000_after_restart"] = await phases.rss(lab, keys, sizes)
+        # The same restart with nothing changed meanwhile, as a rollout is: no status to write.
+        same = await self.phase(
+            f"restart-{sizes.huge}-unchanged",
+            phases.restart_unchanged(lab, keys, sizes, objects=sizes.huge),
+        )
+        self.detail(f"restart_{sizes.huge}_unchanged", same)
+        r["restart_unchanged_to_ready_s_50000"] = same["ready_s"]
+        r["rss_mb_50000_after_unchanged_restart"] = await phases.rss(lab, keys, sizes)
 
 
 def _clock() -> str:

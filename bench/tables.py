@@ -164,6 +164,11 @@ def bench_table(path: Path, r: dict[str, Any]) -> str:
             " / ".join(_s(r.get(f"restart_to_in_sync_s_{k}")) for k in ("1000", "5000", "50000")),
             _target("restart_to_in_sync_s_50000", r),
         ),
+        (
+            f"restart, nothing changed → ready (every first pass done), {huge} objects",
+            _s(r.get("restart_unchanged_to_ready_s_50000")),
+            _target("restart_unchanged_to_ready_s_50000", r),
+        ),
         ("cold apply, one Environment of 100 objects", _ms(r.get("cold_apply_100_s")), ""),
     ]
     flux = [

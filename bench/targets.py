@@ -53,7 +53,9 @@ TARGETS: list[tuple[str, str, float | None]] = [
     ("cold_apply_100_s", "", None),
     ("cold_to_in_sync_s_50000", "", None),
     ("restart_to_in_sync_s_50000", "<= 60", 60.0),
+    ("restart_unchanged_to_ready_s_50000", "<= 10", 10.0),
     ("rss_mb_50000", "<= 1024", 1024.0),
+    ("rss_mb_50000_after_unchanged_restart", "", None),
     ("revert_p50_s_50000", "", None),
     ("revert_p99_s_50000", "", None),
 ]
