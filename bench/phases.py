@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,7 +432,11 @@ async def restart_unchanged(
         "environments_in_sync": int(sum(gauges)),
         "environments": len(keys),
         "status_writes": status_writes,
-        "other_writes": len(mine) - status_writes,
+        "other_writes": dict(
+            Counter(
+                f"{w['verb']} {w['resource']}" for w in mine if w.get("subresource") != "status"
+            )
+        ),
         "cpu_s_to_ready": round(cpu, 2),
         "requests_to_ready": dict(window.verbs),
     }
