@@ -85,3 +85,37 @@ def test_the_parsed_spec_is_kept_while_the_generation_is_the_same() -> None:
 
     recreated = {**first, "metadata": {**first["metadata"], "uid": "u2"}, "spec": {}}
     assert Declared.of(recreated, like=seen).target_namespace == "shop"
+
+
+def test_what_is_kept_between_events_lists_each_kind_and_namespace_once() -> None:
+    """The body kept has one status entry per apiVersion, kind and namespace (what a pass
+    lists for leftovers); the spec, metadata, conditions and the rest stay as received."""
+    entry = {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "state": "InSync"}
+    entries = [{**entry, "name": f"cm-{i}"} for i in range(50)]
+    entries += [
+        {**entry, "kind": "Service", "name": "web"},
+        {**entry, "namespace": "other", "name": "x"},
+    ]
+    received = body(resources=[])
+    received["status"] = {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "revision": 4,
+        "resources": entries,
+    }
+    declared = Declared.of(received)
+
+    kept = declared.kept()
+
+    assert kept.spec is declared.spec
+    assert kept.body["spec"] is received["spec"]
+    assert kept.body["metadata"] is received["metadata"]
+    status = kept.body["status"]
+    assert (status["conditions"], status["revision"]) == (received["status"]["conditions"], 4)
+    assert [(e["kind"], e["namespace"], e["name"]) for e in status["resources"]] == [
+        ("ConfigMap", "shop", "cm-0"),
+        ("Service", "shop", "web"),
+        ("ConfigMap", "other", "x"),
+    ]
+    assert len(received["status"]["resources"]) == 52  # the received body is left as it was
+    assert kept.kept() is kept  # nothing more to cut
+    assert Declared.of(body(resources=[])).kept().body == body(resources=[])
