@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -69,14 +70,17 @@ def test_an_invalid_spec_keeps_its_error_and_where_it_writes(
 
 
 def test_the_parsed_spec_is_kept_while_the_generation_is_the_same() -> None:
-    """A status write (same uid, same generation) reuses the parse; a new generation or a
-    new object with the same name is parsed again, even to an invalid spec."""
+    """A status write (same uid, same generation) reuses the parse, and the copy of the
+    spec it was made from; a new generation or a new object with the same name is parsed
+    again, even to an invalid spec."""
     first = {**body(targetNamespace="a"), "metadata": {**body()["metadata"], "uid": "u1"}}
     seen = Declared.of(first)
-    status_only = {**first, "status": {"revision": 2}}
+    status_only = {**first, "spec": copy.deepcopy(first["spec"]), "status": {"revision": 2}}
     again = Declared.of(status_only, like=seen)
     assert again.spec is seen.spec
-    assert again.body is status_only
+    assert again.body["spec"] is first["spec"]  # one copy of the same spec is kept
+    assert again.body["status"] is status_only["status"]
+    assert again.body["metadata"] is status_only["metadata"]
 
     bumped = {**first, "metadata": {**first["metadata"], "generation": 4}, "spec": {"mode": "X"}}
     changed = Declared.of(bumped, like=seen)
