@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -69,14 +70,17 @@ def test_an_invalid_spec_keeps_its_error_and_where_it_writes(
 
 
 def test_the_parsed_spec_is_kept_while_the_generation_is_the_same() -> None:
-    """A status write (same uid, same generation) reuses the parse; a new generation or a
-    new object with the same name is parsed again, even to an invalid spec."""
+    """A status write (same uid, same generation) reuses the parse, and the copy of the
+    spec it was made from; a new generation or a new object with the same name is parsed
+    again, even to an invalid spec."""
     first = {**body(targetNamespace="a"), "metadata": {**body()["metadata"], "uid": "u1"}}
     seen = Declared.of(first)
-    status_only = {**first, "status": {"revision": 2}}
+    status_only = {**first, "spec": copy.deepcopy(first["spec"]), "status": {"revision": 2}}
     again = Declared.of(status_only, like=seen)
     assert again.spec is seen.spec
-    assert again.body is status_only
+    assert again.body["spec"] is first["spec"]  # one copy of the same spec is kept
+    assert again.body["status"] is status_only["status"]
+    assert again.body["metadata"] is status_only["metadata"]
 
     bumped = {**first, "metadata": {**first["metadata"], "generation": 4}, "spec": {"mode": "X"}}
     changed = Declared.of(bumped, like=seen)
@@ -85,3 +89,37 @@ def test_the_parsed_spec_is_kept_while_the_generation_is_the_same() -> None:
 
     recreated = {**first, "metadata": {**first["metadata"], "uid": "u2"}, "spec": {}}
     assert Declared.of(recreated, like=seen).target_namespace == "shop"
+
+
+def test_what_is_kept_between_events_lists_each_kind_and_namespace_once() -> None:
+    """The body kept has one status entry per apiVersion, kind and namespace (what a pass
+    lists for leftovers); the spec, metadata, conditions and the rest stay as received."""
+    entry = {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "shop", "state": "InSync"}
+    entries = [{**entry, "name": f"cm-{i}"} for i in range(50)]
+    entries += [
+        {**entry, "kind": "Service", "name": "web"},
+        {**entry, "namespace": "other", "name": "x"},
+    ]
+    received = body(resources=[])
+    received["status"] = {
+        "conditions": [{"type": "Ready", "status": "True"}],
+        "revision": 4,
+        "resources": entries,
+    }
+    declared = Declared.of(received)
+
+    kept = declared.kept()
+
+    assert kept.spec is declared.spec
+    assert kept.body["spec"] is received["spec"]
+    assert kept.body["metadata"] is received["metadata"]
+    status = kept.body["status"]
+    assert (status["conditions"], status["revision"]) == (received["status"]["conditions"], 4)
+    assert [(e["kind"], e["namespace"], e["name"]) for e in status["resources"]] == [
+        ("ConfigMap", "shop", "cm-0"),
+        ("Service", "shop", "web"),
+        ("ConfigMap", "other", "x"),
+    ]
+    assert len(received["status"]["resources"]) == 52  # the received body is left as it was
+    assert kept.kept() is kept  # nothing more to cut
+    assert Declared.of(body(resources=[])).kept().body == body(resources=[])

@@ -8,6 +8,7 @@ together), and names the expected field changes.
 from __future__ import annotations
 
 import copy
+import json
 import string
 from collections.abc import Callable
 from typing import Any
@@ -699,3 +700,15 @@ def test_atomic_field_covers_the_manifest_below_it() -> None:
     manifest = _configmap_manifest()
     manifest["spec"] = {"selector": {"app": "web"}}
     assert diff.is_owned_whole(live, manifest)
+
+
+def test_objects_of_one_shape_share_their_paths() -> None:
+    """Two ConfigMaps decoded apart hold one tuple per field path between them; a table
+    full starts again rather than growing without end."""
+    first = diff.leaves(json.loads('{"f:data": {"f:v": {}, "f:w": {}}}'))
+    second = diff.leaves(json.loads('{"f:data": {"f:v": {}, "f:w": {}}}'))
+    assert first == [("f:data", "f:v"), ("f:data", "f:w")]
+    assert all(a is b for a, b in zip(first, second, strict=True))
+    for i in range(diff.PATHS_KEPT + 1):
+        diff.leaves({f"f:{i}": {}})
+    assert len(diff._PATHS) <= diff.PATHS_KEPT

@@ -81,7 +81,8 @@ class Environment:
         owner = render.Owner(name=declared.name, namespace=declared.namespace)
         status = EnvironmentStatus.model_validate(body.get("status") or {})
         self.ledger = Ledger(owner=owner, status=status)
-        self.declared = declared
+        self.declared = declared.kept()  # its status read whole just above
+        body = self.declared.body
         # History and the audit trail are the operator's records, written as the operator in
         # this cluster (home), whichever cluster the objects are in.
         self.home = cluster
@@ -133,11 +134,11 @@ class Environment:
 
     async def update(self, declared: Declared) -> None:
         """A new version of the Environment: a full pass if its spec changed."""
-        self.declared = declared
-        self.audit.update(declared.body)
-        self.reports.update(declared.body)
-        self.reporter.body = declared.body
-        self.status.received(declared.body)
+        self.declared = declared.kept()
+        self.audit.update(self.declared.body)
+        self.reports.update(self.declared.body)
+        self.reporter.body = self.declared.body
+        self.status.received(self.declared.body)
         if declared.generation != self.ledger.applied_generation:
             await self.full_pass()
 

@@ -190,7 +190,7 @@ class Shards:
         """Keeps the Environment: whole while this replica acts on it, else slim and packed."""
         ident = body.ident
         if self._acts_on(body):
-            self.bodies[ident] = body if body.is_parsed else Declared.of(body.body)
+            self.bodies[ident] = (body if body.is_parsed else Declared.of(body.body)).kept()
             self._packed.pop(ident, None)
             return
         if not body.is_slim:
