@@ -80,7 +80,7 @@ class Declared:
         apiVersion, kind and namespace. The operator builds those entries from its own
         records; of the received ones only the inventory counts, and only until its first
         write (which kinds, where, a pass lists for leftovers). 100 entries are about
-        47 KB of Python objects, a third of a 100-object Environment's body."""
+        47 KB of Python objects."""
         status = self.body.get("status")
         if not isinstance(status, dict):
             return self

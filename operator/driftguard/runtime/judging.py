@@ -6,8 +6,7 @@ pass runs: the pass re-learns every object, and the events are judged after it.
 An event about an object the pass has not recorded yet (a replica's first pass,
 taking over objects that exist) waits with the rest: the pass may have listed the
 object before the change. Each judgement ends in one ChangeSet in `results` (empty
-when nothing is news):
-the Environment reports it; the judge reports nothing itself.
+when nothing is news): the Environment reports it; the judge reports nothing itself.
 """
 
 from __future__ import annotations
