@@ -56,6 +56,8 @@ class AuditLog:
 
     def refresh(self) -> None:
         with self._path.open("rb") as handle:
+            if self._path.stat().st_size < self._offset:
+                raise RuntimeError(f"{self._path} was rotated: its counts would miss requests")
             handle.seek(self._offset)
             data = handle.read()
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
