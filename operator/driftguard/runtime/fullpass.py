@@ -411,9 +411,9 @@ class ObjectSync:
 
 
 def _inventory(ledger: Ledger) -> set[tuple[str, str, str | None]]:
-    """The objects status lists (as received) or listed when last written."""
-    listed = {(e.api_version, e.kind, e.namespace) for e in ledger.status.resources}
-    return listed | ledger.inventory
+    """The objects status listed, as received or as last written (the status writer
+    keeps them so from the start)."""
+    return set(ledger.inventory)
 
 
 def _is_ahead(moment: str) -> bool:
