@@ -280,6 +280,8 @@ def test_each_kind_is_managed(
         ),
         message=f"the label on {kind}/{name} to be reverted",
     )
+    # The status write follows the revert (debounced): the object may be back first.
+    wait_for(lambda: status(kubectl, "app", namespace).get("lastDrift"), message="status.lastDrift")
     last = status(kubectl, "app", namespace)["lastDrift"]
     assert last["object"] == f"{kind}/{namespace}/{name}"
     assert last["changedBy"] == "kubectl-label"
