@@ -124,11 +124,12 @@ class FakeCluster:
         selector: str = "",
         limit: int = 0,
         name: str = "",
+        metadata_only: bool = False,
     ) -> tuple[list[dict[str, Any]], str]:
         self._check("list", namespace)
         self.lists += 1
         items = [
-            copy.deepcopy(obj)
+            {"metadata": copy.deepcopy(obj["metadata"])} if metadata_only else copy.deepcopy(obj)
             for (ns, named), obj in sorted(self.objects.items())
             if (namespace is None or ns == namespace)
             and name in ("", named)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -165,3 +166,22 @@ def test_address_refuses(url: str) -> None:
     """Only plain http with a port is accepted."""
     with pytest.raises(ValueError, match="expected"):
         probes.address(url)
+
+
+async def test_the_list_at_start_asks_for_names_only() -> None:
+    """The Environments at start are listed as metadata: their names are all it reads."""
+    asked: list[dict[str, object]] = []
+
+    class Lister:
+        async def list_objects(self, resource: Resource, **options: object) -> tuple[list, str]:
+            asked.append(options)
+            return [{"metadata": {"namespace": "team-a", "name": "dev"}}], "1"
+
+    health = started()
+    health.list_at_start(Lister(), ())  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    health.taken_up(("team-a", "dev"))
+
+    assert asked == [{"namespace": None, "metadata_only": True}]
+    assert health.readiness() == (True, "ok")
+    health.close()

@@ -25,6 +25,7 @@ from driftguard.kube.library import ApiClient, RESTClientObject
 __all__ = ["KubeCluster"]
 
 _APPLY = "application/apply-patch+yaml"
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 _MERGE = "application/merge-patch+json"
 REMOTE_CONNECT_S = 5.0
 """A remote cluster may be away: connecting gives up this soon, so nothing waits long."""
@@ -148,16 +149,12 @@ class KubeCluster(_Probing):
         limit: int = 0,
         shard: str = "",
         name: str = "",
+        metadata_only: bool = False,
     ) -> tuple[list[dict[str, Any]], str]:
-        query = {"labelSelector": selector} if selector else {}
-        if name:
-            query["fieldSelector"] = f"metadata.name={name}"
-        if limit:
-            query["limit"] = str(limit)
-        if shard:  # a shard selector (sharding.selector); ignored where the gate is off
-            query["shardSelector"] = shard
+        query = _list_query(selector, limit, shard, name)
+        accept = _METADATA_LIST if metadata_only else "application/json"
         with naming_request("list", resource.kind, namespace):
-            listing = await self._json("GET", resource.path(namespace), query=query)
+            listing = await self._json("GET", resource.path(namespace), query=query, accept=accept)
         items: list[dict[str, Any]] = listing.get("items") or []
         for item in items:
             item.setdefault("apiVersion", resource.api_version)
@@ -348,3 +345,14 @@ async def connect_remote(config: dict[str, Any], *, gate_of: KubeCluster | None)
     if gate_of is not None:
         made._gate = gate_of._gate
     return made
+
+
+def _list_query(selector: str, limit: int, shard: str, name: str) -> dict[str, str]:
+    query = {"labelSelector": selector} if selector else {}
+    if name:
+        query["fieldSelector"] = f"metadata.name={name}"
+    if limit:
+        query["limit"] = str(limit)
+    if shard:  # a shard selector (sharding.selector); ignored where the gate is off
+        query["shardSelector"] = shard
+    return query

@@ -66,7 +66,11 @@ class Cluster(Protocol):
         limit: int = 0,
         shard: str = "",
         name: str = "",
-    ) -> tuple[list[dict[str, Any]], str]: ...
+        metadata_only: bool = False,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """`metadata_only`: each item its metadata alone (PartialObjectMetadata), for a
+        caller that needs only names: the server encodes, and this client decodes, far less."""
+        ...
 
     async def delete(
         self, resource: Resource, namespace: str, name: str, uid: str, *, dry_run: bool = False

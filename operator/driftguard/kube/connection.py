@@ -109,11 +109,12 @@ class Connection:
         query: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
         timeout: aiohttp.ClientTimeout | None = None,
         compressed: bool = True,
         stream: bool = False,
     ) -> aiohttp.ClientResponse:
-        headers = {"Content-Type": content_type, "Accept": "application/json"}
+        headers = {"Content-Type": content_type, "Accept": accept}
         if not compressed:
             headers["Accept-Encoding"] = "identity"
         headers.update(self.api.default_headers)

@@ -214,7 +214,7 @@ class Watch:
                     self._listener.event(self.scope, event.type, event.object, time.monotonic())
         return version
 
-    def _narrowed(self) -> dict[str, str]:
+    def _narrowed(self) -> dict[str, Any]:
         # Only when set: clients that do not shard, or watch no single object, need not
         # know the options.
         options = {"shard": self.scope.shard} if self.scope.shard else {}

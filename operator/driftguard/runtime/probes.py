@@ -141,7 +141,11 @@ class Probes:
             try:
                 found: list[Ident] = []
                 for namespace in places:
-                    items, _ = await cluster.list_objects(ENVIRONMENTS, namespace=namespace)
+                    # Names only: 500 whole Environments of 100 objects are megabytes of
+                    # JSON, listed while kopf lists the same at start.
+                    items, _ = await cluster.list_objects(
+                        ENVIRONMENTS, namespace=namespace, metadata_only=True
+                    )
                     found += [_ident(item) for item in items]
                 self.expect(found)
             except ApiError as exc:
