@@ -118,8 +118,8 @@ class Ledger:
     # and what the policy objects just written ask of it while that is not confirmed yet.
     enforced: prevention.Enforced | None = None
     enforcing: prevention.Enforced | None = None
-    # (apiVersion, kind, namespace) of the objects status last listed, once status.resources
-    # is no longer kept here (the status writer keeps a digest of what it wrote instead).
+    # (apiVersion, kind, namespace) of the objects status listed, as received or as last
+    # written: where a pass looks for leftovers besides the blueprint's kinds.
     inventory: frozenset[tuple[str, str, str | None]] = frozenset()
 
     @property

@@ -267,7 +267,7 @@ class FullPass:
         without a GET per new object.
         """
         scopes = set(scopes)
-        for api_version, kind, namespace in _inventory(self._ledger):
+        for api_version, kind, namespace in self._ledger.inventory:
             try:
                 resource = await self.cluster.resource(api_version, kind)
             except (UnknownKindError, ApiError):
@@ -408,12 +408,6 @@ class ObjectSync:
             if news and outcome is Outcome.UNCHANGED
             else Change(tracked.key, outcome)
         )
-
-
-def _inventory(ledger: Ledger) -> set[tuple[str, str, str | None]]:
-    """The objects status listed, as received or as last written (the status writer
-    keeps them so from the start)."""
-    return set(ledger.inventory)
 
 
 def _is_ahead(moment: str) -> bool:
