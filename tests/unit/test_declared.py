@@ -91,6 +91,30 @@ def test_the_parsed_spec_is_kept_while_the_generation_is_the_same() -> None:
     assert Declared.of(recreated, like=seen).target_namespace == "shop"
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"prevention": "Deny"},
+        {"prevention": "Warn", "deletionPolicy": "Orphan"},
+        {"deletionPolicy": "Delete"},
+        {"prevention": "Off", "deletionPolicy": "Delete", "resources": []},
+        {"prevention": "Bogus"},
+        {"deletionPolicy": "Delete", "mode": 7},
+    ],
+)
+def test_what_deletion_needs_reads_the_same_unparsed(spec: dict[str, Any]) -> None:
+    """kopf asks at every event whether a deletion leaves something (its finalizer): the
+    raw spec's answer is the parsed one's, for a valid spec and an invalid one alike."""
+    parsed, raw = Declared.of(body(**spec)), Declared.unparsed(body(**spec))
+
+    assert not raw.is_parsed
+    assert (raw.deletes_objects, raw.is_prevention_off) == (
+        parsed.deletes_objects,
+        parsed.is_prevention_off,
+    )
+
+
 def test_what_is_kept_between_events_lists_each_kind_and_namespace_once() -> None:
     """The body kept has one status entry per apiVersion, kind and namespace (what a pass
     lists for leftovers); the spec, metadata, conditions and the rest stay as received."""

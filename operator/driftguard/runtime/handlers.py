@@ -208,7 +208,10 @@ def _leaves_something(declared: Declared) -> bool:
 
 
 def _deletion_leaves_something(spec: Mapping[str, Any], **_: Any) -> bool:
-    return _leaves_something(Declared.of({"metadata": {}, "spec": dict(spec)}))
+    # kopf asks this twice at every event of every Environment (is there a handler for it,
+    # must it keep a finalizer): read from the raw spec, as for one not parsed, never a
+    # parse of the whole blueprint (at 500 Environments, 1,000 parses at each start).
+    return _leaves_something(Declared.unparsed({"metadata": {}, "spec": dict(spec)}))
 
 
 @kopf.on.delete(*_RESOURCE, when=_deletion_leaves_something)
