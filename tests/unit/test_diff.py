@@ -442,6 +442,28 @@ def test_expectation_of_object_we_never_applied_is_empty() -> None:
     assert not diff.compute(expectation, live).is_drifted
 
 
+def test_expectations_of_one_shape_share_their_paths_and_the_manifests_values() -> None:
+    """Two objects of one shape hold the same tuples of paths and pointers, and each value
+    the server stored as the manifest wrote it is the manifest's own object: per object,
+    only its values are kept. A value the server stored otherwise is the server's."""
+    first, second = objects.configmap(), objects.configmap()
+    second["metadata"]["name"] = "other-config"
+    manifest = {"data": {"DB_VERSION": "5.7", "LOG_LEVEL": "INFO"}}
+
+    one = diff.expect(first, is_stored=True, like=manifest)
+    two = diff.expect(second, is_stored=True)
+
+    assert one.paths is two.paths
+    assert one.where is two.where
+    assert one.values == two.values
+    level = one.values[("f:data", "f:LOG_LEVEL")]
+    version = one.values[("f:data", "f:DB_VERSION")]
+    assert level == "info"
+    assert level is first["data"]["LOG_LEVEL"]  # stored otherwise
+    assert version is manifest["data"]["DB_VERSION"]
+    assert one.pointers[("f:data", "f:DB_VERSION")] == "/data/DB_VERSION"
+
+
 # -- Drift ----------------------------------------------------------------------------
 
 

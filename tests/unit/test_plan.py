@@ -234,6 +234,15 @@ def test_tolerate_reports_breach_values() -> None:
     ]
 
 
+def test_tolerating_nothing_is_one_shared_empty_set() -> None:
+    """Most objects tolerate nothing; each kept its own empty frozenset (216 bytes)."""
+    first = plan.tolerate([REPLICAS_2_TO_10], DESIRED, live(3))[0]
+    second = plan.tolerate([], DESIRED, live(12))[0]
+
+    assert first == frozenset()
+    assert first is second is plan.NOTHING
+
+
 # -- without ------------------------------------------------------------------------
 
 

@@ -45,12 +45,16 @@ class Action(StrEnum):
     FLAG = "flag"  # report only
 
 
+NOTHING: frozenset[str] = frozenset()
+"""No path tolerated."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     state: State
     action: Action
     drifted: tuple[FieldChange, ...] = ()
-    tolerated: frozenset[str] = frozenset()
+    tolerated: frozenset[str] = NOTHING
     excepted: tuple[str, ...] = ()  # the DriftExceptions that tolerate some of it
 
     @property
@@ -94,7 +98,9 @@ def tolerate(
                 tolerated.add(path)
             else:
                 breaches.setdefault(path, FieldChange(path, ChangeKind.CHANGED, wanted, actual))
-    return frozenset(tolerated), [b for path, b in breaches.items() if path not in tolerated]
+    # Most objects tolerate nothing: one empty frozenset for them (each is 216 bytes).
+    kept = frozenset(tolerated) if tolerated else NOTHING
+    return kept, [b for path, b in breaches.items() if path not in tolerated]
 
 
 def decide(

@@ -213,8 +213,7 @@ def _validations(guarded: Guarded, env: str, blueprint: str | None) -> list[dict
     ]
     allowed = {path: rule for rule in guarded.rules for path in rule.paths}
     is_secret = key.kind == "Secret" and not key.group
-    for path, expected in guarded.expectation.values.items():
-        pointer = guarded.expectation.pointers[path]
+    for _, expected, pointer in guarded.expectation.fields():
         if any(pointer == a or pointer.startswith(a + "/") for a in allowed):
             continue  # judged by its bounds below
         accessor = _accessor(pointer)
@@ -270,7 +269,7 @@ def _lists(
 
 def _pointer_of(expectation: diff.Expectation, path: tuple[str, ...]) -> str | None:
     """The JSON pointer of a list driftguard set: the leading tokens of a field inside it."""
-    for leaf, pointer in expectation.pointers.items():
+    for leaf, _, pointer in expectation.fields():
         if leaf[: len(path)] == path:
             return "/" + "/".join(pointer.split("/")[1 : len(path) + 1])
     return None

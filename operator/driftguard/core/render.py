@@ -84,8 +84,11 @@ def manifests(
     """
     target = spec.target_namespace or owner.namespace
     desired: dict[ObjectKey, dict[str, Any]] = {}
+    # One dict for every manifest that sets no labels of its own (most): desired manifests
+    # are never changed in place (`adopted` and `without_owner_labels` make copies).
+    labels = owner.labels
     for index, source in enumerate(spec.resources):
-        manifest = _render_one(source, owner, target, is_namespaced, index)
+        manifest = _render_one(source, labels, target, is_namespaced, index)
         key = ObjectKey.of(manifest)
         if key in desired:
             raise InvalidSpecError(f"spec.resources[{index}]: {key} appears more than once")
@@ -105,7 +108,7 @@ def copy_json(value: Any) -> Any:
 
 def _render_one(
     source: dict[str, Any],
-    owner: Owner,
+    labels: dict[str, str],
     target: str,
     is_namespaced: Callable[[str, str], bool],
     index: int,
@@ -144,7 +147,8 @@ def _render_one(
             f"spec.resources[{index}].metadata.namespace: {manifest['kind']} is cluster-scoped; "
             "remove the namespace (was a namespaced kind meant?)"
         )
-    meta["labels"] = {**(meta.get("labels") or {}), **owner.labels}
+    own = meta.get("labels")
+    meta["labels"] = {**own, **labels} if own else labels
     if manifest["apiVersion"] == "v1" and manifest["kind"] in _STRING_MAPS:
         _check_string_maps(manifest, index)
     if manifest["apiVersion"] == "v1" and manifest["kind"] == "Secret":

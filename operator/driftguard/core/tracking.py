@@ -76,7 +76,9 @@ class Tracked:
         """The server's answer to our (dry-run) apply is what the object must hold; Enforce's
         answers are the object as stored. `expectation`: read from it already."""
         is_stored = mode is Mode.ENFORCE
-        self.expectation = expectation or diff.expect(stored, is_stored=is_stored)
+        self.expectation = expectation or diff.expect(
+            stored, is_stored=is_stored, like=self.desired
+        )
         if is_stored:
             self.written_rv = rv(stored)
         self.message = None
