@@ -208,9 +208,21 @@ def scale_table(path: Path, r: dict[str, Any]) -> str:
             "taken over, a drift in each reverted",
             f"**{_s(r.get('failover_s'))}**",
         ),
+        (
+            "SIGKILL one replica → the first drift in its share reverted",
+            _s(_first_revert(r)),
+        ),
         ("objects written by two replicas after the kill", _n(r.get("double_writes"))),
     ]
     return "\n\n".join([_source(path, r), _rows(rows)])
+
+
+def _first_revert(r: dict[str, Any]) -> float | None:
+    """Recorded since the figure was added; read from the timeline in earlier records."""
+    if r.get("failover_first_revert_s") is not None:
+        return float(r["failover_first_revert_s"])
+    reverted = (r.get("details", {}).get("failover_timeline") or {}).get("reverted_s") or []
+    return min(reverted) if reverted else None
 
 
 def readme_table(path: Path, r: dict[str, Any]) -> str:
