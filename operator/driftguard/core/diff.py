@@ -136,8 +136,9 @@ def _merge(into: dict[str, Any], tree: dict[str, Any]) -> None:
 _Tuple = TypeVar("_Tuple", bound=tuple[Any, ...])
 _PATHS: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 PATHS_KEPT = 65536
-"""Distinct paths shared at most; past it the table starts again (paths through keyed
-list items can be as many as the objects)."""
+"""Distinct tuples shared at most (paths, and expectations' tuples of paths and of
+pointers); past it the table starts again (paths through keyed list items can be as many
+as the objects)."""
 
 
 def _shared(path: _Tuple) -> _Tuple:
@@ -264,13 +265,11 @@ def _expectation(
     like: dict[str, Any] | None = None,
 ) -> Expectation:
     tree, fields = read or ({}, [])
+    # Write-only fields are not stored, so cannot drift.
     kept = [(path, value, pointer) for path, value, pointer in fields if value is not MISSING]
-    # (Write-only fields are not stored, so cannot drift.)
     paths = _shared(tuple(path for path, _, _ in kept))
     where = _shared(tuple(pointer for _, _, pointer in kept))
-    held = tuple(value for _, value, _ in kept)
-    if like is not None:
-        held = tuple(_same_as(like, path, value) for path, value, _ in kept)
+    held = tuple(value if like is None else _same_as(like, path, value) for path, value, _ in kept)
     version = str((stored.get("metadata") or {}).get("resourceVersion", "")) if is_stored else ""
     return Expectation(paths, held, where, _lists(tree) or _NO_LISTS, version)
 
