@@ -461,7 +461,8 @@ def test_expectations_of_one_shape_share_their_paths_and_the_manifests_values() 
     assert level == "info"
     assert level is first["data"]["LOG_LEVEL"]  # stored otherwise
     assert version is manifest["data"]["DB_VERSION"]
-    assert one.pointers[("f:data", "f:DB_VERSION")] == "/data/DB_VERSION"
+    pointers = {path: pointer for path, _, pointer in one.fields()}
+    assert pointers[("f:data", "f:DB_VERSION")] == "/data/DB_VERSION"
 
 
 # -- Drift ----------------------------------------------------------------------------

@@ -95,10 +95,6 @@ class Expectation:
     def values(self) -> dict[Path, Any]:
         return dict(zip(self.paths, self.held, strict=True))
 
-    @property
-    def pointers(self) -> dict[Path, str]:
-        return dict(zip(self.paths, self.where, strict=True))
-
 
 def written_at(obj: dict[str, Any] | None, manager: str | None) -> str | None:
     """When `manager` last wrote to the object (its managedFields time), or None."""
